@@ -1,0 +1,5 @@
+import sys
+
+from circuits.run import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""Lowering a Circuit to a torch.nn.Module.
+
+Each forward projection becomes a leaf ``plasticity.Projection`` module (its W, its rule's
+feedback tensors); each Layer/Readout gets a bias. The forward pass visits populations in
+topological order: sum the incoming projections, add the bias, apply the activation. Backward is
+plain autograd through populations and each rule's Function through projections, so a stock
+``torch.optim`` optimizer, AMP and DDP work as for any model.
+"""
+from __future__ import annotations
+
+import networkx as nx
+import torch
+from torch import nn
+
+from circuits.errors import CircuitError
+from connectomes.analysis import alignment_deg, norm_ratio
+from plasticity import BP, ErrorBroadcast, Projection
+from populations import ACTIVATIONS, Input, Readout
+
+
+class CompiledCircuit(nn.Module):
+    """The runnable circuit. ``forward(x)`` returns the readout activity (batch × N_readout)."""
+
+    def __init__(self, circuit, seed: int | None = None):
+        super().__init__()
+        circuit.validate()
+        self.circuit = circuit
+        self.seed = circuit.seed if seed is None else seed
+        forward = circuit.forward_graph()
+        self.generations = [sorted(g) for g in nx.topological_generations(forward)]
+        readouts = [p for p in circuit.populations() if isinstance(p, Readout)]
+        self.inputs = [p for p in circuit.populations() if isinstance(p, Input)]
+        self.readout = readouts[0]
+        if len(readouts) > 1:
+            raise CircuitError(f"circuit {circuit.name!r}: more than one readout ({', '.join(p.name for p in readouts)}) is not supported yet")
+
+        self.projections = nn.ModuleDict()
+        self.biases = nn.ParameterDict()
+        self.fixed = {}
+        self._plan = []  # (population, [(projection name, pre name)])
+        projections = circuit.projections()
+        for gen in self.generations:
+            for name in gen:
+                pop = circuit.population(name)
+                if isinstance(pop, Input):
+                    continue
+                incoming = [(pn, d) for pn, d in projections.items() if d["post"] == name]
+                for pn, d in incoming:
+                    pre = circuit.population(d["pre"])
+                    if d["geometry"].weightless:
+                        continue
+                    rule = d["rule"]
+                    if rule is None:  # fixed (non-plastic) weights: errors pass by Wᵀ
+                        rule = BP()
+                    proj = Projection(pn, d["geometry"], pre.shape, pop.shape, rule,
+                                      sends_error=not isinstance(pre, Input), seed=self.seed,
+                                      post_is_readout=isinstance(pop, Readout),
+                                      readout_size=self.readout.size)
+                    if not d["plastic"]:
+                        proj.weight.requires_grad_(False)
+                    self.projections[pn] = proj
+                if getattr(pop, "bias", False):
+                    self.biases[name] = nn.Parameter(torch.zeros(pop.shape))
+                self._plan.append((pop, [(pn, d["pre"], d["geometry"]) for pn, d in incoming]))
+
+        self.broadcast = None
+        if any(p.rule.needs_readout_error for p in self.projections.values() if p.sends_error):
+            self.broadcast = ErrorBroadcast()
+            for p in self.projections.values():
+                p.broadcast = self.broadcast
+
+    # -- running -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        if not isinstance(x, dict):
+            if len(self.inputs) != 1:
+                raise CircuitError(f"circuit {self.circuit.name!r} has several inputs: pass a dict {{name: tensor}}")
+            x = {self.inputs[0].name: x}
+        acts = {}
+        for p in self.inputs:
+            if p.name not in x:
+                raise CircuitError(f"no data for input population {p.name!r}")
+            t = x[p.name]
+            acts[p.name] = t.reshape(t.shape[0], *p.shape)
+        for pop, incoming in self._plan:
+            total = None
+            for pn, pre, geometry in incoming:
+                out = geometry.forward(acts[pre]) if geometry.weightless else self.projections[pn](acts[pre])
+                out = out.reshape(out.shape[0], *pop.shape)
+                total = out if total is None else total + out
+            if pop.name in self.biases:
+                total = total + self.biases[pop.name]
+            acts[pop.name] = ACTIVATIONS[pop.activation](total)
+        out = acts[self.readout.name]
+        if self.broadcast is not None and out.requires_grad:
+            out = self.broadcast.tap(out)
+        return out
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The readout's loss (e.g. cross-entropy of the readout activity against labels)."""
+        return self.readout.loss_fn(out, target)
+
+    # -- optimisation --------------------------------------------------------------------------
+    def forward_parameters(self) -> list[nn.Parameter]:
+        """W of every plastic projection and every population bias."""
+        ws = [p.weight for p in self.projections.values() if p.weight.requires_grad]
+        return ws + list(self.biases.values())
+
+    def feedback_parameters(self) -> list[nn.Parameter]:
+        """Plastic feedback tensors (KP's B, PFA's R): their own optimizer group."""
+        return [t for p in self.projections.values() for t in p.feedback_parameters()]
+
+    # -- metrics -------------------------------------------------------------------------------
+    def alignment(self) -> dict[str, dict[str, float]]:
+        """Per projection that sends errors: angle between Wᵀ and its effective feedback (path
+        RB for PFA) in degrees, and their norm ratio."""
+        result = {}
+        for name, p in self.projections.items():
+            B = p.effective_feedback()
+            if B is None:
+                continue
+            result[name] = {"alignment_deg": alignment_deg(p.weight, B), "norm_ratio": norm_ratio(p.weight, B)}
+        return result
+
+    def schedule_summary(self) -> str:
+        """The order of computation: forward by topological generation, then the error routes
+        in reverse (as Brian2's ``scheduling_summary``)."""
+        lines = [f"Schedule of {self.circuit.name!r}", "forward (x):"]
+        for i, gen in enumerate(self.generations):
+            lines.append(f"  step {i}: {', '.join(gen)}")
+            for pop, incoming in self._plan:
+                if pop.name in gen:
+                    for pn, pre, geometry in incoming:
+                        proj = self.projections[pn] if pn in self.projections else None
+                        how = "weightless" if proj is None else f"W{tuple(proj.weight.shape)}"
+                        lines.append(f"      {pn:<26} {pre}.x -> {pop.name}.x  {how}")
+        lines.append("backward (e), readout first:")
+        lines.append(f"  {self.readout.name}.e = ∂{self.readout.loss}/∂{self.readout.name}")
+        for pop, incoming in reversed(self._plan):
+            for pn, pre, geometry in incoming:
+                proj = self.projections[pn] if pn in self.projections else None
+                if proj is None:
+                    lines.append(f"      {pn:<26} {pop.name}.e -> {pre}.e  exact (weightless)")
+                elif not proj.sends_error:
+                    lines.append(f"      {pn:<26} ΔW only ({pre} is an input)  rule {proj.rule.name}")
+                else:
+                    plastic = ", ".join(proj.rule.plastic) or "none"
+                    lines.append(f"      {pn:<26} {pop.name}.e -> {pre}.e  rule {proj.rule.name} (plastic feedback: {plastic})")
+        return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""The training specification of a DSL file: data, schedule and optimiser settings."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from circuits.errors import ConfigError
+
+
+@dataclass
+class Training:
+    """How to train a circuit (SGD with momentum, as in the PFA paper).
+
+    ``first_epoch_weight_decay`` replaces ``weight_decay`` in epoch 0 (W and plastic feedback
+    alike). ``feedback_lr`` / ``feedback_weight_decay`` set the plastic feedback group (None: the
+    same as W). ``per_rule`` maps a rule name to overrides of any field, e.g. the paper's
+    ``{"pfa": {"first_epoch_weight_decay": 0.03}}``. ``val_size`` cells of the training set are
+    held out for validation (0: none).
+    """
+
+    data: str = "mnist"
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    first_epoch_weight_decay: float | None = None
+    feedback_lr: float | None = None
+    feedback_weight_decay: float | None = None
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    val_size: int = 0
+    eval_batch_size: int = 1000
+    per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def resolve(self, rule: str) -> "Training":
+        """The settings for ``rule``: this spec with ``per_rule[rule]`` applied."""
+        overrides = dict(self.per_rule.get(rule, {}))
+        resolved = self.with_values(overrides, where=f"per_rule[{rule!r}]")
+        resolved.per_rule = {}
+        return resolved
+
+    def with_values(self, values: dict[str, Any], where: str = "--set") -> "Training":
+        """A copy with ``values`` set; strings are parsed by the field's type."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        changes = {}
+        for key, value in values.items():
+            if key not in fields or key == "per_rule":
+                raise ConfigError(f"{where}: unknown training setting {key!r} (settings: {', '.join(k for k in fields if k != 'per_rule')})")
+            changes[key] = _coerce(key, value, getattr(self, key), fields[key].type, where)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, current: Any, annotation: str, where: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    bad = ConfigError(f"{where}: {key}={value!r} is not a valid {annotation}")
+    if value.lower() in ("none", "null") and "None" in str(annotation):
+        return None
+    if "list" in str(annotation):
+        try:
+            parsed = json.loads(value) if value.startswith("[") else [int(v) for v in value.split(",") if v]
+        except ValueError:
+            raise bad from None
+        return parsed
+    base = str(annotation).split("|")[0].strip()
+    try:
+        if base == "bool":
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return value.lower() in ("true", "1")
+        if base == "int":
+            return int(value)
+        if base == "float":
+            return float(value)
+    except ValueError:
+        raise bad from None
+    return value

@@ -1,0 +1,39 @@
+"""Learning rules: one file per rule, each a small ``Rule`` subclass.
+
+Use them by their paper names in a DSL file (``circuit.feedback(pfa(expansion=10))``) or by
+string (``make_rule("pfa-o")``).
+"""
+from plasticity.base import ErrorBroadcast, FeedbackEdge, Projection, Rule, RuleFunction
+from plasticity.bp import BP
+from plasticity.brsf import BRSF
+from plasticity.dfa import DFA
+from plasticity.fa import FA
+from plasticity.frsf import FRSF
+from plasticity.kp import KP
+from plasticity.pfa import PFA
+from plasticity.pfa_o import PFAo
+from plasticity.schedules import set_epoch_weight_decay
+from plasticity.usf import USF
+
+RULES: dict[str, type[Rule]] = {
+    cls.name: cls for cls in (BP, FA, DFA, USF, BRSF, FRSF, KP, PFA, PFAo)
+}
+
+# Lower-case names for DSL files: ``c.feedback(pfa(expansion=10))``.
+bp, fa, dfa, usf, brsf, frsf, kp, pfa, pfa_o = BP, FA, DFA, USF, BRSF, FRSF, KP, PFA, PFAo
+
+
+def make_rule(name: str, **options) -> Rule:
+    """A rule by its name (``bp``, ``fa``, ``dfa``, ``usf``, ``brsf``, ``frsf``, ``kp``, ``pfa``,
+    ``pfa-o``)."""
+    key = name.lower().replace("_", "-")
+    if key not in RULES:
+        raise ValueError(f"unknown rule {name!r}; known rules: {', '.join(RULES)}")
+    return RULES[key](**options)
+
+
+__all__ = [
+    "BP", "BRSF", "DFA", "FA", "FRSF", "KP", "PFA", "PFAo", "RULES", "USF", "ErrorBroadcast",
+    "FeedbackEdge", "Projection", "Rule", "RuleFunction", "bp", "brsf", "dfa", "fa", "frsf",
+    "kp", "make_rule", "pfa", "pfa_o", "set_epoch_weight_decay", "usf",
+]

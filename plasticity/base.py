@@ -1,0 +1,196 @@
+"""What every rule shares: the rule interface, the runtime projection module, and the one
+autograd Function through which custom rules send errors back.
+
+Orientation: W is post × pre (like ``nn.Linear.weight``); a feedback tensor that carries errors
+from ``post.e`` to ``pre.e`` is pre × post ("feedback layout"); δ is ∂loss/∂(post input) and
+e_in the error handed to the pre population before it multiplies by its own σ'.
+Every rule changes W by ΔW = Σ_batch δ xᵀ, written as ``W.grad`` for a stock optimizer;
+rules differ in e_in and in how their feedback tensors change.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from connectomes.geometry import Geometry
+
+
+@dataclass(frozen=True)
+class FeedbackEdge:
+    """One feedback projection a rule adds to the circuit graph.
+
+    ``source``/``target`` are roles resolved by the circuit: "post" (the forward projection's
+    post population, its e compartment), "pre" (pre.e), "readout" (the readout's e), "ebar" (the
+    rule's intermediate population ē). ``tensor`` is the name of the runtime tensor.
+    """
+
+    tensor: str
+    source: str
+    target: str
+    plastic: bool
+    transported: bool = False
+
+
+def seeded_generator(seed: int, *names: str) -> torch.Generator:
+    """A CPU generator whose seed depends on the circuit seed and a stable name (crc32), so one
+    projection's initial tensors do not shift when another projection is added."""
+    key = zlib.crc32("/".join(names).encode())
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + key) % (2**63))
+
+
+def fans(shape: tuple) -> tuple[int, int]:
+    """(fan_in, fan_out) of a post × pre (× kernel) tensor, as ``torch.nn.init`` computes them."""
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def feedback_shape(weight_shape: tuple) -> tuple:
+    """Shape of Wᵀ in feedback layout (pre × post × kernel)."""
+    return (weight_shape[1], weight_shape[0], *weight_shape[2:])
+
+
+class Rule:
+    """A learning rule for one forward projection and its feedback route.
+
+    Subclasses set ``name``, ``edges`` (the feedback projections they add), ``plastic``
+    (names of their plastic feedback tensors) and implement ``init_feedback`` and either
+    ``feedback_tensor`` (rules whose error is e_in = B δ for one tensor B) or ``backward``.
+    """
+
+    name = "rule"
+    edges: tuple[FeedbackEdge, ...] = ()
+    plastic: tuple[str, ...] = ()
+    needs_readout_error = False
+
+    def __init__(self, **options):
+        self.options = options
+
+    # -- the circuit graph ---------------------------------------------------------------------
+    def intermediate_size(self, post_size: int) -> int | None:
+        """Cells of the intermediate population ē this rule adds (None: it adds none)."""
+        return None
+
+    def check(self, projection: str, geometry: Geometry, readouts: list) -> None:
+        """Raise ValueError naming ``projection`` if this rule cannot serve it."""
+
+    def describe(self) -> dict:
+        return {"rule": self.name, **self.options}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{self.name}({opts})"
+
+    # -- the runtime ---------------------------------------------------------------------------
+    def init_feedback(self, proj: "Projection", generator: torch.Generator) -> None:
+        """Create the feedback tensors on ``proj`` (buffers if fixed, parameters if plastic)."""
+
+    def forward(self, proj: "Projection", x: torch.Tensor) -> torch.Tensor:
+        plastic = [getattr(proj, n) for n in self.plastic]
+        return RuleFunction.apply(x, proj.weight, proj, *plastic)
+
+    def feedback_tensor(self, proj: "Projection", W: torch.Tensor) -> torch.Tensor | None:
+        """The effective feedback in feedback layout (pre × post), e_in = B δ; None if the rule
+        has no single such tensor (then metrics skip it)."""
+        return None
+
+    def feedback_grads(self, proj, x, delta, grad_W) -> list[torch.Tensor]:
+        """Gradients (descent direction) of the plastic feedback tensors, in ``plastic`` order."""
+        return []
+
+    def backward(self, proj, x, W, delta, plastic, need_e):
+        """Return (e_in or None, ΔW, [Δ plastic feedback]) for one batch."""
+        e_in = None
+        if need_e:
+            e_in = proj.geometry.feedback(delta, self.feedback_tensor(proj, W), x.shape)
+        grad_W = proj.geometry.weight_grad(x, delta)
+        return e_in, grad_W, self.feedback_grads(proj, x, delta, grad_W)
+
+
+class RuleFunction(torch.autograd.Function):
+    """y = geometry(x, W); backward asks the projection's rule for e_in and the local changes."""
+
+    @staticmethod
+    def forward(ctx, x, W, proj, *plastic):
+        ctx.proj = proj
+        ctx.save_for_backward(x, W, *plastic)
+        return proj.geometry.forward(x, W)
+
+    @staticmethod
+    def backward(ctx, delta):
+        x, W, *plastic = ctx.saved_tensors
+        proj = ctx.proj
+        e_in, grad_W, grads = proj.rule.backward(proj, x, W, delta, plastic, ctx.needs_input_grad[0])
+        return (e_in, grad_W, None, *grads)
+
+
+class ErrorBroadcast:
+    """Holds the readout error e_L of the current backward pass, for non-local rules (DFA).
+
+    ``tap(out)`` is applied to the readout activity in the forward pass; its backward stores
+    ∂loss/∂out before any projection's backward runs.
+    """
+
+    def __init__(self):
+        self.error: torch.Tensor | None = None
+
+    def tap(self, out: torch.Tensor) -> torch.Tensor:
+        return _Tap.apply(out, self)
+
+
+class _Tap(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, out, broadcast):
+        ctx.broadcast = broadcast
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.broadcast.error = grad
+        return grad, None
+
+
+class Projection(nn.Module):
+    """The runtime synapses of one forward projection: W (post × pre) plus its rule's feedback.
+
+    ``sends_error`` is False when the pre population is an input: then no feedback tensor is
+    made and the projection runs as a plain autograd op (ΔW = δ xᵀ is the same for every rule).
+    """
+
+    def __init__(self, name: str, geometry: Geometry, pre_shape: tuple, post_shape: tuple,
+                 rule: Rule, sends_error: bool, seed: int, post_is_readout: bool = False,
+                 readout_size: int | None = None):
+        super().__init__()
+        self.name = name
+        self.geometry = geometry
+        self.rule = rule
+        self.sends_error = sends_error
+        self.post_is_readout = post_is_readout
+        self.readout_size = readout_size
+        shape = geometry.weight_shape(tuple(pre_shape), tuple(post_shape))
+        self.weight = nn.Parameter(geometry.init_weight(shape, seeded_generator(seed, name, "W")))
+        self.broadcast: ErrorBroadcast | None = None
+        if sends_error:
+            rule.init_feedback(self, seeded_generator(seed, name, "feedback"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.sends_error:
+            return self.geometry.forward(x, self.weight)
+        return self.rule.forward(self, x)
+
+    def feedback_parameters(self) -> list[nn.Parameter]:
+        """Plastic feedback tensors (their own optimizer parameter group)."""
+        return [getattr(self, n) for n in self.rule.plastic] if self.sends_error else []
+
+    def effective_feedback(self) -> torch.Tensor | None:
+        """The tensor that replaces Wᵀ (feedback layout), for alignment metrics."""
+        if not self.sends_error:
+            return None
+        with torch.no_grad():
+            return self.rule.feedback_tensor(self, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}: {self.geometry!r} W{tuple(self.weight.shape)}, rule={self.rule!r}"

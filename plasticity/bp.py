@@ -1,0 +1,13 @@
+"""BP: errors return through Wᵀ (the transported forward weights). Runs as plain autograd."""
+from plasticity.base import FeedbackEdge, Rule
+
+
+class BP(Rule):
+    name = "bp"
+    edges = (FeedbackEdge("W.T", "post", "pre", plastic=False, transported=True),)
+
+    def forward(self, proj, x):
+        return proj.geometry.forward(x, proj.weight)
+
+    def feedback_tensor(self, proj, W):
+        return W.transpose(0, 1)

@@ -1,0 +1,36 @@
+"""uSF (Liao et al. 2016; Xiao et al. 2018): e_in = s · sign(Wᵀ) δ, recomputed from W each step.
+
+``scale``: "xavier" (s = sqrt(2/(fan_in+fan_out)), BioTorch's choice), "he" (sqrt(2/fan_in),
+Xiao et al.'s) or a number. ``last_layer_bp``: the projection into the readout uses Wᵀ itself
+(Xiao et al.'s setting)."""
+import math
+
+from plasticity.base import FeedbackEdge, Rule, fans
+
+
+def sign_scale(scale, weight_shape) -> float:
+    fan_in, fan_out = fans(tuple(weight_shape))
+    if scale == "xavier":
+        return math.sqrt(2.0 / (fan_in + fan_out))
+    if scale == "he":
+        return math.sqrt(2.0 / fan_in)
+    if isinstance(scale, (int, float)) and scale > 0:
+        return float(scale)
+    raise ValueError(f"sign-concordant scale must be 'xavier', 'he' or a positive number, got {scale!r}")
+
+
+class USF(Rule):
+    name = "usf"
+    edges = (FeedbackEdge("s*sign(W).T", "post", "pre", plastic=False, transported=True),)
+
+    def __init__(self, scale="xavier", last_layer_bp=False):
+        super().__init__(scale=scale, last_layer_bp=last_layer_bp)
+        sign_scale(scale, (1, 1))  # validate early
+
+    def init_feedback(self, proj, generator):
+        proj.sign_scale = sign_scale(self.options["scale"], proj.weight.shape)
+
+    def feedback_tensor(self, proj, W):
+        if self.options["last_layer_bp"] and proj.post_is_readout:
+            return W.transpose(0, 1)
+        return W.sign().transpose(0, 1).mul(proj.sign_scale)

@@ -1,0 +1,91 @@
+"""PFA's exact special cases (KP, FA) and its alignment theory, through real SGD training."""
+import torch
+
+from circuits import Training
+from circuits.train import make_optimizer
+from connectomes import alignment_deg
+from helpers import small_mlp
+from plasticity import FA, KP, PFA, PFAo, set_epoch_weight_decay
+
+SIZES = (12, 16, 10, 5)
+
+
+def teacher_batches(n_steps, batch=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(SIZES[-1], SIZES[0], generator=g, dtype=torch.float64)
+    for _ in range(n_steps):
+        x = torch.randn(batch, SIZES[0], generator=g, dtype=torch.float64)
+        yield x, (x @ teacher.t()).argmax(1)
+
+
+def sgd_steps(model, training, n_steps, epoch=0):
+    opt = make_optimizer(model, training)
+    set_epoch_weight_decay(opt, epoch)
+    for x, y in teacher_batches(n_steps):
+        opt.zero_grad()
+        model.loss(model(x), y).backward()
+        opt.step()
+    return model
+
+
+def test_pfa_with_identity_B_is_kp():
+    """B = I and N̄ = N_out: PFA's R follows exactly KP's B, step for step."""
+    kp = small_mlp(KP(), SIZES, activation="relu").compile().double()
+    pfa = small_mlp(PFA(expansion=1, B_init="identity"), SIZES, activation="relu").compile().double()
+    pfa.load_state_dict({k.replace(".B", ".R") if k.endswith(".B") else k: v
+                         for k, v in kp.state_dict().items()}, strict=False)
+    for name, p in pfa.projections.items():
+        if p.sends_error:
+            assert torch.equal(p.B, torch.eye(p.weight.shape[0], dtype=torch.float64))
+            assert torch.equal(p.R, kp.projections[name].B)
+    training = Training(lr=0.05, momentum=0.9, weight_decay=1e-3, first_epoch_weight_decay=0.01)
+    sgd_steps(kp, training, 200)
+    sgd_steps(pfa, training, 200)
+    for name, p in pfa.projections.items():
+        torch.testing.assert_close(p.weight, kp.projections[name].weight, rtol=1e-9, atol=1e-12)
+        if p.sends_error:
+            torch.testing.assert_close(p.R, kp.projections[name].B, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(pfa.projections["h1->h2"].R, kp.projections["h1->h2"].weight.t())
+
+
+def test_pfa_with_frozen_R_is_fa():
+    """R's learning rate and decay at zero: PFA is FA with B_FA = R B."""
+    pfa = small_mlp(PFA(expansion=4), SIZES, activation="relu").compile().double()
+    fa = small_mlp(FA(), SIZES, activation="relu").compile().double()
+    with torch.no_grad():
+        for name, p in pfa.projections.items():
+            fa.projections[name].weight.copy_(p.weight)
+            if p.sends_error:
+                fa.projections[name].B.copy_(p.R @ p.B)
+    R0 = {n: p.R.detach().clone() for n, p in pfa.projections.items() if p.sends_error}
+    frozen = Training(lr=0.05, momentum=0.9, weight_decay=1e-3, feedback_lr=0.0, feedback_weight_decay=0.0)
+    sgd_steps(pfa, frozen, 200)
+    sgd_steps(fa, Training(lr=0.05, momentum=0.9, weight_decay=1e-3), 200)
+    for name, p in pfa.projections.items():
+        torch.testing.assert_close(p.weight, fa.projections[name].weight, rtol=1e-9, atol=1e-12)
+        if p.sends_error:
+            assert torch.equal(p.R, R0[name])
+
+
+def test_pfa_o_path_alignment_goes_to_zero():
+    """Weight decay erases R's random start; with BᵀB = I, R B → Wᵀ (Proposition 1)."""
+    torch.manual_seed(0)
+    model = small_mlp(PFAo(expansion=4), SIZES, activation="relu").compile().double()
+    p = model.projections["h1->h2"]
+    start = alignment_deg(p.weight, p.R @ p.B)
+    assert start > 60
+    sgd_steps(model, Training(lr=0.05, momentum=0.9, weight_decay=0.05), 600)
+    end = model.alignment()
+    assert all(v["alignment_deg"] < 2.0 for v in end.values()), end
+    assert all(abs(v["norm_ratio"] - 1) < 0.05 for v in end.values()), end
+
+
+def test_pfa_r_forgets_its_start():
+    """ΔR = ΔWᵀBᵀ with shared decay: R − WᵀBᵀ shrinks every step, so R → WᵀBᵀ (i.i.d. B)."""
+    model = small_mlp(PFA(expansion=4), SIZES, activation="relu").compile().double()
+    sgd_steps(model, Training(lr=0.05, momentum=0.9, weight_decay=0.05), 600)
+    for name, p in model.projections.items():
+        if p.sends_error:
+            R_limit = p.weight.t() @ p.B.t()
+            rel = (p.R - R_limit).norm() / R_limit.norm()
+            assert rel < 0.02, (name, rel.item())

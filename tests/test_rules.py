@@ -1,0 +1,227 @@
+"""Every rule's errors and weight changes against a closed-form float64 reference."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import small_mlp
+from plasticity import BP, BRSF, DFA, FA, FRSF, KP, PFA, USF, PFAo, make_rule
+
+ACT = {"tanh": (torch.tanh, lambda a: 1 - torch.tanh(a) ** 2),
+       "relu": (torch.relu, lambda a: (a > 0).to(a.dtype))}
+
+
+def run_compiled(model, x, y):
+    for p in model.parameters():
+        p.grad = None
+    out = model(x)
+    model.loss(out, y).backward()
+    return out
+
+
+def reference(model, x, y, feedback, activation="tanh"):
+    """Closed-form pass through the chain x0 → h1 → … → out.
+
+    ``feedback(name, proj, delta, e_L)`` returns the error the projection sends to its pre
+    population (before σ'). Returns ({projection: ΔW}, {population: bias grad}, {projection: δ},
+    {projection: x_pre})."""
+    act, dact = ACT[activation]
+    names = list(model.projections)
+    xs, pre_acts = [x.flatten(1)], []
+    for i, name in enumerate(names):
+        a = F.linear(xs[-1], model.projections[name].weight) + model.biases[model._plan[i][0].name]
+        pre_acts.append(a)
+        xs.append(act(a) if i < len(names) - 1 else a)
+    out = xs[-1]
+    n = out.shape[0]
+    e_L = (torch.softmax(out, 1) - F.one_hot(y, out.shape[1]).to(out.dtype)) / n
+    delta = e_L
+    grads, bias_grads, deltas = {}, {}, {}
+    for i in reversed(range(len(names))):
+        name = names[i]
+        proj = model.projections[name]
+        deltas[name] = delta
+        grads[name] = delta.t() @ xs[i]
+        bias_grads[model._plan[i][0].name] = delta.sum(0)
+        if i > 0:
+            delta = feedback(name, proj, delta, e_L) * dact(pre_acts[i - 1])
+    return grads, bias_grads, deltas, xs
+
+
+def check(model, grads, bias_grads, exact=False):
+    for name, g in grads.items():
+        got = model.projections[name].weight.grad
+        if exact:
+            assert torch.equal(got, g), name
+        else:
+            torch.testing.assert_close(got, g, rtol=1e-10, atol=1e-12, msg=name)
+    for name, g in bias_grads.items():
+        torch.testing.assert_close(model.biases[name].grad, g, rtol=1e-10, atol=1e-12)
+
+
+def setup(rule, activation="tanh", batch=8, sizes=(6, 7, 5, 4)):
+    model = small_mlp(rule, sizes=sizes, activation=activation).compile().double()
+    x = torch.randn(batch, sizes[0], dtype=torch.float64)
+    y = torch.randint(0, sizes[-1], (batch,))
+    return model, x, y
+
+
+def test_bp_matches_autograd_exactly():
+    model, x, y = setup(BP(), activation="relu")
+    run_compiled(model, x, y)
+    # the same network written as plain PyTorch, with copies of the same tensors
+    Ws = [model.projections[n].weight.detach().clone().requires_grad_() for n in model.projections]
+    bs = [model.biases[p.name].detach().clone().requires_grad_() for p, _ in model._plan]
+    h = x
+    for i, (W, b) in enumerate(zip(Ws, bs)):
+        h = F.linear(h, W) + b
+        if i < len(Ws) - 1:
+            h = torch.relu(h)
+    F.cross_entropy(h, y).backward()
+    for name, W in zip(model.projections, Ws):
+        assert torch.equal(model.projections[name].weight.grad, W.grad), name
+    for (p, _), b in zip(model._plan, bs):
+        assert torch.equal(model.biases[p.name].grad, b.grad)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_bp_closed_form(activation):
+    model, x, y = setup(BP(), activation)
+    run_compiled(model, x, y)
+    grads, bias_grads, _, _ = reference(model, x, y, lambda n, p, d, e: d @ p.weight, activation)
+    check(model, grads, bias_grads)
+
+
+def test_fa():
+    model, x, y = setup(FA())
+    run_compiled(model, x, y)
+    grads, bias_grads, _, _ = reference(model, x, y, lambda n, p, d, e: d @ p.B.t())
+    check(model, grads, bias_grads)
+    for p in model.projections.values():
+        if p.sends_error:
+            assert not p.B.requires_grad and p.B.shape == p.weight.t().shape
+
+
+def test_fa_feedback_differs_from_wt():
+    """FA's error is not BP's: the test above would pass for BP too if B were Wᵀ."""
+    model, _, _ = setup(FA())
+    p = model.projections["h1->h2"]
+    assert not torch.allclose(p.B, p.weight.t())
+
+
+def test_dfa_uses_readout_error():
+    model, x, y = setup(DFA())
+    run_compiled(model, x, y)
+    grads, bias_grads, _, _ = reference(model, x, y, lambda n, p, d, e_L: e_L @ p.B.t())
+    check(model, grads, bias_grads)
+    assert model.projections["h1->h2"].B.shape == (7, 4)  # N_pre × N_readout
+
+
+@pytest.mark.parametrize("scale", ["xavier", "he", 0.3])
+def test_usf(scale):
+    model, x, y = setup(USF(scale=scale))
+    run_compiled(model, x, y)
+
+    def fb(name, p, d, e):
+        n_out, n_in = p.weight.shape
+        s = {"xavier": (2 / (n_in + n_out)) ** 0.5, "he": (2 / n_in) ** 0.5}.get(scale, scale)
+        return d @ (s * p.weight.sign())
+    grads, bias_grads, _, _ = reference(model, x, y, fb)
+    check(model, grads, bias_grads)
+
+
+def test_usf_last_layer_bp():
+    model, x, y = setup(USF(last_layer_bp=True))
+    run_compiled(model, x, y)
+
+    def fb(name, p, d, e):
+        if name == "h2->out":
+            return d @ p.weight
+        n_out, n_in = p.weight.shape
+        return d @ ((2 / (n_in + n_out)) ** 0.5 * p.weight.sign())
+    grads, bias_grads, _, _ = reference(model, x, y, fb)
+    check(model, grads, bias_grads)
+
+
+def test_frsf():
+    model, x, y = setup(FRSF())
+    run_compiled(model, x, y)
+    grads, bias_grads, _, _ = reference(model, x, y, lambda n, p, d, e: d @ (p.M.t() * p.weight.sign()))
+    check(model, grads, bias_grads)
+    assert all((p.M >= 0).all() for p in model.projections.values() if p.sends_error)
+
+
+def test_brsf_draws_fresh_magnitudes_every_batch():
+    model, x, y = setup(BRSF())
+    torch.manual_seed(123)
+    run_compiled(model, x, y)
+    # replay the draws: backward visits h2->out first, then h1->h2
+    torch.manual_seed(123)
+    draws = {n: torch.rand_like(model.projections[n].weight) for n in ["h2->out", "h1->h2"]}
+
+    def fb(name, p, d, e):
+        return d @ (draws[name] * p.magnitude_bound * p.weight.sign())
+    grads, bias_grads, _, _ = reference(model, x, y, fb)
+    check(model, grads, bias_grads)
+    # a second batch draws new magnitudes: the first layer's change differs from the first batch's
+    first = model.projections["x0->h1"].weight.grad.clone()
+    torch.manual_seed(7)
+    run_compiled(model, x, y)
+    assert not torch.allclose(first, model.projections["x0->h1"].weight.grad)
+
+
+def test_kp_feedback_changes_like_wt():
+    model, x, y = setup(KP())
+    run_compiled(model, x, y)
+    grads, bias_grads, _, _ = reference(model, x, y, lambda n, p, d, e: d @ p.B.t())
+    check(model, grads, bias_grads)
+    for name, p in model.projections.items():
+        if p.sends_error:
+            torch.testing.assert_close(p.B.grad, grads[name].t(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("cls", [PFA, PFAo])
+@pytest.mark.parametrize("route", ["explicit", "auto"])
+@pytest.mark.parametrize("batch", [2, 300])
+def test_pfa_explicit_ebar(cls, route, batch):
+    """e_in = R (B δ) and ΔR = Σ x ēᵀ, step by step as in the paper, for every route."""
+    model, x, y = setup(cls(expansion=3, route=route), batch=batch)
+    run_compiled(model, x, y)
+    grads, bias_grads, deltas, xs = reference(model, x, y, lambda n, p, d, e: (d @ p.B.t()) @ p.R.t())
+    check(model, grads, bias_grads)
+    for i, (name, p) in enumerate(model.projections.items()):
+        if p.sends_error:
+            ebar = deltas[name] @ p.B.t()
+            torch.testing.assert_close(p.R.grad, xs[i].t() @ ebar, rtol=1e-10, atol=1e-12)
+            assert p.B.shape == (3 * p.weight.shape[0], p.weight.shape[0])
+            assert p.R.shape == (p.weight.shape[1], 3 * p.weight.shape[0])
+
+
+def test_pfa_auto_route_takes_both_orders():
+    rule = PFA(expansion=10)
+    assert rule._routes(64, 512, 512, 5120, True) == ("explicit", "explicit")
+    assert rule._routes(100_000, 64, 64, 640, True) == ("product", "factored")
+    assert rule._routes(100_000, 64, 64, 640, False)[1] == "factored"
+
+
+def test_pfa_initialisation():
+    model = small_mlp(PFA(expansion=10), sizes=(50, 200, 100, 10)).compile()
+    p = model.projections["h1->h2"]
+    n_bar = p.B.shape[0]
+    assert abs(p.B.var().item() * n_bar - 1) < 0.05  # variance 1/N̄
+    BtB = p.B.t() @ p.B
+    assert (BtB.diagonal() - 1).abs().mean() < 0.1
+    o = small_mlp(PFAo(expansion=10), sizes=(50, 200, 100, 10)).compile().projections["h1->h2"]
+    torch.testing.assert_close(o.B.t() @ o.B, torch.eye(100), atol=1e-5, rtol=0)
+
+
+def test_first_projection_has_no_feedback():
+    model = small_mlp(PFA(expansion=2)).compile()
+    first = model.projections["x0->h1"]
+    assert not first.sends_error and not hasattr(first, "R") and not hasattr(first, "B")
+
+
+def test_make_rule_names():
+    for name in ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "pfa", "pfa-o", "PFA_O"]:
+        assert make_rule(name).name == name.lower().replace("_", "-")
+    with pytest.raises(ValueError, match="unknown rule 'xyz'"):
+        make_rule("xyz")
