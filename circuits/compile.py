@@ -21,7 +21,10 @@ from populations import ACTIVATIONS, Input, Readout
 class CompiledCircuit(nn.Module):
     """The runnable circuit. ``forward(x)`` returns the readout activity (batch × N_readout)."""
 
-    def __init__(self, circuit, seed: int | None = None):
+    def __init__(self, circuit, seed: int | None = None, implicit_feedback: bool = False):
+        """``implicit_feedback``: rules that can (PFA) hold their plastic feedback as a closed
+        form of W, exact when one plain SGD setting drives W and the feedback alike; the
+        optimizer must then be attached with ``attach_optimizer``."""
         super().__init__()
         circuit.validate()
         self.circuit = circuit
@@ -55,7 +58,7 @@ class CompiledCircuit(nn.Module):
                     proj = Projection(pn, d["geometry"], pre.shape, pop.shape, rule,
                                       sends_error=not isinstance(pre, Input), seed=self.seed,
                                       post_is_readout=isinstance(pop, Readout),
-                                      readout_size=self.readout.size)
+                                      readout_size=self.readout.size, implicit=implicit_feedback)
                     if not d["plastic"]:
                         proj.weight.requires_grad_(False)
                     self.projections[pn] = proj
@@ -109,6 +112,32 @@ class CompiledCircuit(nn.Module):
         """Plastic feedback tensors (KP's B, PFA's R): their own optimizer group."""
         return [t for p in self.projections.values() for t in p.feedback_parameters()]
 
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Let projections with implicit feedback follow ``optimizer``'s steps (a step post-hook
+        that advances their scalar state with the settings of W's parameter group)."""
+        implicit = [p for p in self.projections.values() if p.implicit]
+        if not implicit:
+            return
+        if type(optimizer) is not torch.optim.SGD:
+            raise CircuitError(f"implicit feedback ({', '.join(p.name for p in implicit)}) is exact only "
+                               f"under torch.optim.SGD, not {type(optimizer).__name__}; compile with implicit_feedback=False")
+        groups = {}
+        for p in implicit:
+            found = [g for g in optimizer.param_groups if any(q is p.weight for q in g["params"])]
+            if len(found) != 1:
+                raise CircuitError(f"projection {p.name!r}: its weight is not in the optimizer")
+            if found[0].get("maximize") or found[0].get("sign_update"):
+                raise CircuitError(f"projection {p.name!r}: implicit feedback needs a plain SGD step")
+            groups[p.name] = found[0]
+            p.attached = True
+
+        def advance(opt, args, kwargs):
+            for p in implicit:
+                if p.weight.grad is not None:
+                    p.rule.after_step(p, groups[p.name])
+
+        optimizer.register_step_post_hook(advance)
+
     # -- metrics -------------------------------------------------------------------------------
     def alignment(self) -> dict[str, dict[str, float]]:
         """Per projection that sends errors: angle between Wᵀ and its effective feedback (path
@@ -120,6 +149,40 @@ class CompiledCircuit(nn.Module):
                 continue
             result[name] = {"alignment_deg": alignment_deg(p.weight, B), "norm_ratio": norm_ratio(p.weight, B)}
         return result
+
+    def connectome(self) -> list[dict]:
+        """Every synaptic tensor of the circuit as records for the connectome files and analysis.
+
+        Each record: ``name``, ``kind`` ("forward"/"feedback"), ``pre``, ``post`` (population
+        names; for feedback the error compartments), ``weight`` (a CPU tensor oriented post × pre
+        of that projection: W for forward, B (pre_fwd × post_fwd) for FA-like feedback, PFA's B
+        (N̄ × N_out) and R (N_in × N̄)), ``rule``, ``plastic``, ``transported`` (the tensor is a
+        function of W, as BP's Wᵀ or SF's signs), and for feedback ``forward`` (the forward
+        projection it serves).
+        """
+        records = []
+        fwd = self.circuit.projections()
+        feedback = self.circuit.projections("feedback")
+        for name, p in self.projections.items():
+            d = fwd[name]
+            records.append({"name": name, "kind": "forward", "pre": d["pre"], "post": d["post"],
+                            "weight": p.weight.detach().cpu(), "rule": p.rule.name,
+                            "plastic": bool(d["plastic"]), "transported": False})
+            if not p.sends_error:
+                continue
+            for fname, f in feedback.items():
+                if f["forward"] != name:
+                    continue
+                tensor = p.rule.tensor(p, f["tensor"])
+                if tensor is None:  # transported (BP's Wᵀ, SF's signs): the effective feedback
+                    tensor = p.effective_feedback()
+                if tensor is None:
+                    continue
+                records.append({"name": fname, "kind": "feedback", "pre": f["pre"], "post": f["post"],
+                                "weight": tensor.detach().cpu(), "rule": p.rule.name,
+                                "plastic": bool(f["plastic"]), "transported": bool(f["transported"]),
+                                "forward": name})
+        return records
 
     def schedule_summary(self) -> str:
         """The order of computation: forward by topological generation, then the error routes

@@ -77,7 +77,7 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
     directory; return the metrics (one dict per epoch)."""
     os.makedirs(run_dir, exist_ok=True)
     torch.manual_seed(seed)
-    model = circuit.compile(seed=seed).to(device)
+    model = circuit.compile(seed=seed, implicit_feedback=training.implicit_feedback_ok()).to(device)
     if splits is None:
         splits = datasets.load(training.data, data_root, training.val_size)
     splits = {k: v.to(device) for k, v in splits.items()}
@@ -91,6 +91,7 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
         json.dump(config, f, indent=2)
 
     optimizer = make_optimizer(model, training)
+    model.attach_optimizer(optimizer)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, training.lr_milestones, training.lr_gamma)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     history = []

@@ -17,8 +17,13 @@ class Training:
     alike). ``feedback_lr`` / ``feedback_weight_decay`` set the plastic feedback group (None: the
     same as W). ``per_rule`` maps a rule name to overrides of any field, e.g. the paper's
     ``{"pfa": {"first_epoch_weight_decay": 0.03}}``. ``val_size`` cells of the training set are
-    held out for validation (0: none).
+    held out for validation (0: none). ``implicit_feedback``: let PFA hold R as
+    WᵀBᵀ + a_t E₀ (exact, and as fast as BP) whenever W and R share their SGD settings.
     """
+
+    def implicit_feedback_ok(self) -> bool:
+        """Implicit feedback is exact only when W and the feedback share lr and weight decay."""
+        return self.implicit_feedback and self.feedback_lr is None and self.feedback_weight_decay is None
 
     data: str = "mnist"
     epochs: int = 1
@@ -34,6 +39,7 @@ class Training:
     lr_gamma: float = 0.1
     val_size: int = 0
     eval_batch_size: int = 1000
+    implicit_feedback: bool = True
     per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def resolve(self, rule: str) -> "Training":

@@ -85,11 +85,24 @@ class Rule:
         return f"{self.name}({opts})"
 
     # -- the runtime ---------------------------------------------------------------------------
+    supports_implicit = False  # can keep its plastic feedback as a closed form of W (see PFA)
+
     def init_feedback(self, proj: "Projection", generator: torch.Generator) -> None:
         """Create the feedback tensors on ``proj`` (buffers if fixed, parameters if plastic)."""
 
+    def plastic_tensors(self, proj: "Projection") -> tuple[str, ...]:
+        """Names of the plastic feedback parameters on ``proj`` (none when held implicitly)."""
+        return () if proj.implicit else self.plastic
+
+    def tensor(self, proj: "Projection", name: str) -> torch.Tensor | None:
+        """A feedback tensor by name (``B``, ``R``...), also when the rule holds it implicitly."""
+        return getattr(proj, name, None)
+
+    def after_step(self, proj: "Projection", group: dict) -> None:
+        """Called after each optimizer step with W's parameter group (implicit rules only)."""
+
     def forward(self, proj: "Projection", x: torch.Tensor) -> torch.Tensor:
-        plastic = [getattr(proj, n) for n in self.plastic]
+        plastic = [getattr(proj, n) for n in self.plastic_tensors(proj)]
         return RuleFunction.apply(x, proj.weight, proj, *plastic)
 
     def feedback_tensor(self, proj: "Projection", W: torch.Tensor) -> torch.Tensor | None:
@@ -123,8 +136,33 @@ class RuleFunction(torch.autograd.Function):
     def backward(ctx, delta):
         x, W, *plastic = ctx.saved_tensors
         proj = ctx.proj
+        if proj.implicit and not proj.attached:
+            raise RuntimeError(f"projection {proj.name!r} holds its plastic feedback ({proj.rule.name}) implicitly "
+                               "and needs an optimizer: call CompiledCircuit.attach_optimizer(optimizer) before training")
         e_in, grad_W, grads = proj.rule.backward(proj, x, W, delta, plastic, ctx.needs_input_grad[0])
         return (e_in, grad_W, None, *grads)
+
+
+def advance_decay(state: dict, group: dict) -> None:
+    """Advance the scalar a of a plastic feedback tensor held as F_t = L(W_t) + a_t E₀.
+
+    When the feedback's change is a fixed linear map L of ΔW (KP: L = transpose; PFA: ΔR =
+    ΔWᵀBᵀ) and W and F share one SGD setting, F − L(W) = a E₀ moves exactly as torch.optim.SGD
+    moves any parameter whose gradient is zero: d = wd·a; momentum g ← μ g + (1 − dampening) d
+    (g ← d on the first step); a ← a − lr·(g, or d + μ g with Nesterov).
+    """
+    d = group["weight_decay"] * state["a"]
+    mu = group["momentum"]
+    step = d
+    if mu:
+        state["g"] = d if state["steps"] == 0 else mu * state["g"] + (1 - group["dampening"]) * d
+        step = d + mu * state["g"] if group["nesterov"] else state["g"]
+    state["a"] -= group["lr"] * step
+    state["steps"] += 1
+
+
+def initial_decay_state() -> dict:
+    return {"a": 1.0, "g": 0.0, "steps": 0}
 
 
 class ErrorBroadcast:
@@ -158,11 +196,13 @@ class Projection(nn.Module):
 
     ``sends_error`` is False when the pre population is an input: then no feedback tensor is
     made and the projection runs as a plain autograd op (ΔW = δ xᵀ is the same for every rule).
+    ``implicit``: a rule that supports it keeps its plastic feedback as a closed form of W and a
+    few scalars advanced after each optimizer step (``CompiledCircuit.attach_optimizer``).
     """
 
     def __init__(self, name: str, geometry: Geometry, pre_shape: tuple, post_shape: tuple,
                  rule: Rule, sends_error: bool, seed: int, post_is_readout: bool = False,
-                 readout_size: int | None = None):
+                 readout_size: int | None = None, implicit: bool = False):
         super().__init__()
         self.name = name
         self.geometry = geometry
@@ -170,6 +210,9 @@ class Projection(nn.Module):
         self.sends_error = sends_error
         self.post_is_readout = post_is_readout
         self.readout_size = readout_size
+        self.implicit = bool(implicit and sends_error and rule.supports_implicit)
+        self.attached = False  # set when an optimizer drives the implicit state
+        self.state: dict = {}  # small Python state of implicit rules (saved in the state_dict)
         shape = geometry.weight_shape(tuple(pre_shape), tuple(post_shape))
         self.weight = nn.Parameter(geometry.init_weight(shape, seeded_generator(seed, name, "W")))
         self.broadcast: ErrorBroadcast | None = None
@@ -183,7 +226,7 @@ class Projection(nn.Module):
 
     def feedback_parameters(self) -> list[nn.Parameter]:
         """Plastic feedback tensors (their own optimizer parameter group)."""
-        return [getattr(self, n) for n in self.rule.plastic] if self.sends_error else []
+        return [getattr(self, n) for n in self.rule.plastic_tensors(self)] if self.sends_error else []
 
     def effective_feedback(self) -> torch.Tensor | None:
         """The tensor that replaces Wᵀ (feedback layout), for alignment metrics."""
@@ -191,6 +234,12 @@ class Projection(nn.Module):
             return None
         with torch.no_grad():
             return self.rule.feedback_tensor(self, self.weight)
+
+    def get_extra_state(self):
+        return dict(self.state)
+
+    def set_extra_state(self, state) -> None:
+        self.state = dict(state)
 
     def extra_repr(self) -> str:
         return f"{self.name}: {self.geometry!r} W{tuple(self.weight.shape)}, rule={self.rule!r}"

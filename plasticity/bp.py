@@ -4,7 +4,7 @@ from plasticity.base import FeedbackEdge, Rule
 
 class BP(Rule):
     name = "bp"
-    edges = (FeedbackEdge("W.T", "post", "pre", plastic=False, transported=True),)
+    edges = (FeedbackEdge("Wt", "post", "pre", plastic=False, transported=True),)
 
     def forward(self, proj, x):
         return proj.geometry.forward(x, proj.weight)

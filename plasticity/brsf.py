@@ -11,7 +11,7 @@ from plasticity.base import FeedbackEdge, Rule, fans
 
 class BRSF(Rule):
     name = "brsf"
-    edges = (FeedbackEdge("|M_t|*sign(W).T", "post", "pre", plastic=False, transported=True),)
+    edges = (FeedbackEdge("Mt_sign_Wt", "post", "pre", plastic=False, transported=True),)
 
     def init_feedback(self, proj, generator):
         fan_in, fan_out = fans(tuple(proj.weight.shape))

@@ -6,7 +6,7 @@ from plasticity.base import FeedbackEdge, Rule, feedback_shape
 
 class FRSF(Rule):
     name = "frsf"
-    edges = (FeedbackEdge("|M|*sign(W).T", "post", "pre", plastic=False, transported=True),)
+    edges = (FeedbackEdge("M_sign_Wt", "post", "pre", plastic=False, transported=True),)
 
     def init_feedback(self, proj, generator):
         proj.register_buffer("M", xavier_uniform(feedback_shape(proj.weight.shape), generator).abs_())

@@ -1,21 +1,43 @@
 """KP (Kolen & Pollack 1994; Akrout et al. 2019): e_in = B δ, and B changes exactly as Wᵀ does,
-ΔB = Σ_batch x δᵀ = ΔWᵀ, with the same weight decay, so B − Wᵀ decays to zero."""
+ΔB = Σ_batch x δᵀ = ΔWᵀ, with the same weight decay, so B − Wᵀ decays to zero.
+
+Implicit B (``Projection.implicit``, chosen by the compiler when W and B share one SGD
+setting): B_t = W_tᵀ + a_t E₀ with E₀ = B₀ − W₀ᵀ and a_t from ``advance_decay``: the same
+numbers without B's gradient or optimizer update.
+"""
+import torch
 from torch import nn
 
 from connectomes.geometry import xavier_uniform
-from plasticity.base import FeedbackEdge, Rule, feedback_shape
+from plasticity.base import FeedbackEdge, Rule, advance_decay, feedback_shape, initial_decay_state
 
 
 class KP(Rule):
     name = "kp"
     edges = (FeedbackEdge("B", "post", "pre", plastic=True),)
     plastic = ("B",)
+    supports_implicit = True
 
     def init_feedback(self, proj, generator):
-        proj.B = nn.Parameter(xavier_uniform(feedback_shape(proj.weight.shape), generator))
+        B = xavier_uniform(feedback_shape(proj.weight.shape), generator)
+        if not proj.implicit:
+            proj.B = nn.Parameter(B)
+            return
+        proj.register_buffer("E0", B - proj.weight.detach().transpose(0, 1))
+        proj.state = initial_decay_state()
+
+    def tensor(self, proj, name):
+        if name == "B" and proj.implicit:
+            return self.feedback_tensor(proj, proj.weight.detach())
+        return super().tensor(proj, name)
 
     def feedback_tensor(self, proj, W):
+        if proj.implicit:
+            return torch.add(W.transpose(0, 1), proj.E0, alpha=proj.state["a"])
         return proj.B
 
     def feedback_grads(self, proj, x, delta, grad_W):
-        return [grad_W.transpose(0, 1)]
+        return [] if proj.implicit else [grad_W.transpose(0, 1)]
+
+    def after_step(self, proj, group):
+        advance_decay(proj.state, group)

@@ -9,17 +9,23 @@ post → ē → pre. ``B_init``: "xavier" (i.i.d., variance 1/N̄: Glorot with g
 sqrt((1 + 1/expansion)/2)), "orthogonal" (semi-orthogonal, BᵀB = I: PFA-o) or "identity"
 (N̄ = N_out, B = I: then PFA is KP with R in KP's B's place).
 
-``route`` picks the order of the (linear) feedback arithmetic; all orders give the same numbers:
-"explicit" computes ē per sample, as the paper's code does; "auto" takes, per projection and
-batch size, the cheapest of e_in = R(Bδ) or (RB)δ, and ΔR = x ēᵀ or ΔWᵀBᵀ.
-"""
-from torch import nn
+Every step of the feedback path is linear, so the same numbers can be computed in other orders.
+``route="explicit"`` computes ē per sample, as the paper's code does; ``"auto"`` takes, per
+projection and batch size, the cheapest of e_in = R(Bδ) or (RB)δ, and ΔR = x ēᵀ or ΔWᵀBᵀ.
 
+Implicit R (``Projection.implicit``, chosen by the compiler when W and R share one plain SGD
+setting): since ΔR = ΔWᵀBᵀ and SGD with momentum and weight decay is linear, the difference
+R − WᵀBᵀ only ever shrinks by a scalar: R_t = W_tᵀBᵀ + a_t E₀ with E₀ = R₀ − W₀ᵀBᵀ, where
+a_t follows the optimizer's own recurrence (``after_step``). Then R B = Wᵀ(BᵀB) + a_t E₀B, so
+e_in costs about what BP's does and R never needs an update; R is rebuilt on demand.
+``plasticity.base.advance_decay`` gives the recurrence of a_t.
+"""
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from connectomes.geometry import xavier_uniform
-from plasticity.base import FeedbackEdge, Rule
+from plasticity.base import FeedbackEdge, Rule, advance_decay, initial_decay_state
 
 B_INITS = ("xavier", "orthogonal", "identity")
 ROUTES = ("auto", "explicit")
@@ -44,6 +50,10 @@ class PFA(Rule):
             raise ValueError(f"{self.name}: route must be one of {ROUTES}, got {route!r}")
         super().__init__(expansion=expansion, B_init=B_init, route=route)
 
+    @property
+    def supports_implicit(self):
+        return self.options["route"] == "auto"  # "explicit" is the reference, step by step
+
     def intermediate_size(self, post_size):
         return max(1, round(self.options["expansion"] * post_size))
 
@@ -52,25 +62,45 @@ class PFA(Rule):
             raise ValueError(f"projection {projection!r}: {self.name} is implemented for Dense "
                              f"projections only, not {geometry.kind}")
 
+    # -- tensors -------------------------------------------------------------------------------
     def init_feedback(self, proj, generator):
         n_out, n_in = proj.weight.shape
         n_bar = self.intermediate_size(n_out)
-        B = torch.empty(n_bar, n_out)
         init = self.options["B_init"]
         if init == "xavier":
-            gain = ((1 + n_out / n_bar) / 2) ** 0.5
-            B = xavier_uniform((n_bar, n_out), generator, gain=gain)
+            B = xavier_uniform((n_bar, n_out), generator, gain=((1 + n_out / n_bar) / 2) ** 0.5)
         elif init == "orthogonal":
+            B = torch.empty(n_bar, n_out)
             torch.nn.init.orthogonal_(B, generator=generator)
         else:
             B = torch.eye(n_out)
+        R = xavier_uniform((n_in, n_bar), generator)
         proj.register_buffer("B", B)
-        proj.R = nn.Parameter(xavier_uniform((n_in, n_bar), generator))
+        if not proj.implicit:
+            proj.R = nn.Parameter(R)
+            return
+        with torch.no_grad():
+            E0 = R - proj.weight.t() @ B.t()  # R₀ − W₀ᵀBᵀ
+        proj.register_buffer("E0", E0)
+        proj.register_buffer("BtB", B.t() @ B)
+        proj.register_buffer("E0B", E0 @ B)
+        proj.state = initial_decay_state()
+
+    def tensor(self, proj, name):
+        if name == "R" and proj.implicit:
+            W = proj.weight.detach()
+            return torch.addmm(proj.E0, W.t(), proj.B.t(), beta=proj.state["a"])
+        return super().tensor(proj, name)
 
     def feedback_tensor(self, proj, W):
-        return proj.R @ proj.B  # the path R B that replaces Wᵀ
+        if proj.implicit:  # R B = Wᵀ BᵀB + a E₀B
+            return torch.addmm(proj.E0B, W.t(), proj.BtB, beta=proj.state["a"])
+        return proj.R @ proj.B
 
+    # -- learning ------------------------------------------------------------------------------
     def backward(self, proj, x, W, delta, plastic, need_e):
+        if proj.implicit:
+            return self._backward_implicit(proj, x, W, delta, need_e)
         (R,) = plastic
         B = proj.B
         xf = x.flatten(1)
@@ -86,6 +116,22 @@ class PFA(Rule):
             e_in = F.linear(ebar, R) if e_route == "explicit" else F.linear(delta, R @ B)
             e_in = e_in.view(x.shape)
         return e_in, grad_W, [grad_R]
+
+    def _backward_implicit(self, proj, x, W, delta, need_e):
+        grad_W = delta.t().mm(x.flatten(1))
+        e_in = None
+        if need_e:
+            a = proj.state["a"]
+            n, (n_out, n_in) = delta.shape[0], W.shape
+            if n * (n_out + n_in) <= n_in * n_out:  # per sample: (δ BᵀB) W + a δ (E₀B)ᵀ
+                e_in = torch.addmm((delta @ proj.BtB) @ W, delta, proj.E0B.t(), alpha=a)
+            else:  # once per step: δ (Wᵀ BᵀB + a E₀B)ᵀ
+                e_in = F.linear(delta, torch.addmm(proj.E0B, W.t(), proj.BtB, beta=a))
+            e_in = e_in.view(x.shape)
+        return e_in, grad_W, []
+
+    def after_step(self, proj, group):
+        advance_decay(proj.state, group)
 
     def _routes(self, n, n_out, n_in, n_bar, need_e):
         """(route for e_in, route for ΔR), the cheapest by multiply-add count."""

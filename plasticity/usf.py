@@ -21,7 +21,7 @@ def sign_scale(scale, weight_shape) -> float:
 
 class USF(Rule):
     name = "usf"
-    edges = (FeedbackEdge("s*sign(W).T", "post", "pre", plastic=False, transported=True),)
+    edges = (FeedbackEdge("sign_Wt", "post", "pre", plastic=False, transported=True),)
 
     def __init__(self, scale="xavier", last_layer_bp=False):
         super().__init__(scale=scale, last_layer_bp=last_layer_bp)

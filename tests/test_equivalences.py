@@ -1,7 +1,8 @@
 """PFA's exact special cases (KP, FA) and its alignment theory, through real SGD training."""
+import pytest
 import torch
 
-from circuits import Training
+from circuits import CircuitError, Training
 from circuits.train import make_optimizer
 from connectomes import alignment_deg
 from helpers import small_mlp
@@ -89,3 +90,79 @@ def test_pfa_r_forgets_its_start():
             R_limit = p.weight.t() @ p.B.t()
             rel = (p.R - R_limit).norm() / R_limit.norm()
             assert rel < 0.02, (name, rel.item())
+
+
+def train_two_epochs(model, training, steps_per_epoch=150, dtype=torch.float32):
+    """SGD over two 'epochs' (the first with its own weight decay), lr halved in between."""
+    opt = make_optimizer(model, training)
+    model.attach_optimizer(opt)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [1], 0.5)
+    for epoch in range(2):
+        set_epoch_weight_decay(opt, epoch)
+        for x, y in teacher_batches(steps_per_epoch, seed=10 + epoch):
+            opt.zero_grad()
+            model.loss(model(x.to(dtype)), y).backward()
+            opt.step()
+        sched.step()
+    return model
+
+
+@pytest.mark.parametrize("cls", [PFA, PFAo])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_implicit_R_equals_explicit_route(cls, nesterov):
+    """R held as WᵀBᵀ + a_t E₀ trains exactly like R updated step by step (the paper's route)."""
+    training = Training(lr=0.05, momentum=0.9, nesterov=nesterov, weight_decay=1e-3,
+                        first_epoch_weight_decay=0.03)
+    explicit = small_mlp(cls(expansion=4, route="explicit"), SIZES, activation="relu").compile()
+    implicit = small_mlp(cls(expansion=4), SIZES, activation="relu").compile(implicit_feedback=True)
+    assert all(p.implicit for p in implicit.projections.values() if p.sends_error)
+    assert not implicit.feedback_parameters() and explicit.feedback_parameters()
+    for name, p in implicit.projections.items():  # the same start
+        torch.testing.assert_close(p.weight, explicit.projections[name].weight, rtol=0, atol=0)
+        if p.sends_error:
+            torch.testing.assert_close(p.rule.tensor(p, "R"), explicit.projections[name].R, rtol=1e-6, atol=1e-7)
+    train_two_epochs(explicit, training)
+    train_two_epochs(implicit, training)
+    for name, p in implicit.projections.items():
+        ref = explicit.projections[name]
+        torch.testing.assert_close(p.weight, ref.weight, rtol=1e-4, atol=1e-5)
+        if p.sends_error:
+            torch.testing.assert_close(p.rule.tensor(p, "R"), ref.R, rtol=1e-4, atol=1e-5)
+            assert p.state["steps"] == 300 and 0 < p.state["a"] < 0.9
+    a_start = implicit.alignment()
+    b_start = explicit.alignment()
+    for name in a_start:
+        assert abs(a_start[name]["alignment_deg"] - b_start[name]["alignment_deg"]) < 1e-2
+
+
+def test_implicit_state_survives_state_dict():
+    training = Training(lr=0.05, momentum=0.9, weight_decay=0.01)
+    model = train_two_epochs(small_mlp(PFA(expansion=2), SIZES).compile(implicit_feedback=True), training, 20)
+    other = small_mlp(PFA(expansion=2), SIZES).compile(implicit_feedback=True)
+    other.load_state_dict(model.state_dict())
+    p, q = model.projections["h1->h2"], other.projections["h1->h2"]
+    assert q.state == p.state and p.state["steps"] == 40
+    assert torch.equal(q.rule.tensor(q, "R"), p.rule.tensor(p, "R"))
+
+
+def test_implicit_needs_an_attached_sgd():
+    model = small_mlp(PFA(expansion=2), SIZES).compile(implicit_feedback=True)
+    x, y = next(teacher_batches(1))
+    with pytest.raises(RuntimeError, match=r"'h2->out' holds its plastic feedback \(pfa\) implicitly.*attach_optimizer"):
+        model.loss(model(x.float()), y).backward()
+    with pytest.raises(CircuitError, match="exact only under torch.optim.SGD, not Adam"):
+        model.attach_optimizer(torch.optim.Adam(model.parameters()))
+
+
+def test_implicit_kp_equals_explicit_kp():
+    training = Training(lr=0.05, momentum=0.9, weight_decay=1e-3, first_epoch_weight_decay=0.03)
+    explicit = small_mlp(KP(), SIZES, activation="relu").compile()
+    implicit = small_mlp(KP(), SIZES, activation="relu").compile(implicit_feedback=True)
+    assert not implicit.feedback_parameters()
+    train_two_epochs(explicit, training)
+    train_two_epochs(implicit, training)
+    for name, p in implicit.projections.items():
+        ref = explicit.projections[name]
+        torch.testing.assert_close(p.weight, ref.weight, rtol=1e-4, atol=1e-5)
+        if p.sends_error:
+            torch.testing.assert_close(p.rule.tensor(p, "B"), ref.B, rtol=1e-4, atol=1e-5)

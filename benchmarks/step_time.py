@@ -1,0 +1,168 @@
+"""Time one training step of every rule against plain PyTorch backprop, in one process.
+
+A step is zero_grad + forward + loss + backward + optimizer step (SGD, momentum 0.9, weight
+decay 1e-4). "Plain BP" is the same architecture written as an ordinary nn.Module. Workloads
+are timed in interleaved repetitions (every workload once per repetition, in a shuffled order),
+and each ratio is the median step time of the rule over the median of plain BP.
+
+    python benchmarks/step_time.py                # CPU, writes benchmarks/results/step_time.{json,md}
+    python benchmarks/step_time.py --device cuda --tag gpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+from circuits import Circuit, Training
+from circuits.train import make_optimizer
+from connectomes import Dense
+from plasticity import make_rule
+from populations import Input, Layer, Readout
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RULES = ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "pfa", "pfa-o"]
+# variants that show what the fast routes buy: the paper's step-by-step ē route, and R kept as
+# an explicit parameter (cheapest explicit order, no implicit closed form)
+VARIANTS = {"pfa (explicit ē route)": ("pfa", {"route": "explicit"}, False),
+            "pfa (R as parameter)": ("pfa", {}, False)}
+
+
+def mlp_circuit(sizes=(784, 512, 512, 10)):
+    c = Circuit("mlp", seed=0)
+    pops = [c.add(Input("pixels", sizes[0]))]
+    pops += [c.add(Layer(f"h{i}", n)) for i, n in enumerate(sizes[1:-1], start=1)]
+    pops.append(c.add(Readout("digits", sizes[-1])))
+    for pre, post in zip(pops, pops[1:]):
+        c.connect(pre, post, Dense())
+    return c
+
+
+class PlainMLP(nn.Module):
+    def __init__(self, sizes=(784, 512, 512, 10)):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x
+
+
+def make_step(model, optimizer, loss_fn, batches):
+    it = iter(range(10**12))
+
+    def step():
+        x, y = batches[next(it) % len(batches)]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def workloads(device, batch_size):
+    training = Training(lr=0.01, momentum=0.9, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(batch_size, 1, 28, 28, generator=g).to(device),
+                torch.randint(0, 10, (batch_size,), generator=g).to(device)) for _ in range(8)]
+    plain = PlainMLP().to(device)
+    opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    steps = {"plain PyTorch BP": make_step(plain, opt, nn.functional.cross_entropy, batches)}
+    specs = [(r, r, {}, True) for r in RULES] + [(k, *v) for k, v in VARIANTS.items()]
+    for label, rule, options, implicit in specs:
+        model = mlp_circuit().feedback(make_rule(rule, **options)).compile(implicit_feedback=implicit).to(device)
+        opt = make_optimizer(model, training)
+        model.attach_optimizer(opt)
+        steps[label] = make_step(model, opt, model.loss, batches)
+    return steps
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(steps, device, reps, per_rep, warmup):
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    sync(device)
+    times = {k: [] for k in steps}
+    order = list(steps)
+    rng = random.Random(0)
+    for _ in range(reps):
+        rng.shuffle(order)
+        for k in order:
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(per_rep):
+                steps[k]()
+            sync(device)
+            times[k].append((time.perf_counter() - t0) / per_rep)
+    return times
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=20, help="steps per repetition")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--tag", default="cpu", help="key of this run in the results file")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    steps = workloads(args.device, args.batch_size)
+    times = measure(steps, args.device, args.reps, args.steps, args.warmup)
+    base = statistics.median(times["plain PyTorch BP"])
+    rows = {k: {"median_ms": statistics.median(v) * 1e3,
+                "iqr_ms": (statistics.quantiles(v, n=4)[2] - statistics.quantiles(v, n=4)[0]) * 1e3,
+                "ratio_to_plain_bp": statistics.median(v) / base} for k, v in times.items()}
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    result = {"workload": f"MLP 784-512-512-10, batch {args.batch_size}, SGD momentum 0.9",
+              "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
+              "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+              "reps": args.reps, "steps_per_rep": args.steps, "date": time.strftime("%Y-%m-%d"),
+              "rows": rows}
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "step_time.json")
+    data = json.load(open(path)) if os.path.exists(path) else {}
+    data[f"mlp-{args.tag}"] = result
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+    write_markdown(data, os.path.join(args.out, "step_time.md"))
+    print(open(os.path.join(args.out, "step_time.md")).read())
+
+
+def write_markdown(data, path):
+    lines = ["# Step time of each rule against plain PyTorch backprop", "",
+             "Written by `benchmarks/step_time.py`; ratio = median step time / median step time of",
+             "the same network as a plain `nn.Module` trained by autograd, timed in the same process",
+             "with interleaved repetitions.", ""]
+    for key, r in data.items():
+        lines += [f"## {key}: {r['workload']}", "",
+                  f"{r['device']} ({r['device_name']}, {r['threads']} threads, {r['cpus']} CPUs), torch {r['torch']}, "
+                  f"{r['reps']} × {r['steps_per_rep']} steps, {r['date']}", "",
+                  "| workload | median step (ms) | IQR (ms) | ratio to plain BP |", "|---|---|---|---|"]
+        for k, v in r["rows"].items():
+            lines.append(f"| {k} | {v['median_ms']:.3f} | {v['iqr_ms']:.3f} | {v['ratio_to_plain_bp']:.2f} |")
+        lines.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
