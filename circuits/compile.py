@@ -1,12 +1,16 @@
 """Lowering a Circuit to a torch.nn.Module.
 
 Each forward projection becomes a leaf ``plasticity.Projection`` module (its W, its rule's
-feedback tensors); each Layer/Readout gets a bias. The forward pass visits populations in
-topological order: sum the incoming projections, add the bias, apply the activation. Backward is
-plain autograd through populations and each rule's Function through projections, so a stock
-``torch.optim`` optimizer, AMP and DDP work as for any model.
+feedback tensors); each Layer/Readout gets a bias (one per channel for a (C, H, W) population)
+and, with ``norm="batch"``, a BatchNorm module. The forward pass visits populations in
+topological order: sum the incoming projections, add the bias, normalise, apply the activation.
+Backward is plain autograd through populations and weightless projections, and each rule's
+Function through plastic projections, so a stock ``torch.optim`` optimizer, AMP and DDP work as
+for any model. Exact-BP blocks (``connectomes.Block``) run a copy of their module.
 """
 from __future__ import annotations
+
+import copy
 
 import networkx as nx
 import torch
@@ -39,6 +43,8 @@ class CompiledCircuit(nn.Module):
 
         self.projections = nn.ModuleDict()
         self.biases = nn.ParameterDict()
+        self.norms = nn.ModuleDict()
+        self.blocks = nn.ModuleDict()
         self.fixed = {}
         self._plan = []  # (population, [(projection name, pre name)])
         projections = circuit.projections()
@@ -50,6 +56,8 @@ class CompiledCircuit(nn.Module):
                 incoming = [(pn, d) for pn, d in projections.items() if d["post"] == name]
                 for pn, d in incoming:
                     pre = circuit.population(d["pre"])
+                    if d["geometry"].kind == "block":
+                        self.blocks[pn] = copy.deepcopy(d["geometry"].module)
                     if d["geometry"].weightless:
                         continue
                     rule = d["rule"]
@@ -58,12 +66,12 @@ class CompiledCircuit(nn.Module):
                     proj = Projection(pn, d["geometry"], pre.shape, pop.shape, rule,
                                       sends_error=not isinstance(pre, Input), seed=self.seed,
                                       post_is_readout=isinstance(pop, Readout),
-                                      readout_size=self.readout.size, implicit=implicit_feedback)
+                                      readout_size=self.readout.size, implicit=implicit_feedback,
+                                      weight=d.get("weight"))
                     if not d["plastic"]:
                         proj.weight.requires_grad_(False)
                     self.projections[pn] = proj
-                if getattr(pop, "bias", False):
-                    self.biases[name] = nn.Parameter(torch.zeros(pop.shape))
+                self._add_transfer(pop, circuit.graph.nodes[name].get("initial") or {})
                 self._plan.append((pop, [(pn, d["pre"], d["geometry"]) for pn, d in incoming]))
 
         self.broadcast = None
@@ -71,6 +79,19 @@ class CompiledCircuit(nn.Module):
             self.broadcast = ErrorBroadcast()
             for p in self.projections.values():
                 p.broadcast = self.broadcast
+
+    def _add_transfer(self, pop, initial: dict) -> None:
+        """The population's bias (one per channel: shape (C, 1, 1) for (C, H, W)) and norm."""
+        if getattr(pop, "bias", False):
+            bias = torch.zeros(pop.shape[0], *[1] * (len(pop.shape) - 1))
+            if initial.get("bias") is not None:
+                bias = initial["bias"].detach().to(bias.dtype).reshape(bias.shape).clone()
+            self.biases[pop.name] = nn.Parameter(bias)
+        if getattr(pop, "norm", None) == "batch":
+            norm = (nn.BatchNorm1d if len(pop.shape) == 1 else nn.BatchNorm2d)(pop.shape[0])
+            if initial.get("norm") is not None:
+                norm.load_state_dict(initial["norm"])
+            self.norms[pop.name] = norm
 
     # -- running -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -87,11 +108,18 @@ class CompiledCircuit(nn.Module):
         for pop, incoming in self._plan:
             total = None
             for pn, pre, geometry in incoming:
-                out = geometry.forward(acts[pre]) if geometry.weightless else self.projections[pn](acts[pre])
+                if pn in self.blocks:
+                    out = self.blocks[pn](acts[pre])
+                elif geometry.weightless:
+                    out = geometry.forward(acts[pre], None, pop.shape)
+                else:
+                    out = self.projections[pn](acts[pre])
                 out = out.reshape(out.shape[0], *pop.shape)
                 total = out if total is None else total + out
             if pop.name in self.biases:
                 total = total + self.biases[pop.name]
+            if pop.name in self.norms:
+                total = self.norms[pop.name](total)
             acts[pop.name] = ACTIVATIONS[pop.activation](total)
         out = acts[self.readout.name]
         if self.broadcast is not None and out.requires_grad:
@@ -104,9 +132,11 @@ class CompiledCircuit(nn.Module):
 
     # -- optimisation --------------------------------------------------------------------------
     def forward_parameters(self) -> list[nn.Parameter]:
-        """W of every plastic projection and every population bias."""
+        """W of every plastic projection, every population bias and norm, and the parameters of
+        exact-BP blocks."""
         ws = [p.weight for p in self.projections.values() if p.weight.requires_grad]
-        return ws + list(self.biases.values())
+        rest = [q for m in (self.norms, self.blocks) for q in m.parameters() if q.requires_grad]
+        return ws + list(self.biases.values()) + rest
 
     def feedback_parameters(self) -> list[nn.Parameter]:
         """Plastic feedback tensors (KP's B, PFA's R): their own optimizer group."""
@@ -121,12 +151,13 @@ class CompiledCircuit(nn.Module):
         if type(optimizer) is not torch.optim.SGD:
             raise CircuitError(f"implicit feedback ({', '.join(p.name for p in implicit)}) is exact only "
                                f"under torch.optim.SGD, not {type(optimizer).__name__}; compile with implicit_feedback=False")
-        groups = {}
+        groups = {}  # group index, not the dict: load_state_dict replaces the group dicts
         for p in implicit:
-            found = [g for g in optimizer.param_groups if any(q is p.weight for q in g["params"])]
+            found = [i for i, g in enumerate(optimizer.param_groups) if any(q is p.weight for q in g["params"])]
             if len(found) != 1:
                 raise CircuitError(f"projection {p.name!r}: its weight is not in the optimizer")
-            if found[0].get("maximize") or found[0].get("sign_update"):
+            group = optimizer.param_groups[found[0]]
+            if group.get("maximize") or group.get("sign_update"):
                 raise CircuitError(f"projection {p.name!r}: implicit feedback needs a plain SGD step")
             groups[p.name] = found[0]
             p.attached = True
@@ -134,7 +165,7 @@ class CompiledCircuit(nn.Module):
         def advance(opt, args, kwargs):
             for p in implicit:
                 if p.weight.grad is not None:
-                    p.rule.after_step(p, groups[p.name])
+                    p.rule.after_step(p, opt.param_groups[groups[p.name]])
 
         optimizer.register_step_post_hook(advance)
 
@@ -194,7 +225,7 @@ class CompiledCircuit(nn.Module):
                 if pop.name in gen:
                     for pn, pre, geometry in incoming:
                         proj = self.projections[pn] if pn in self.projections else None
-                        how = "weightless" if proj is None else f"W{tuple(proj.weight.shape)}"
+                        how = f"weightless {geometry.kind}" if proj is None else f"W{tuple(proj.weight.shape)}"
                         lines.append(f"      {pn:<26} {pre}.x -> {pop.name}.x  {how}")
         lines.append("backward (e), readout first:")
         lines.append(f"  {self.readout.name}.e = ∂{self.readout.loss}/∂{self.readout.name}")
@@ -202,7 +233,8 @@ class CompiledCircuit(nn.Module):
             for pn, pre, geometry in incoming:
                 proj = self.projections[pn] if pn in self.projections else None
                 if proj is None:
-                    lines.append(f"      {pn:<26} {pop.name}.e -> {pre}.e  exact (weightless)")
+                    how = "exact-BP block" if geometry.kind == "block" else "exact (weightless)"
+                    lines.append(f"      {pn:<26} {pop.name}.e -> {pre}.e  {how}")
                 elif not proj.sends_error:
                     lines.append(f"      {pn:<26} ΔW only ({pre} is an input)  rule {proj.rule.name}")
                 else:

@@ -17,7 +17,8 @@ class Training:
     alike). ``feedback_lr`` / ``feedback_weight_decay`` set the plastic feedback group (None: the
     same as W). ``per_rule`` maps a rule name to overrides of any field, e.g. the paper's
     ``{"pfa": {"first_epoch_weight_decay": 0.03}}``. ``val_size`` cells of the training set are
-    held out for validation (0: none). ``implicit_feedback``: let PFA hold R as
+    held out for validation (0: none); ``train_size`` > 0 keeps only the first cells of the
+    training set (smoke runs and tests). ``implicit_feedback``: let PFA hold R as
     WᵀBᵀ + a_t E₀ (exact, and as fast as BP) whenever W and R share their SGD settings.
     """
 
@@ -38,6 +39,7 @@ class Training:
     lr_milestones: list[int] = field(default_factory=list)
     lr_gamma: float = 0.1
     val_size: int = 0
+    train_size: int = 0
     eval_batch_size: int = 1000
     implicit_feedback: bool = True
     per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)

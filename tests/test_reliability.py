@@ -1,0 +1,177 @@
+"""Exact resume, interruption, clear failures, comparisons and many processes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from circuits.train import CheckpointError, load_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = """
+from circuits import Circuit, Training
+from connectomes import Dense
+from plasticity import pfa
+from populations import Input, Layer, Readout
+
+c = Circuit("tiny", seed=0)
+x = c.add(Input("pixels", 784))
+h1 = c.add(Layer("h1", {hidden}))
+h2 = c.add(Layer("h2", {hidden}))
+y = c.add(Readout("digits", 10))
+for pre, post in [(x, h1), (h1, h2), (h2, y)]:
+    c.connect(pre, post, Dense())
+c.feedback(pfa(expansion=4))
+circuit = c
+training = Training(data="mnist", epochs=2, batch_size={batch}, lr=0.02, momentum=0.9, weight_decay=1e-4,
+                    train_size={train_size}, lr_milestones=[1], lr_gamma=0.5,
+                    per_rule={{"pfa": {{"first_epoch_weight_decay": 0.01}}}})
+"""
+
+
+def experiment(tmp_path, hidden=64, batch=32, train_size=2000):
+    path = tmp_path / "tiny.py"
+    path.write_text(EXPERIMENT.format(hidden=hidden, batch=batch, train_size=train_size))
+    return str(path)
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "circuits.run", *args, "--no-progress"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def comparable(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_sigterm_mid_epoch_then_resume_is_exact(tmp_path, data_root):
+    exp = experiment(tmp_path, hidden=256, batch=16, train_size=8000)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    done = cli(exp, "--rule", "pfa", "--data-root", data_root, "--out", str(full))
+    assert done.returncode == 0, done.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "circuits.run", exp, "--rule", "pfa", "--data-root", data_root,
+                             "--out", str(cut), "--no-progress", "--log-every", "1"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    steps = cut / "steps.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (steps.exists() and len(steps.read_text().splitlines()) >= 40):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "continue with --resume" in err
+    state = load_checkpoint(str(cut / "checkpoint.pt"))
+    assert state["epoch"] == 0 and 0 < state["step"] < 500  # stopped inside the first epoch
+    resumed = cli("--resume", str(cut))
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(cut / "checkpoint.pt"))
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["model"].items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, b["model"][k]), k
+    assert comparable(a["history"]) == comparable(b["history"])
+    lines = [json.loads(s) for s in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert comparable(lines) == comparable(a["history"])
+
+
+def test_epochs_count_the_total_on_resume(tmp_path, data_root):
+    exp = experiment(tmp_path)
+    out = tmp_path / "run"
+    assert cli(exp, "--rule", "fa", "--epochs", "1", "--data-root", data_root, "--out", str(out)).returncode == 0
+    again = cli("--resume", str(out), "--epochs", "2")
+    assert again.returncode == 0, again.stderr
+    assert [json.loads(s)["epoch"] for s in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    ref = tmp_path / "ref"
+    assert cli(exp, "--rule", "fa", "--epochs", "2", "--data-root", data_root, "--out", str(ref)).returncode == 0
+    a, b = load_checkpoint(str(out / "checkpoint.pt")), load_checkpoint(str(ref / "checkpoint.pt"))
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items() if isinstance(v, torch.Tensor))
+    assert (out / "tensorboard").is_dir() and any((out / "tensorboard").iterdir())
+
+
+def test_corrupt_checkpoint_and_bad_input_leave_files_untouched(tmp_path, data_root):
+    exp = experiment(tmp_path)
+    out = tmp_path / "run"
+    assert cli(exp, "--rule", "bp", "--epochs", "1", "--data-root", data_root, "--out", str(out)).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(before["checkpoint.pt"][: len(before["checkpoint.pt"]) // 3])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(str(ckpt))
+    r = cli("--resume", str(out), "--epochs", "2")
+    assert r.returncode == 2 and "corrupt or truncated" in r.stderr
+    for bad in (["--rule", "nope"], ["--set", "batch_size=big"], ["--set", "momentum"]):
+        r = cli(exp, *bad, "--data-root", data_root, "--out", str(out))
+        assert r.returncode == 2 and "error:" in r.stderr, bad
+    r = cli(exp, "--rule", "bp", "--data-root", data_root, "--out", str(out))
+    assert r.returncode == 2 and "already holds a run" in r.stderr
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after.keys() == before.keys()
+    assert all(after[k] == before[k] for k in before if k != "checkpoint.pt")
+
+
+def test_wrong_data_layout_says_where_it_looked(tmp_path):
+    root = tmp_path / "data"
+    (root / "MNIST").mkdir(parents=True)
+    (root / "MNIST" / "train-images-idx3-ubyte").write_bytes(b"")  # not in MNIST/raw
+    r = cli(experiment(tmp_path), "--data-root", str(root), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert f"looked in {root}/MNIST/raw" in r.stderr and "download=True" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_forced_nan_names_the_projection_and_keeps_a_good_checkpoint(tmp_path, data_root):
+    exp = experiment(tmp_path)
+    out = tmp_path / "run"
+    r = cli(exp, "--rule", "bp", "--data-root", data_root, "--out", str(out), "--set", "lr=1e6")
+    assert r.returncode == 2, r.stderr
+    assert "training diverged" in r.stderr and "projection" in r.stderr
+    assert any(name in r.stderr for name in ["'pixels->h1'", "'h1->h2'", "'h2->digits'"]), r.stderr
+    state = load_checkpoint(str(out / "checkpoint.pt"))
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if isinstance(v, torch.Tensor))
+
+
+def test_compare_rules_and_seeds_skips_finished_runs(tmp_path, data_root):
+    exp = experiment(tmp_path, train_size=1000)
+    out = tmp_path / "cmp"
+    args = [exp, "--compare", "bp,pfa", "--seeds", "2", "--epochs", "1", "--data-root", data_root, "--out", str(out)]
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    for name in ["bp-s0", "bp-s1", "pfa-s0", "pfa-s1"]:
+        assert (out / name / "metrics.jsonl").exists()
+    summary = json.loads((out / "compare.json").read_text())
+    assert set(summary["test_acc"]) == {"bp", "pfa"} and summary["test_acc"]["pfa"]["seeds"] == [0, 1]
+    assert "| pfa | 2 | 1 |" in (out / "compare.md").read_text()
+    assert (out / "compare.png").stat().st_size > 1000
+    again = cli(*args)
+    assert again.returncode == 0 and again.stderr.count("skipped") == 4
+
+
+DDP_SIZES = dict(hidden=32, batch=64, train_size=640)
+
+
+@pytest.mark.parametrize("rule", ["bp", "fa", "pfa"])
+def test_two_processes_equal_one(rule, tmp_path, data_root):
+    """DDP with gloo: every rule's local changes (PFA's plastic R included) average like gradients."""
+    exp = experiment(tmp_path, **DDP_SIZES)
+    one, two = tmp_path / "one", tmp_path / "two"
+    # R as a parameter, so that its .grad is what DDP averages
+    common = [exp, "--rule", rule, "--epochs", "1", "--data-root", data_root, "--device", "cpu", "--no-progress",
+              "--set", "implicit_feedback=false"]
+    r = cli(*common, "--out", str(one))
+    assert r.returncode == 0, r.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "circuits.run", *common, "--out", str(two)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = load_checkpoint(str(one / "checkpoint.pt")), load_checkpoint(str(two / "checkpoint.pt"))
+    keys = [k for k, v in a["model"].items() if isinstance(v, torch.Tensor)]
+    assert any(k.endswith(".R") for k in keys) == (rule == "pfa")
+    for k in keys:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5, msg=k)
+    assert len((two / "metrics.jsonl").read_text().splitlines()) == 1  # written once
