@@ -9,6 +9,7 @@ from plasticity.brsf import BRSF
 from plasticity.dfa import DFA
 from plasticity.fa import FA
 from plasticity.frsf import FRSF
+from plasticity.ifa import IFA
 from plasticity.kp import KP
 from plasticity.pfa import PFA
 from plasticity.pfa_o import PFAo
@@ -16,16 +17,16 @@ from plasticity.schedules import set_epoch_weight_decay
 from plasticity.usf import USF
 
 RULES: dict[str, type[Rule]] = {
-    cls.name: cls for cls in (BP, FA, DFA, USF, BRSF, FRSF, KP, PFA, PFAo)
+    cls.name: cls for cls in (BP, FA, DFA, USF, BRSF, FRSF, KP, PFA, PFAo, IFA)
 }
 
 # Lower-case names for DSL files: ``c.feedback(pfa(expansion=10))``.
-bp, fa, dfa, usf, brsf, frsf, kp, pfa, pfa_o = BP, FA, DFA, USF, BRSF, FRSF, KP, PFA, PFAo
+bp, fa, dfa, usf, brsf, frsf, kp, pfa, pfa_o, ifa = BP, FA, DFA, USF, BRSF, FRSF, KP, PFA, PFAo, IFA
 
 
 def make_rule(name: str, **options) -> Rule:
     """A rule by its name (``bp``, ``fa``, ``dfa``, ``usf``, ``brsf``, ``frsf``, ``kp``, ``pfa``,
-    ``pfa-o``)."""
+    ``pfa-o``, ``ifa``)."""
     key = name.lower().replace("_", "-")
     if key not in RULES:
         raise ValueError(f"unknown rule {name!r}; known rules: {', '.join(RULES)}")
@@ -33,7 +34,7 @@ def make_rule(name: str, **options) -> Rule:
 
 
 __all__ = [
-    "BP", "BRSF", "DFA", "FA", "FRSF", "KP", "PFA", "PFAo", "RULES", "USF", "ErrorBroadcast",
+    "BP", "BRSF", "DFA", "FA", "FRSF", "IFA", "KP", "PFA", "PFAo", "RULES", "USF", "ErrorBroadcast",
     "FeedbackEdge", "Projection", "Rule", "RuleFunction", "bp", "brsf", "dfa", "fa", "frsf",
-    "kp", "make_rule", "pfa", "pfa_o", "set_epoch_weight_decay", "usf",
+    "ifa", "kp", "make_rule", "pfa", "pfa_o", "set_epoch_weight_decay", "usf",
 ]

@@ -225,3 +225,20 @@ def test_make_rule_names():
         assert make_rule(name).name == name.lower().replace("_", "-")
     with pytest.raises(ValueError, match="unknown rule 'xyz'"):
         make_rule("xyz")
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 45.0, 90.0, 135.0])
+def test_ifa_initial_angle_is_exact(angle):
+    from connectomes import alignment_deg, norm_ratio
+    from plasticity import IFA
+    model = small_mlp(IFA(angle=angle), sizes=(20, 30, 25, 10)).compile()
+    for name, p in model.projections.items():
+        if p.sends_error:
+            assert abs(alignment_deg(p.weight, p.B) - angle) < 0.1, name
+            assert norm_ratio(p.weight, p.B) == pytest.approx(1, rel=1e-5)
+    model64, x, y = setup(IFA(angle=60.0))
+    run_compiled(model64, x, y)
+    grads, bias_grads, _, _ = reference(model64, x, y, lambda n, p, d, e: d @ p.B.t())
+    check(model64, grads, bias_grads)
+    with pytest.raises(ValueError, match="angle must be between 0 and 180"):
+        IFA(angle=200)

@@ -1,0 +1,37 @@
+"""IFA (Cheon, Bae & Paik 2025): fixed feedback given a one-time soft alignment at initialisation.
+
+    B = ‖W₀‖ (cos θ · Ŵ₀ᵀ + sin θ · N̂⊥)
+
+with Ŵ₀ᵀ = W₀ᵀ/‖W₀‖ and N̂⊥ a random direction orthogonalised against Ŵ₀ᵀ (Frobenius norms,
+B in feedback layout pre × post). ∠(vec W₀ᵀ, vec B) = θ exactly and ‖B‖ = ‖W₀‖; then B stays
+fixed and e_in = B δ as in FA. θ = 0° starts symmetric, θ = 90° is FA with a scaled B.
+"""
+import math
+
+import torch
+
+from plasticity.base import FeedbackEdge, Rule, feedback_shape
+
+
+class IFA(Rule):
+    name = "ifa"
+    edges = (FeedbackEdge("B", "post", "pre", plastic=False),)
+
+    def __init__(self, angle: float = 45.0):
+        if not 0 <= angle <= 180:
+            raise ValueError(f"ifa: angle must be between 0 and 180 degrees, got {angle!r}")
+        super().__init__(angle=angle)
+
+    def init_feedback(self, proj, generator):
+        Wt = proj.weight.detach().transpose(0, 1).double()
+        norm = Wt.norm()
+        w_hat = Wt / norm
+        noise = torch.randn(feedback_shape(proj.weight.shape), generator=generator, dtype=torch.float64)
+        noise -= (noise * w_hat).sum() * w_hat  # orthogonal to Ŵᵀ
+        n_hat = noise / noise.norm()
+        theta = math.radians(self.options["angle"])
+        B = norm * (math.cos(theta) * w_hat + math.sin(theta) * n_hat)
+        proj.register_buffer("B", B.to(proj.weight.dtype))
+
+    def feedback_tensor(self, proj, W):
+        return proj.B
