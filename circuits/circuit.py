@@ -3,6 +3,8 @@
 Nodes are population names (attribute ``population``). Edges are projections, keyed by their
 name, with attribute ``kind`` = "forward" (pre.x → post.x, carrying W) or "feedback" (an error
 route added by ``feedback(rule)``: e.g. post.e → pre.e, or post.e → ē → pre.e for PFA).
+Weightless forward projections (identity skips, pooling, option-A shortcuts, exact-BP blocks)
+pass errors back exactly; residual additions are two projections into one population.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Iterable
 import networkx as nx
 
 from circuits.errors import CircuitError
+import torch
+
 from connectomes.geometry import Dense, Geometry
 from plasticity import Rule
 from populations import Input, Intermediate, Population, Readout
@@ -49,8 +53,11 @@ class Circuit:
         return self.graph.nodes[name]["population"]
 
     def connect(self, pre, post, geometry: Geometry | None = None, *, name: str | None = None,
-                plastic: bool = True) -> str:
-        """Add a forward projection pre.x → post.x; returns its name (default "pre->post")."""
+                plastic: bool = True, weight: torch.Tensor | None = None) -> str:
+        """Add a forward projection pre.x → post.x; returns its name (default "pre->post").
+
+        ``weight``: the initial W (post × pre, e.g. taken from a torch model) instead of the
+        seeded Glorot draw."""
         pre, post = self.population(pre), self.population(post)
         geometry = geometry or Dense()
         name = name or f"{pre.name}->{post.name}"
@@ -69,9 +76,25 @@ class Circuit:
                                      and nx.has_path(forward, post.name, pre.name)):
             path = [pre.name] if pre.name == post.name else nx.shortest_path(forward, post.name, pre.name)
             raise CircuitError(f"{where} closes a cycle: {' -> '.join(path + [post.name])}")
+        if weight is not None:
+            shape = tuple(geometry.weight_shape(pre.shape, post.shape))
+            if geometry.weightless or tuple(weight.shape) != shape:
+                raise CircuitError(f"{where}: initial weight of shape {tuple(weight.shape)} does not fit W {shape or '(none)'}")
         self.graph.add_edge(pre.name, post.name, key=name, kind="forward", geometry=geometry,
-                            plastic=plastic and not geometry.weightless, rule=None)
+                            plastic=plastic and not geometry.weightless, rule=None, weight=weight)
         return name
+
+    def set_initial(self, population, bias: torch.Tensor | None = None, norm: dict | None = None) -> None:
+        """Initial values of a population's bias (shaped like the compiled bias) and of its norm
+        (a ``BatchNorm`` state_dict), used by ``compile()`` instead of zeros and defaults."""
+        pop = self.population(population)
+        self.graph.nodes[pop.name]["initial"] = {"bias": bias, "norm": norm}
+
+    @classmethod
+    def from_torch(cls, module, feedback=None, input_shape=(3, 224, 224), **options) -> "Circuit":
+        """A circuit equivalent to a torch ``module`` (see ``circuits.convert.from_torch``)."""
+        from circuits.convert import from_torch
+        return from_torch(module, feedback=feedback, input_shape=input_shape, **options)
 
     def feedback(self, rule: Rule, projections: Iterable[str] | None = None) -> "Circuit":
         """Give forward projections (all plastic ones, or those named) a feedback rule, adding the
@@ -100,10 +123,10 @@ class Circuit:
             if isinstance(self.population(pre), Input):
                 continue  # the first layer sends no error to the input: no feedback path at all
             roles = {"pre": pre, "post": post, "readout": readouts[0] if readouts else None}
-            size = rule.intermediate_size(self.population(post).size)
-            if size is not None:
+            shape = rule.intermediate_shape(self.population(post).shape, data["geometry"])
+            if shape is not None:
                 roles["ebar"] = f"{name}:ebar"
-                self.graph.add_node(roles["ebar"], population=Intermediate(roles["ebar"], size),
+                self.graph.add_node(roles["ebar"], population=Intermediate(roles["ebar"], shape),
                                     forward=name)
             for edge in rule.edges:
                 self.graph.add_edge(roles[edge.source], roles[edge.target], key=f"{name}:{edge.tensor}",
@@ -170,17 +193,27 @@ class Circuit:
         for p in self.populations():
             extra = ""
             if hasattr(p, "activation") and p.kind == "layer":
-                extra = f" {p.activation}"
+                extra = f" {p.activation}" + (f" norm={p.norm}" if p.norm else "")
             if isinstance(p, Readout):
                 extra = f" loss={p.loss}"
             comps = "+".join(p.compartments)
-            lines.append(f"  {p.kind:<12} {p.name:<22} {p.size:>8} cells  [{comps}]{extra}")
+            shape = "" if len(p.shape) == 1 else " " + "×".join(map(str, p.shape))
+            lines.append(f"  {p.kind:<12} {p.name:<22} {p.size:>8} cells  [{comps}]{extra}{shape}")
         lines += ["", "forward projections (pre.x -> post.x):"]
         for name, d in self.projections().items():
             pre, post = self.population(d["pre"]), self.population(d["post"])
-            shape = "×".join(map(str, d["geometry"].weight_shape(pre.shape, post.shape))) or "-"
-            rule = d["rule"].name if d["rule"] is not None else ("NONE" if d["plastic"] else "- (exact)")
-            lines.append(f"  {name:<24} {d['geometry'].kind:<9} W {shape:<12} rule {rule}")
+            geometry = d["geometry"]
+            shape = "×".join(map(str, geometry.weight_shape(pre.shape, post.shape))) or "-"
+            if geometry.weightless:
+                rule = "- (weightless, exact BP)" if geometry.kind != "block" else "- (exact-BP block)"
+            else:
+                rule = d["rule"].name if d["rule"] is not None else ("NONE" if d["plastic"] else "- (fixed W, exact)")
+            lines.append(f"  {name:<24} {geometry.kind:<9} W {shape:<12} rule {rule}")
+        blocks = self.exact_blocks()
+        if blocks:
+            lines += ["", f"exact-BP blocks ({len(blocks)}; not circuit elements, trained by plain autograd):"]
+            for b in blocks:
+                lines.append(f"  {b['name']:<24} {b['module']:<20} {b['parameters']:>9} parameters")
         fb = self.projections("feedback")
         lines += ["", "feedback projections (errors):"]
         if not fb:
@@ -207,6 +240,13 @@ class Circuit:
                 for n, d in self.projections("feedback").items()
             ],
         }
+
+    def exact_blocks(self) -> list[dict]:
+        """The exact-BP blocks (``connectomes.Block``: operations the circuit cannot express, run
+        as plain PyTorch and trained by autograd): name, pre, post, module, parameters."""
+        return [{"name": n, "pre": d["pre"], "post": d["post"], "module": d["geometry"].label,
+                 "parameters": d["geometry"].parameter_count()}
+                for n, d in self.projections().items() if d["geometry"].kind == "block"]
 
     def rules(self) -> set[str]:
         return {d["rule"].name for d in self.projections().values() if d["rule"] is not None}

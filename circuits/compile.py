@@ -45,7 +45,6 @@ class CompiledCircuit(nn.Module):
         self.biases = nn.ParameterDict()
         self.norms = nn.ModuleDict()
         self.blocks = nn.ModuleDict()
-        self.fixed = {}
         self._plan = []  # (population, [(projection name, pre name)])
         projections = circuit.projections()
         for gen in self.generations:
@@ -85,12 +84,12 @@ class CompiledCircuit(nn.Module):
         if getattr(pop, "bias", False):
             bias = torch.zeros(pop.shape[0], *[1] * (len(pop.shape) - 1))
             if initial.get("bias") is not None:
-                bias = initial["bias"].detach().to(bias.dtype).reshape(bias.shape).clone()
+                bias = initial["bias"].detach().reshape(bias.shape).clone()
             self.biases[pop.name] = nn.Parameter(bias)
         if getattr(pop, "norm", None) == "batch":
             norm = (nn.BatchNorm1d if len(pop.shape) == 1 else nn.BatchNorm2d)(pop.shape[0])
             if initial.get("norm") is not None:
-                norm.load_state_dict(initial["norm"])
+                norm.to(initial["norm"].get("weight", torch.empty(0)).dtype).load_state_dict(initial["norm"])
             self.norms[pop.name] = norm
 
     # -- running -------------------------------------------------------------------------------
@@ -104,6 +103,9 @@ class CompiledCircuit(nn.Module):
             if p.name not in x:
                 raise CircuitError(f"no data for input population {p.name!r}")
             t = x[p.name]
+            if t.shape[1:].numel() != p.size:
+                raise CircuitError(f"input population {p.name!r} has shape {p.shape}; the data has "
+                                   f"{tuple(t.shape[1:])} per sample")
             acts[p.name] = t.reshape(t.shape[0], *p.shape)
         for pop, incoming in self._plan:
             total = None

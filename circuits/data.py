@@ -1,13 +1,30 @@
-"""Data sets, read with torchvision and held in memory as tensors.
+"""Data sets: in memory when they fit, a DataLoader over an ImageFolder tree when they do not.
 
-MNIST-sized sets fit in memory, so batches are slices of one normalised tensor in a seeded
-order per epoch: no worker processes, the same order on every run with the same seed, and an
-epoch's order can be rebuilt from (seed, epoch) alone.
+A data set is named by a string, optionally with options: ``"mnist"``, ``"cifar10"``,
+``"cifar100:augment=false"``, ``"imagenet:image_size=224,workers=8"``, ``"fake_cifar10:train=512"``.
+
+- ``mnist``, ``fashion_mnist``: torchvision's raw files under ROOT/MNIST/raw (FashionMNIST/raw),
+  normalised, held in memory; batches are slices of one tensor in a seeded order per epoch.
+- ``cifar10``, ``cifar100``: ``torchvision.datasets.CIFAR10/100(ROOT, download=False)``, in
+  memory; training batches get the standard augmentation (random 32×32 crop of the image padded
+  by 4, horizontal flip), drawn per image from a generator seeded by (seed, epoch).
+- ``imagenet``: ``torchvision.datasets.ImageFolder`` on ROOT/imagenet/train and ROOT/imagenet/val
+  (one folder per class; ROOT itself may hold train/ and val/), read by a DataLoader:
+  RandomResizedCrop(image_size) + flip for training, Resize(image_size·256/224) +
+  CenterCrop(image_size) for evaluation. Options: ``image_size`` (224), ``workers``.
+- ``fake_cifar10``, ``fake_cifar100``: generated CIFAR-shaped data (class templates plus noise),
+  for tests and smoke runs; options ``train`` and ``test`` (sizes).
+
+The validation split (``val_size`` > 0) is the last ``val_size`` cells of a fixed permutation
+(seed 0) of the training set, the same for every run, removed from "train" and evaluated
+without augmentation. "test" is the official test set (ImageNet: its validation set).
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -20,31 +37,159 @@ DATASETS = {
     "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), 0.2860, 0.3530),
 }
+# name: (torchvision class name, folder, classes, per-channel mean, std)
+CIFAR = {
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ("CIFAR100", "cifar-100-python", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+OPTIONS = {  # the options each kind of data set takes, with their defaults
+    "memory": {},
+    "cifar": {"augment": True},
+    "fake": {"augment": True, "train": 1024, "test": 256},
+    "imagenet": {"augment": True, "image_size": 224, "workers": min(8, os.cpu_count() or 1)},
+}
 
 
 @dataclass
 class Split:
-    """Images (N × C × H × W, float, normalised) and integer labels (N)."""
+    """Images (N × C × H × W, float, normalised) and integer labels (N), in memory.
+
+    ``augment(x, generator)``: applied to each training batch (not when evaluating)."""
 
     x: torch.Tensor
     y: torch.Tensor
+    augment: Callable | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def to(self, device) -> "Split":
-        return Split(self.x.to(device), self.y.to(device))
+        return Split(self.x.to(device), self.y.to(device), self.augment)
+
+    def head(self, n: int) -> "Split":
+        """The first ``n`` cells (smoke runs and tests)."""
+        return Split(self.x[:n], self.y[:n], self.augment)
 
 
-def load(name: str, root: str, val_size: int = 0) -> dict[str, Split]:
-    """{"train", "val" (if val_size > 0), "test"} splits of data set ``name`` under ``root``.
+class LoaderSplit:
+    """A data set too large for memory, read by a ``torch.utils.data.DataLoader`` (``workers``
+    processes) and moved batch by batch to ``device``. The order of an epoch is a function of
+    (seed, epoch), and so are the workers' augmentation seeds."""
 
-    The validation cells are the last ``val_size`` of a fixed permutation (seed 0) of the
-    training set, the same for every run, and are removed from "train".
-    """
-    key = name.lower().replace("-", "_")
-    if key not in DATASETS:
-        raise DataError(f"unknown data set {name!r} (known: {', '.join(DATASETS)})")
+    def __init__(self, dataset, workers: int = 0, device="cpu"):
+        self.dataset, self.workers, self.device = dataset, workers, torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def to(self, device) -> "LoaderSplit":
+        return LoaderSplit(self.dataset, self.workers, device)
+
+    def head(self, n: int) -> "LoaderSplit":
+        return LoaderSplit(torch.utils.data.Subset(self.dataset, range(min(n, len(self)))), self.workers, self.device)
+
+    def batches(self, batch_size: int, seed: int | None = None, epoch: int = 0):
+        generator = sampler = None
+        if seed is not None:
+            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            sampler = torch.utils.data.RandomSampler(self.dataset, generator=generator)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, sampler=sampler, num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", generator=generator)
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class CropFlip:
+    """The CIFAR augmentation on a batch: pad by ``padding`` with ``fill`` (per channel: the
+    normalised value of black, as torchvision's RandomCrop pads before normalising), take a
+    random H × W crop per image, and flip it horizontally with probability 1/2."""
+
+    def __init__(self, padding: int, fill):
+        self.padding = padding
+        self.fill = torch.as_tensor(fill, dtype=torch.float32)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, c, h, w = x.shape
+        p = self.padding
+        padded = self.fill.to(x.device, x.dtype).view(1, c, 1, 1).expand(n, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p:p + h, p:p + w] = x
+        dy = torch.randint(0, 2 * p + 1, (n, 1), generator=generator)
+        dx = torch.randint(0, 2 * p + 1, (n, 1), generator=generator)
+        flip = torch.rand(n, 1, generator=generator) < 0.5
+        rows = (dy + torch.arange(h)).to(x.device)
+        cols = dx + torch.arange(w)
+        cols = torch.where(flip, cols.flip(1), cols).to(x.device)
+        index = torch.arange(n, device=x.device)[:, None, None]
+        return padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+def parse(spec: str) -> tuple[str, dict]:
+    """``"name:key=value,..."`` → (normalised name, {key: value string})."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DataError(f"data set {spec!r}: option {item!r} is not key=value")
+        options[key.strip()] = value.strip()
+    return name.strip().lower().replace("-", "_"), options
+
+
+def _options(spec: str, kind: str, given: dict) -> dict:
+    known = OPTIONS[kind]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise DataError(f"data set {spec!r}: unknown option {unknown[0]!r} (options: {', '.join(known) or 'none'})")
+    out = dict(known)
+    for key, value in given.items():
+        try:
+            if isinstance(known[key], bool):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[key] = value.lower() in ("true", "1")
+            else:
+                out[key] = int(value)
+                if out[key] < (0 if key == "workers" else 1):
+                    raise ValueError
+        except ValueError:
+            raise DataError(f"data set {spec!r}: {key}={value!r} is not a valid {type(known[key]).__name__}") from None
+    return out
+
+
+def load(name: str, root: str, val_size: int = 0) -> dict:
+    """{"train", "val" (if val_size > 0), "test"} splits of data set ``name`` under ``root``."""
+    key, given = parse(name)
+    if key in DATASETS:
+        _options(name, "memory", given)
+        splits = _load_mnist_like(key, root)
+    elif key in CIFAR:
+        splits = _load_cifar(key, root, _options(name, "cifar", given))
+    elif key.startswith("fake_") and key[5:] in CIFAR:
+        splits = _fake_cifar(key[5:], _options(name, "fake", given))
+    elif key == "imagenet":
+        return _load_imagenet(root, _options(name, "imagenet", given), val_size)
+    else:
+        known = [*DATASETS, *CIFAR, *(f"fake_{k}" for k in CIFAR), "imagenet"]
+        raise DataError(f"unknown data set {name!r} (known: {', '.join(known)})")
+    return _hold_out(splits, val_size)
+
+
+def _hold_out(splits: dict, val_size: int) -> dict:
+    if not val_size:
+        return splits
+    train = splits["train"]
+    if not 0 < val_size < len(train):
+        raise DataError(f"val_size={val_size} must be between 1 and {len(train) - 1}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    keep, held = order[:-val_size], order[-val_size:]
+    splits["val"] = Split(train.x[held], train.y[held])
+    splits["train"] = Split(train.x[keep], train.y[keep], train.augment)
+    return splits
+
+
+def _load_mnist_like(key: str, root: str) -> dict:
     cls_name, folder, files, mean, std = DATASETS[key]
     where = os.path.join(os.path.abspath(root), folder)
     missing = [f for f in files if not os.path.exists(os.path.join(where, f))
@@ -65,28 +210,109 @@ def load(name: str, root: str, val_size: int = 0) -> dict[str, Split]:
     for split, ds in sets.items():
         x = ds.data.unsqueeze(1).float().div_(255).sub_(mean).div_(std)
         splits[split] = Split(x, ds.targets.clone().long())
-    if val_size:
-        train = splits["train"]
-        if not 0 < val_size < len(train):
-            raise DataError(f"val_size={val_size} must be between 1 and {len(train) - 1}")
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-        keep, held = order[:-val_size], order[-val_size:]
-        splits["val"] = Split(train.x[held], train.y[held])
-        splits["train"] = Split(train.x[keep], train.y[keep])
     return splits
 
 
-def batches(split: Split, batch_size: int, seed: int | None = None, epoch: int = 0):
-    """Yield (x, y) batches; shuffled in an order given by (seed, epoch) if seed is not None."""
+def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 N × H × W × C → float N × C × H × W, normalised per channel."""
+    x = images.permute(0, 3, 1, 2).float().div_(255)
+    return x.sub_(torch.tensor(mean).view(1, -1, 1, 1)).div_(torch.tensor(std).view(1, -1, 1, 1))
+
+
+def _cifar_augment(options: dict, mean, std):
+    return CropFlip(4, [-m / s for m, s in zip(mean, std)]) if options["augment"] else None
+
+
+def _load_cifar(key: str, root: str, options: dict) -> dict:
+    cls_name, folder, _, mean, std = CIFAR[key]
+    where = os.path.join(os.path.abspath(root), folder)
+    if not os.path.isdir(where):
+        raise DataError(f"{cls_name} not found: looked for the folder {where}. Pass --data-root DIR with "
+                        f"DIR/{folder}/ as torchvision unpacks it (on a machine with internet "
+                        f"`torchvision.datasets.{cls_name}(DIR, download=True)` fetches it).")
+    import torchvision
+
+    try:
+        sets = {split: getattr(torchvision.datasets, cls_name)(root, train=(split == "train"), download=False)
+                for split in ("train", "test")}
+    except (RuntimeError, ValueError, OSError) as err:
+        raise DataError(f"{cls_name} under {where} could not be read ({err}); the files may be truncated or corrupt") from None
+    augment = _cifar_augment(options, mean, std)
+    return {split: Split(_normalise(torch.from_numpy(ds.data), mean, std), torch.tensor(ds.targets).long(),
+                         augment if split == "train" else None)
+            for split, ds in sets.items()}
+
+
+def _fake_cifar(key: str, options: dict) -> dict:
+    """CIFAR-shaped images: a fixed random template per class (seed 0) plus noise, as uint8."""
+    _, _, classes, mean, std = CIFAR[key]
+    g = torch.Generator().manual_seed(0)
+    templates = torch.rand(classes, 32, 32, 3, generator=g) * 255
+    splits = {}
+    for split in ("train", "test"):
+        n = options[split]
+        y = torch.randint(0, classes, (n,), generator=g)
+        images = (0.5 * templates[y] + 0.5 * torch.rand(n, 32, 32, 3, generator=g) * 255).to(torch.uint8)
+        splits[split] = Split(_normalise(images, mean, std), y)
+    splits["train"].augment = _cifar_augment(options, mean, std)
+    return splits
+
+
+def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
+    root = os.path.abspath(root)
+    candidates = [os.path.join(root, "imagenet"), os.path.join(root, "ImageNet"), root]
+    where = next((c for c in candidates if os.path.isdir(os.path.join(c, "train"))
+                  and os.path.isdir(os.path.join(c, "val"))), None)
+    if where is None:
+        raise DataError(f"ImageNet not found: looked for train/ and val/ in {candidates[0]} (or {root}), "
+                        "each holding one folder of images per class (torchvision.datasets.ImageFolder's layout)")
+    import torchvision
+    from torchvision import transforms as T
+
+    size = options["image_size"]
+    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    evaluation = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *normalise])
+    training = (T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *normalise])
+                if options["augment"] else evaluation)
+    try:
+        train = torchvision.datasets.ImageFolder(os.path.join(where, "train"), training)
+        test = torchvision.datasets.ImageFolder(os.path.join(where, "val"), evaluation)
+    except (RuntimeError, FileNotFoundError, OSError) as err:
+        raise DataError(f"ImageNet under {where} could not be read: {err}") from None
+    if train.classes != test.classes:
+        raise DataError(f"ImageNet under {where}: train/ and val/ hold different classes "
+                        f"({len(train.classes)} and {len(test.classes)} folders)")
+    workers = options["workers"]
+    splits = {"test": LoaderSplit(test, workers)}
+    if val_size:
+        if not 0 < val_size < len(train):
+            raise DataError(f"val_size={val_size} must be between 1 and {len(train) - 1}")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
+        held_out = copy.copy(train)  # the same file list, read with the evaluation transform
+        held_out.transform = evaluation
+        splits["val"] = LoaderSplit(torch.utils.data.Subset(held_out, order[-val_size:]), workers)
+        train = torch.utils.data.Subset(train, order[:-val_size])
+    splits["train"] = LoaderSplit(train, workers)
+    return splits
+
+
+def batches(split, batch_size: int, seed: int | None = None, epoch: int = 0):
+    """Yield (x, y) batches; shuffled (and augmented, for a split that has an augmentation) in
+    an order given by (seed, epoch) if seed is not None."""
+    if isinstance(split, LoaderSplit):
+        yield from split.batches(batch_size, seed, epoch)
+        return
     n = len(split)
     if seed is None:
-        order = None
-    else:
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=g).to(split.x.device)
-    for start in range(0, n, batch_size):
-        if order is None:
+        for start in range(0, n, batch_size):
             yield split.x[start:start + batch_size], split.y[start:start + batch_size]
-        else:
-            idx = order[start:start + batch_size]
-            yield split.x[idx], split.y[idx]
+        return
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g).to(split.x.device)
+    augment_g = torch.Generator().manual_seed(seed * 100_003 + epoch + 2**40) if split.augment else None
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        x = split.x[idx]
+        if split.augment is not None:
+            x = split.augment(x, augment_g)
+        yield x, split.y[idx]

@@ -4,6 +4,8 @@
     run_dir/metrics.jsonl        one JSON object per epoch
     run_dir/steps.jsonl          one per ``log_every`` steps (if asked)
     run_dir/checkpoint.pt        everything needed to continue exactly (written atomically)
+    run_dir/connectome.h5        every synaptic tensor at the end (connectomes.files)
+    run_dir/graph.json, .graphml the population graph (networkx node-link JSON, GraphML)
     run_dir/tensorboard/         TensorBoard event files
 
 A run stopped by SIGINT/SIGTERM saves where it stands (mid-epoch) and can be resumed; the data
@@ -26,7 +28,9 @@ from tqdm.auto import tqdm
 from circuits import data as datasets
 from circuits import distributed
 from circuits.training import Training
+from connectomes.files import write_connectome, write_graph
 from plasticity import set_epoch_weight_decay
+from plasticity.optim import BatchManhattanSGD
 
 CHECKPOINT_VERSION = 1
 
@@ -58,7 +62,8 @@ def make_optimizer(model, training: Training) -> torch.optim.SGD:
             "weight_decay": training.feedback_weight_decay if explicit_wd else training.weight_decay,
             "first_epoch_weight_decay": None if explicit_wd else training.first_epoch_weight_decay,
         })
-    return torch.optim.SGD(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov)
+    sgd = BatchManhattanSGD if training.batch_manhattan else torch.optim.SGD
+    return sgd(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov)
 
 
 @torch.no_grad()
@@ -171,8 +176,7 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
     if splits is None:
         splits = datasets.load(training.data, data_root, training.val_size)
     if training.train_size:
-        splits = {**splits, "train": datasets.Split(splits["train"].x[:training.train_size],
-                                                    splits["train"].y[:training.train_size])}
+        splits = {**splits, "train": splits["train"].head(training.train_size)}
     splits = {k: v.to(device) for k, v in splits.items()}
     steps_per_epoch = math.ceil(len(splits["train"]) / training.batch_size)
 
@@ -199,6 +203,8 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
                       "command": sys.argv, "python": platform.python_version(), "torch": torch.__version__}
             with open(os.path.join(run_dir, "config.json"), "w") as f:
                 json.dump(config, f, indent=2)
+            write_graph(circuit.graph, os.path.join(run_dir, "graph.json"))
+            write_graph(circuit.graph, os.path.join(run_dir, "graph.graphml"))
         # the checkpoint is the truth: drop any line written after it
         with open(metrics_path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in history)
@@ -298,6 +304,9 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
                       f"test {record['test_acc']:.4f} ({seconds:.1f}s)", file=sys.stderr, flush=True)
     if writer:
         writer.close()
+    if main and history:
+        write_connectome(os.path.join(run_dir, "connectome.h5"), model.connectome(),
+                         {"rule": rule, "seed": seed, "epoch": len(history), "circuit": circuit.name})
     return history
 
 

@@ -20,11 +20,13 @@ class Training:
     held out for validation (0: none); ``train_size`` > 0 keeps only the first cells of the
     training set (smoke runs and tests). ``implicit_feedback``: let PFA hold R as
     WᵀBᵀ + a_t E₀ (exact, and as fast as BP) whenever W and R share their SGD settings.
+    ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016).
     """
 
     def implicit_feedback_ok(self) -> bool:
         """Implicit feedback is exact only when W and the feedback share lr and weight decay."""
-        return self.implicit_feedback and self.feedback_lr is None and self.feedback_weight_decay is None
+        return (self.implicit_feedback and self.feedback_lr is None and self.feedback_weight_decay is None
+                and not self.batch_manhattan)
 
     data: str = "mnist"
     epochs: int = 1
@@ -42,6 +44,7 @@ class Training:
     train_size: int = 0
     eval_batch_size: int = 1000
     implicit_feedback: bool = True
+    batch_manhattan: bool = False
     per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def resolve(self, rule: str) -> "Training":

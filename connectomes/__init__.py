@@ -4,8 +4,26 @@ Everything here reads tensors (or graphs, or files) handed to it; nothing import
 Orientation convention: a projection's tensor is stored post × pre, like ``nn.Linear.weight``.
 A feedback tensor that carries errors from ``post.e`` back to ``pre.e`` is therefore stored
 pre × post (the "feedback layout"): for BP it is Wᵀ.
+
+Modules: ``geometry`` (Dense, Conv2d; weightless Identity, Flatten, pooling, ShortcutA, Block;
+init), ``analysis`` (alignment, norm ratio),
+``reciprocity`` (cell-pair statistics), ``motifs`` (triad census against a pair-keeping null),
+``reference`` (rat cortex numbers), ``files`` (connectome.h5, SONATA, graph exports) and
+``report`` (``python -m connectomes.report RUN_DIR ... --out DIR``; not imported here).
 """
 from connectomes.analysis import alignment_deg, norm_ratio
-from connectomes.geometry import Dense, Geometry, Identity, xavier_uniform
+from connectomes.files import (ConnectomeFileError, export_sonata, read_connectome, write_connectome,
+                               write_graph)
+from connectomes.geometry import (AdaptiveAvgPool2d, AvgPool2d, Block, Conv2d, Dense, Flatten, Geometry,
+                                  GlobalAvgPool, Identity, MaxPool2d, ShortcutA, xavier_uniform)
+from connectomes.motifs import cell_graph, motif_census, triad_census
+from connectomes.reciprocity import circuit_reciprocity, pair_statistics, print_reciprocity, reciprocity_table
+from connectomes.reference import RAT_CORTEX
 
-__all__ = ["Dense", "Geometry", "Identity", "alignment_deg", "norm_ratio", "xavier_uniform"]
+__all__ = [
+    "AdaptiveAvgPool2d", "AvgPool2d", "Block", "Conv2d", "Flatten", "GlobalAvgPool", "MaxPool2d", "ShortcutA",
+    "ConnectomeFileError", "Dense", "Geometry", "Identity", "RAT_CORTEX", "alignment_deg", "cell_graph",
+    "circuit_reciprocity", "export_sonata", "motif_census", "norm_ratio", "pair_statistics",
+    "print_reciprocity", "read_connectome", "reciprocity_table", "triad_census", "write_connectome",
+    "write_graph", "xavier_uniform",
+]

@@ -70,8 +70,8 @@ class Rule:
         self.options = options
 
     # -- the circuit graph ---------------------------------------------------------------------
-    def intermediate_size(self, post_size: int) -> int | None:
-        """Cells of the intermediate population ē this rule adds (None: it adds none)."""
+    def intermediate_shape(self, post_shape: tuple, geometry: Geometry) -> tuple | None:
+        """Shape of the intermediate population ē this rule adds (None: it adds none)."""
         return None
 
     def check(self, projection: str, geometry: Geometry, readouts: list) -> None:
@@ -124,22 +124,38 @@ class Rule:
 
 
 class RuleFunction(torch.autograd.Function):
-    """y = geometry(x, W); backward asks the projection's rule for e_in and the local changes."""
+    """y = geometry(x, W); backward asks the projection's rule for e_in and the local changes.
+
+    AMP-safe: under autocast the forward map runs in the autocast precision (``custom_fwd``), and
+    the rule's backward runs in δ's precision, like autograd's own backward, with fixed feedback
+    buffers cast by autocast (``custom_bwd`` on CUDA; re-entered explicitly for CPU autocast).
+    Gradients come back in the parameters' dtype.
+    """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, x, W, proj, *plastic):
         ctx.proj = proj
         ctx.save_for_backward(x, W, *plastic)
         return proj.geometry.forward(x, W)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, delta):
         x, W, *plastic = ctx.saved_tensors
         proj = ctx.proj
         if proj.implicit and not proj.attached:
             raise RuntimeError(f"projection {proj.name!r} holds its plastic feedback ({proj.rule.name}) implicitly "
                                "and needs an optimizer: call CompiledCircuit.attach_optimizer(optimizer) before training")
-        e_in, grad_W, grads = proj.rule.backward(proj, x, W, delta, plastic, ctx.needs_input_grad[0])
+        need_e = ctx.needs_input_grad[0]
+        if delta.dtype == W.dtype:
+            e_in, grad_W, grads = proj.rule.backward(proj, x, W, delta, plastic, need_e)
+        else:  # mixed precision: the rule computes in δ's dtype
+            full, low = W.dtype, delta.dtype
+            x, W, plastic = x.to(low), W.to(low), [t.to(low) for t in plastic]
+            with torch.autocast(delta.device.type, dtype=low):
+                e_in, grad_W, grads = proj.rule.backward(proj, x, W, delta, plastic, need_e)
+            grad_W, grads = grad_W.to(full), [g.to(full) for g in grads]
         return (e_in, grad_W, None, *grads)
 
 
@@ -198,14 +214,18 @@ class Projection(nn.Module):
     made and the projection runs as a plain autograd op (ΔW = δ xᵀ is the same for every rule).
     ``implicit``: a rule that supports it keeps its plastic feedback as a closed form of W and a
     few scalars advanced after each optimizer step (``CompiledCircuit.attach_optimizer``).
+    ``weight``: the initial W (e.g. from a converted torch model) instead of the seeded
+    Glorot draw; it is in place before the rule makes its feedback tensors.
     """
 
     def __init__(self, name: str, geometry: Geometry, pre_shape: tuple, post_shape: tuple,
                  rule: Rule, sends_error: bool, seed: int, post_is_readout: bool = False,
-                 readout_size: int | None = None, implicit: bool = False):
+                 readout_size: int | None = None, implicit: bool = False,
+                 weight: torch.Tensor | None = None):
         super().__init__()
         self.name = name
         self.geometry = geometry
+        self.pre_shape, self.post_shape = tuple(pre_shape), tuple(post_shape)
         self.rule = rule
         self.sends_error = sends_error
         self.post_is_readout = post_is_readout
@@ -214,7 +234,12 @@ class Projection(nn.Module):
         self.attached = False  # set when an optimizer drives the implicit state
         self.state: dict = {}  # small Python state of implicit rules (saved in the state_dict)
         shape = geometry.weight_shape(tuple(pre_shape), tuple(post_shape))
-        self.weight = nn.Parameter(geometry.init_weight(shape, seeded_generator(seed, name, "W")))
+        if weight is None:
+            weight = geometry.init_weight(shape, seeded_generator(seed, name, "W"))
+        elif tuple(weight.shape) != tuple(shape):
+            raise ValueError(f"projection {name!r}: initial weight of shape {tuple(weight.shape)} does not "
+                             f"match W {tuple(shape)}")
+        self.weight = nn.Parameter(weight.detach().clone())
         self.broadcast: ErrorBroadcast | None = None
         if sends_error:
             rule.init_feedback(self, seeded_generator(seed, name, "feedback"))

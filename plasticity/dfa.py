@@ -1,6 +1,9 @@
 """DFA (Nøkland 2016): each layer receives the readout error directly, e_in = B e_L, through a
 fixed random B (N_pre × N_readout). The readout error is broadcast from the readout (the
-compiled circuit taps it) rather than recomputed; no backprop runs underneath."""
+compiled circuit taps it) rather than recomputed; no backprop runs underneath.
+
+On a convolution N_pre counts every pre cell (C·H·W, flattened C-major): B reaches each cell of
+the feature map separately (memory-heavy on large maps, but the rule as written)."""
 import math
 
 import torch.nn.functional as F
@@ -20,7 +23,7 @@ class DFA(Rule):
                              f"the circuit has {len(readouts)}")
 
     def init_feedback(self, proj, generator):
-        n_pre = proj.weight.shape[1] * math.prod(proj.weight.shape[2:])
+        n_pre = math.prod(proj.pre_shape)
         n_readout = proj.readout_size
         proj.register_buffer("B", xavier_uniform((n_pre, n_readout), generator))
 

@@ -9,17 +9,30 @@ post → ē → pre. ``B_init``: "xavier" (i.i.d., variance 1/N̄: Glorot with g
 sqrt((1 + 1/expansion)/2)), "orthogonal" (semi-orthogonal, BᵀB = I: PFA-o) or "identity"
 (N̄ = N_out, B = I: then PFA is KP with R in KP's B's place).
 
+Convolutions (W: C_out × C_in/g × k × k, g = groups): B is a 1×1 convolution C_out → N̄ =
+expansion · C_out channels, stored as the matrix N̄ × C_out/g; R is a k×k kernel N̄ → C_in with
+W's stride, padding, dilation and groups, stored in feedback layout (C_in/g, N̄, k, k) like any
+feedback kernel. ē is a feature map (N̄, H_out, W_out). With groups > 1, B is grouped too
+(block-diagonal: ē's channel group j hears only δ's group j, through B_j = B[j·N̄/g:(j+1)·N̄/g]),
+so that ΔR = ΔWᵀBᵀ holds group by group and R B has Wᵀ's block structure; each B_j is drawn
+like a whole B of its own (variance g/N̄, or semi-orthogonal). Dense is the case k = 1, g = 1.
+
 Every step of the feedback path is linear, so the same numbers can be computed in other orders.
-``route="explicit"`` computes ē per sample, as the paper's code does; ``"auto"`` takes, per
-projection and batch size, the cheapest of e_in = R(Bδ) or (RB)δ, and ΔR = x ēᵀ or ΔWᵀBᵀ.
+``route="explicit"`` computes ē per sample (and per position), as the paper's code does;
+``"factored"`` never forms ē: ΔR = ΔWᵀBᵀ (a contraction of W's kernel gradient with B over
+C_out) and e_in = (RB)δ; ``"auto"`` takes, per projection and batch, the cheapest of the two for
+each of e_in and ΔR.
 
 Implicit R (``Projection.implicit``, chosen by the compiler when W and R share one plain SGD
-setting): since ΔR = ΔWᵀBᵀ and SGD with momentum and weight decay is linear, the difference
-R − WᵀBᵀ only ever shrinks by a scalar: R_t = W_tᵀBᵀ + a_t E₀ with E₀ = R₀ − W₀ᵀBᵀ, where
-a_t follows the optimizer's own recurrence (``after_step``). Then R B = Wᵀ(BᵀB) + a_t E₀B, so
-e_in costs about what BP's does and R never needs an update; R is rebuilt on demand.
+setting; route "auto" only): since ΔR = ΔWᵀBᵀ and SGD with momentum and weight decay is linear,
+the difference R − WᵀBᵀ only ever shrinks by a scalar: R_t = W_tᵀBᵀ + a_t E₀ with
+E₀ = R₀ − W₀ᵀBᵀ, where a_t follows the optimizer's own recurrence (``after_step``). Then
+R B = Wᵀ(BᵀB) + a_t E₀B (contracted over C_out, per group for convolutions), so e_in costs
+about what BP's does and R never needs an update; R is rebuilt on demand.
 ``plasticity.base.advance_decay`` gives the recurrence of a_t.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +41,39 @@ from connectomes.geometry import xavier_uniform
 from plasticity.base import FeedbackEdge, Rule, advance_decay, initial_decay_state
 
 B_INITS = ("xavier", "orthogonal", "identity")
-ROUTES = ("auto", "explicit")
+ROUTES = ("auto", "explicit", "factored")
+GEOMETRIES = ("dense", "conv2d")
+
+
+# -- B as a (grouped) map on the channel dim: the contractions over C_out ------------------------
+def mix(B, T, groups=1):
+    """B T: B (N̄ × C/g, block-diagonal over groups) on dim 0 of T (C × ...) → (N̄ × ...)."""
+    n_bar = B.shape[0]
+    if groups == 1:
+        return (B @ T.reshape(T.shape[0], -1)).view(n_bar, *T.shape[1:])
+    out = torch.bmm(B.view(groups, n_bar // groups, -1), T.reshape(groups, T.shape[0] // groups, -1))
+    return out.view(n_bar, *T.shape[1:])
+
+
+def unmix(B, T, groups=1):
+    """Bᵀ T: dim 0 of T (N̄ × ...) back to C = groups · B.shape[1] → (C × ...)."""
+    c = B.shape[1] * groups
+    if groups == 1:
+        return (B.t() @ T.reshape(T.shape[0], -1)).view(c, *T.shape[1:])
+    Bg = B.view(groups, -1, B.shape[1]).transpose(1, 2)
+    out = torch.bmm(Bg, T.reshape(groups, T.shape[0] // groups, -1))
+    return out.view(c, *T.shape[1:])
+
+
+def channel_map(t, M, groups=1):
+    """M (rows × C/g, grouped) applied to the channel dim 1 of an activity t (batch × C [× H × W])."""
+    if t.dim() == 2:
+        return F.linear(t, M)
+    return F.conv2d(t, M.to(t.dtype)[:, :, None, None], groups=groups)
+
+
+def groups_of(geometry) -> int:
+    return getattr(geometry, "groups", 1)
 
 
 class PFA(Rule):
@@ -52,75 +97,105 @@ class PFA(Rule):
 
     @property
     def supports_implicit(self):
-        return self.options["route"] == "auto"  # "explicit" is the reference, step by step
+        return self.options["route"] == "auto"  # "explicit"/"factored" keep R as a parameter
 
-    def intermediate_size(self, post_size):
-        return max(1, round(self.options["expansion"] * post_size))
+    def n_bar(self, n_out: int, groups: int = 1) -> int:
+        """N̄: expansion × N_out (channels for a convolution), a multiple of ``groups``."""
+        return groups * max(1, round(self.options["expansion"] * n_out / groups))
+
+    def intermediate_shape(self, post_shape, geometry):
+        return (self.n_bar(post_shape[0], groups_of(geometry)), *post_shape[1:])
 
     def check(self, projection, geometry, readouts):
-        if geometry.kind != "dense":
-            raise ValueError(f"projection {projection!r}: {self.name} is implemented for Dense "
-                             f"projections only, not {geometry.kind}")
+        if geometry.kind not in GEOMETRIES:
+            raise ValueError(f"projection {projection!r}: {self.name} is implemented for Dense and Conv2d "
+                             f"projections, not {geometry.kind}")
 
     # -- tensors -------------------------------------------------------------------------------
     def init_feedback(self, proj, generator):
-        n_out, n_in = proj.weight.shape
-        n_bar = self.intermediate_size(n_out)
-        init = self.options["B_init"]
-        if init == "xavier":
-            B = xavier_uniform((n_bar, n_out), generator, gain=((1 + n_out / n_bar) / 2) ** 0.5)
-        elif init == "orthogonal":
-            B = torch.empty(n_bar, n_out)
-            torch.nn.init.orthogonal_(B, generator=generator)
-        else:
-            B = torch.eye(n_out)
-        R = xavier_uniform((n_in, n_bar), generator)
+        W = proj.weight.detach()
+        g = groups_of(proj.geometry)
+        n_out = W.shape[0]
+        n_bar = self.n_bar(n_out, g)
+        B = self._init_B(n_bar, n_out, g, generator)
+        R = xavier_uniform((W.shape[1], n_bar, *W.shape[2:]), generator)  # feedback layout
         proj.register_buffer("B", B)
         if not proj.implicit:
             proj.R = nn.Parameter(R)
             return
         with torch.no_grad():
-            E0 = R - proj.weight.t() @ B.t()  # R₀ − W₀ᵀBᵀ
-        proj.register_buffer("E0", E0)
-        proj.register_buffer("BtB", B.t() @ B)
-        proj.register_buffer("E0B", E0 @ B)
+            E0 = R - mix(B, W, g).transpose(0, 1)  # R₀ − W₀ᵀBᵀ
+        proj.register_buffer("E0", E0.contiguous())
+        proj.register_buffer("BtB", unmix(B, B, g))  # BᵀB per group, stacked: C_out × C_out/g
+        proj.register_buffer("E0B", unmix(B, E0.transpose(0, 1), g).transpose(0, 1).contiguous())
         proj.state = initial_decay_state()
+
+    def _init_B(self, n_bar, n_out, groups, generator):
+        init = self.options["B_init"]
+        if init == "identity":
+            return torch.eye(n_out // groups).repeat(groups, 1)
+        if groups == 1 and init == "xavier":
+            return xavier_uniform((n_bar, n_out), generator, gain=((1 + n_out / n_bar) / 2) ** 0.5)
+        blocks = []
+        for _ in range(groups):  # each group's block is a B of its own: N̄/g × C_out/g
+            rows, cols = n_bar // groups, n_out // groups
+            if init == "xavier":
+                bound = math.sqrt(3.0 / rows)  # variance 1/(N̄/g)
+                blocks.append(torch.rand(rows, cols, generator=generator).mul_(2 * bound).sub_(bound))
+            else:
+                block = torch.empty(rows, cols)
+                torch.nn.init.orthogonal_(block, generator=generator)
+                blocks.append(block)
+        return torch.cat(blocks)
 
     def tensor(self, proj, name):
         if name == "R" and proj.implicit:
             W = proj.weight.detach()
-            return torch.addmm(proj.E0, W.t(), proj.B.t(), beta=proj.state["a"])
+            if W.dim() == 2:
+                return torch.addmm(proj.E0, W.t(), proj.B.t(), beta=proj.state["a"])
+            return torch.add(mix(proj.B, W, groups_of(proj.geometry)).transpose(0, 1), proj.E0,
+                             alpha=proj.state["a"])
         return super().tensor(proj, name)
 
     def feedback_tensor(self, proj, W):
+        """R B in feedback layout (the path that replaces Wᵀ)."""
+        g = groups_of(proj.geometry)
         if proj.implicit:  # R B = Wᵀ BᵀB + a E₀B
-            return torch.addmm(proj.E0B, W.t(), proj.BtB, beta=proj.state["a"])
-        return proj.R @ proj.B
+            if W.dim() == 2:
+                return torch.addmm(proj.E0B, W.t(), proj.BtB, beta=proj.state["a"])
+            BtB_W = mix(proj.BtB, W, g)  # (BᵀB) W, group by group (each block is symmetric)
+            return torch.add(BtB_W.transpose(0, 1), proj.E0B, alpha=proj.state["a"])
+        if W.dim() == 2:
+            return proj.R @ proj.B
+        return unmix(proj.B, proj.R.transpose(0, 1), g).transpose(0, 1)
 
     # -- learning ------------------------------------------------------------------------------
     def backward(self, proj, x, W, delta, plastic, need_e):
         if proj.implicit:
             return self._backward_implicit(proj, x, W, delta, need_e)
         (R,) = plastic
-        B = proj.B
-        xf = x.flatten(1)
-        grad_W = delta.t().mm(xf)
-        e_route, r_route = self._routes(delta.shape[0], *W.shape, B.shape[0], need_e)
-        ebar = F.linear(delta, B) if "explicit" in (e_route, r_route) else None  # ē = B δ
-        if r_route == "explicit":
-            grad_R = xf.t().mm(ebar)  # Σ x ēᵀ
-        else:
-            grad_R = grad_W.t().mm(B.t())  # ΔWᵀ Bᵀ
+        geo, B, g = proj.geometry, proj.B, groups_of(proj.geometry)
+        dense = W.dim() == 2
+        grad_W = geo.weight_grad(x, delta)
+        e_route, r_route = self._routes(delta.numel() // delta.shape[1], W.shape[0], W.shape[1] * g, B.shape[0],
+                                        need_e, kernel=math.prod(W.shape[2:]), groups=g)
+        ebar = channel_map(delta, B, g) if "explicit" in (e_route, r_route) else None  # ē = B δ
+        if r_route == "explicit":  # Σ x ēᵀ
+            grad_R = x.flatten(1).t().mm(ebar) if dense else geo.weight_grad(x, ebar).transpose(0, 1)
+        else:  # ΔWᵀ Bᵀ
+            grad_R = grad_W.t().mm(B.t()) if dense else mix(B, grad_W, g).transpose(0, 1)
         e_in = None
         if need_e:
-            e_in = F.linear(ebar, R) if e_route == "explicit" else F.linear(delta, R @ B)
-            e_in = e_in.view(x.shape)
+            if e_route == "explicit":
+                e_in = geo.feedback(ebar, R, x.shape)
+            else:
+                e_in = geo.feedback(delta, R @ B if dense else unmix(B, R.transpose(0, 1), g).transpose(0, 1), x.shape)
         return e_in, grad_W, [grad_R]
 
     def _backward_implicit(self, proj, x, W, delta, need_e):
-        grad_W = delta.t().mm(x.flatten(1))
+        grad_W = proj.geometry.weight_grad(x, delta)
         e_in = None
-        if need_e:
+        if need_e and W.dim() == 2:
             a = proj.state["a"]
             n, (n_out, n_in) = delta.shape[0], W.shape
             if n * (n_out + n_in) <= n_in * n_out:  # per sample: (δ BᵀB) W + a δ (E₀B)ᵀ
@@ -128,24 +203,33 @@ class PFA(Rule):
             else:  # once per step: δ (Wᵀ BᵀB + a E₀B)ᵀ
                 e_in = F.linear(delta, torch.addmm(proj.E0B, W.t(), proj.BtB, beta=a))
             e_in = e_in.view(x.shape)
+        elif need_e:  # a kernel: R B once per step (C_out·C_out/g·C_in/g·k² multiply-adds), then as BP
+            e_in = proj.geometry.feedback(delta, self.feedback_tensor(proj, W), x.shape)
         return e_in, grad_W, []
 
     def after_step(self, proj, group):
         advance_decay(proj.state, group)
 
-    def _routes(self, n, n_out, n_in, n_bar, need_e):
-        """(route for e_in, route for ΔR), the cheapest by multiply-add count."""
+    def _routes(self, n, n_out, n_in, n_bar, need_e, kernel=1, groups=1):
+        """(route for e_in, route for ΔR), the cheapest by multiply-add count.
+
+        ``n``: batch × output positions; ``n_out``/``n_in``: post/pre channels (cells for Dense);
+        ``kernel``: k·k; ``groups``: the convolution's groups.
+        """
         if self.options["route"] == "explicit":
             return "explicit", "explicit"
-        ebar = n * n_out * n_bar
+        if self.options["route"] == "factored":
+            return ("product" if need_e else None), "factored"
+        g, K = groups, kernel
+        ebar = n * n_bar * (n_out // g)
         costs = {}
         for e in (("explicit", "product") if need_e else (None,)):
             for r in ("explicit", "factored"):
-                c = n_bar * n_out * n_in if r == "factored" else n * n_in * n_bar
+                c = n_bar * (n_out // g) * (n_in // g) * K if r == "factored" else n * (n_in // g) * K * n_bar
                 if e == "explicit":
-                    c += n * n_bar * n_in
+                    c += n * n_bar * (n_in // g) * K
                 elif e == "product":
-                    c += n_in * n_bar * n_out + n * n_out * n_in
+                    c += (n_in // g) * K * n_bar * (n_out // g) + n * n_out * (n_in // g) * K
                 if "explicit" in (e, r):
                     c += ebar
                 costs[(e, r)] = c

@@ -11,10 +11,15 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ACTIVATIONS = {
     "relu": torch.relu,
+    "relu6": F.relu6,
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
+    "silu": F.silu,
+    "gelu": F.gelu,
     "identity": lambda a: a,
 }
+
+NORMS = (None, "batch")
 
 LOSSES = {
     "cross_entropy": lambda out, target: F.cross_entropy(out, target),
@@ -66,21 +71,35 @@ class Input(Population):
 
 
 class Layer(Population):
-    """Hidden cells: x = activation(sum of inputs + bias); e is the error compartment."""
+    """Hidden cells: x = activation(norm(sum of inputs + bias)); e is the error compartment.
+
+    ``size``: an int (a vector of cells) or (C, H, W) (a feature map; the bias is then one per
+    channel). ``norm="batch"``: batch normalisation of the summed input (BatchNorm1d for a
+    vector, BatchNorm2d for a feature map), before the activation; its affine parameters are
+    forward parameters, trained by exact BP inside the population (local to its cells).
+    ``bias`` defaults to True without a norm and False with one (the norm's shift replaces it).
+    """
 
     kind = "layer"
 
-    def __init__(self, name: str, size, activation: str = "relu", bias: bool = True):
+    def __init__(self, name: str, size, activation: str = "relu", bias: bool | None = None,
+                 norm: str | None = None):
         super().__init__(name, size)
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"population {name!r}: unknown activation {activation!r} (known: {', '.join(ACTIVATIONS)})"
             )
+        if norm not in NORMS:
+            raise ValueError(f"population {name!r}: unknown norm {norm!r} (known: 'batch' or None)")
+        if norm is not None and len(self.shape) not in (1, 3):
+            raise ValueError(f"population {name!r}: norm={norm!r} needs a vector or a (C, H, W) shape, "
+                             f"got {self.shape}")
         self.activation = activation
-        self.bias = bias
+        self.norm = norm
+        self.bias = (norm is None) if bias is None else bool(bias)
 
     def describe(self) -> dict:
-        return {**super().describe(), "activation": self.activation, "bias": self.bias}
+        return {**super().describe(), "activation": self.activation, "bias": self.bias, "norm": self.norm}
 
 
 class Readout(Layer):

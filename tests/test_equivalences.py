@@ -166,3 +166,18 @@ def test_implicit_kp_equals_explicit_kp():
         torch.testing.assert_close(p.weight, ref.weight, rtol=1e-4, atol=1e-5)
         if p.sends_error:
             torch.testing.assert_close(p.rule.tensor(p, "B"), ref.B, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_manhattan_steps_by_the_sign():
+    model = small_mlp(PFA(expansion=2), SIZES).compile().double()
+    training = Training(lr=0.01, momentum=0.0, weight_decay=0.0, batch_manhattan=True)
+    assert not training.implicit_feedback_ok()
+    opt = make_optimizer(model, training)
+    x, y = next(teacher_batches(1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.loss(model(x), y).backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    opt.step()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n] - 0.01 * grads[n].sign(), rtol=0, atol=1e-15)
+    assert "projections.h1->h2.R" in grads  # plastic feedback steps by its sign too

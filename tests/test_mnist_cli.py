@@ -45,6 +45,13 @@ def test_one_epoch_on_mnist(rule, sets, data_root, tmp_path):
     assert config["training"]["batch_size"] == 64
     assert {p["name"] for p in config["circuit"]["projections"]} == {"pixels->h1", "h1->h2", "h2->digits"}
     assert (out / "checkpoint.pt").exists()
+    from connectomes.files import read_connectome
+    records = {r["name"]: r for r in read_connectome(str(out / "connectome.h5"))}
+    assert tuple(records["h1->h2"]["weight"].shape) == (512, 512)
+    if rule == "pfa":  # B: h2.e → ē (5120 × 512), R: ē → h1.e (512 × 5120), R rebuilt from W
+        assert tuple(records["h1->h2:B"]["weight"].shape) == (5120, 512)
+        assert tuple(records["h1->h2:R"]["weight"].shape) == (512, 5120)
+    assert (out / "graph.json").exists() and (out / "graph.graphml").exists()
     # a second run into the same directory is refused rather than overwriting it
     again = run_cli("experiments/mnist_mlp.py", "--rule", rule, "--epochs", "1",
                     "--data-root", data_root, "--out", str(out), "--no-progress")

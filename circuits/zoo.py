@@ -1,0 +1,130 @@
+"""The standard circuits, written in the DSL: ``mlp``, ``lenet``, ``resnet20``, ``resnet56``,
+``resnet18``. Each returns a ``Circuit``; ``feedback`` (a rule) is applied if given, otherwise
+call ``circuit.feedback(rule)`` yourself.
+
+Populations follow the circuit model: a population sums its inputs, then normalises and applies
+its activation. A ResNet block ``relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))`` is three
+populations: ``<block>_a`` (conv1, BN, ReLU), ``<block>_b`` (conv2, BN, linear) and ``<block>``
+(the residual sum: an Identity from ``_b`` plus the shortcut from x, then ReLU). Parameter counts
+equal the standard definitions (tests/test_zoo.py checks them against plain PyTorch).
+"""
+from __future__ import annotations
+
+from circuits.circuit import Circuit
+from connectomes.geometry import Conv2d, Dense, GlobalAvgPool, Identity, MaxPool2d, ShortcutA
+from populations import Input, Layer, Readout
+
+
+def _finish(c: Circuit, feedback) -> Circuit:
+    if feedback is not None:
+        c.feedback(feedback)
+    return c
+
+
+def _conv(c, pre, name, channels, kernel, stride=1, padding=0, activation="relu", norm="batch"):
+    """A (C, H, W) population fed by one convolution from ``pre``; returns it."""
+    geometry = Conv2d(kernel, stride=stride, padding=padding)
+    h, w = geometry.output_hw(*pre.shape[1:])
+    post = c.add(Layer(name, (channels, h, w), activation=activation, norm=norm))
+    c.connect(pre, post, geometry)
+    return post
+
+
+def mlp(sizes=(784, 512, 512, 10), activation="relu", name="mlp", seed=0, feedback=None) -> Circuit:
+    """Input(sizes[0]) → Dense layers → Readout(sizes[-1]) (the PFA paper's MNIST circuit)."""
+    c = Circuit(name, seed=seed)
+    pops = [c.add(Input("pixels", sizes[0]))]
+    pops += [c.add(Layer(f"h{i}", n, activation=activation)) for i, n in enumerate(sizes[1:-1], start=1)]
+    pops.append(c.add(Readout("classes", sizes[-1])))
+    for pre, post in zip(pops, pops[1:]):
+        c.connect(pre, post, Dense())
+    return _finish(c, feedback)
+
+
+def lenet(num_classes=10, in_channels=1, name="lenet", seed=0, feedback=None) -> Circuit:
+    """LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 28×28 MNIST: conv 5×5 (6,
+    padding 2, as the original's 32×32 input), pool, conv 5×5 (16), pool, conv 5×5 (120),
+    dense 84, readout. 61,706 parameters for 10 classes."""
+    c = Circuit(name, seed=seed)
+    x = c.add(Input("pixels", (in_channels, 28, 28)))
+    c1 = _conv(c, x, "c1", 6, 5, padding=2, norm=None)
+    p1 = c.add(Layer("p1", (6, 14, 14), activation="identity", bias=False))
+    c.connect(c1, p1, MaxPool2d(2))
+    c2 = _conv(c, p1, "c2", 16, 5, norm=None)
+    p2 = c.add(Layer("p2", (16, 5, 5), activation="identity", bias=False))
+    c.connect(c2, p2, MaxPool2d(2))
+    c3 = _conv(c, p2, "c3", 120, 5, norm=None)
+    f4 = c.add(Layer("f4", 84))
+    c.connect(c3, f4, Dense())
+    y = c.add(Readout("classes", num_classes))
+    c.connect(f4, y, Dense())
+    return _finish(c, feedback)
+
+
+def _basic_block(c, x, name, channels, stride, shortcut):
+    """A BasicBlock: conv3×3-BN-ReLU, conv3×3-BN, + shortcut(x), ReLU. ``shortcut``: "A" (option A),
+    "B" (1×1 conv + BN when the shape changes) or identity when it does not."""
+    a = _conv(c, x, f"{name}_a", channels, 3, stride=stride, padding=1)
+    b = _conv(c, a, f"{name}_b", channels, 3, padding=1, activation="identity")
+    out = c.add(Layer(name, b.shape, activation="relu", bias=False))
+    c.connect(b, out, Identity())
+    if x.shape == b.shape:
+        c.connect(x, out, Identity(), name=f"{name}_skip")
+    elif shortcut == "A":
+        c.connect(x, out, ShortcutA(stride), name=f"{name}_skip")
+    else:
+        down = _conv(c, x, f"{name}_down", channels, 1, stride=stride, activation="identity")
+        c.connect(down, out, Identity())
+    return out
+
+
+def resnet_cifar(depth: int, num_classes=10, name=None, seed=0, feedback=None) -> Circuit:
+    """He et al. (2016)'s CIFAR ResNet of ``depth`` = 6n + 2 layers: conv3×3 (16), three stages of
+    n BasicBlocks with 16, 32, 64 channels (stride 2 and option-A shortcuts between stages),
+    global average pooling, readout."""
+    if (depth - 2) % 6:
+        raise ValueError(f"a CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110), got {depth}")
+    n = (depth - 2) // 6
+    c = Circuit(name or f"resnet{depth}", seed=seed)
+    x = _conv(c, c.add(Input("image", (3, 32, 32))), "stem", 16, 3, padding=1)
+    for stage, channels in enumerate((16, 32, 64), start=1):
+        for block in range(n):
+            stride = 2 if stage > 1 and block == 0 else 1
+            x = _basic_block(c, x, f"s{stage}b{block}", channels, stride, shortcut="A")
+    pool = c.add(Layer("pool", 64, activation="identity", bias=False))
+    c.connect(x, pool, GlobalAvgPool())
+    y = c.add(Readout("classes", num_classes))
+    c.connect(pool, y, Dense())
+    return _finish(c, feedback)
+
+
+def resnet20(num_classes=10, seed=0, feedback=None) -> Circuit:
+    """ResNet-20 for CIFAR (0.27M parameters: 269,722 for 10 classes)."""
+    return resnet_cifar(20, num_classes, seed=seed, feedback=feedback)
+
+
+def resnet56(num_classes=10, seed=0, feedback=None) -> Circuit:
+    """ResNet-56 for CIFAR (0.85M parameters: 853,018 for 10 classes)."""
+    return resnet_cifar(56, num_classes, seed=seed, feedback=feedback)
+
+
+def resnet18(num_classes=1000, image_size=224, seed=0, feedback=None) -> Circuit:
+    """ResNet-18 for ImageNet, as ``torchvision.models.resnet18`` (11,689,512 parameters for 1000
+    classes): conv 7×7 stride 2 + BN + ReLU, max pool 3×3 stride 2, four stages of two
+    BasicBlocks (64, 128, 256, 512 channels; 1×1 conv + BN shortcuts where the shape changes),
+    global average pooling, readout."""
+    c = Circuit("resnet18", seed=seed)
+    x = _conv(c, c.add(Input("image", (3, image_size, image_size))), "stem", 64, 7, stride=2, padding=3)
+    pool_geometry = MaxPool2d(3, stride=2, padding=1)
+    pooled = c.add(Layer("stem_pool", (64, *pool_geometry.output_hw(*x.shape[1:])), activation="identity", bias=False))
+    c.connect(x, pooled, pool_geometry)
+    x = pooled
+    for stage, channels in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            stride = 2 if stage > 1 and block == 0 else 1
+            x = _basic_block(c, x, f"s{stage}b{block}", channels, stride, shortcut="B")
+    pool = c.add(Layer("pool", 512, activation="identity", bias=False))
+    c.connect(x, pool, GlobalAvgPool())
+    y = c.add(Readout("classes", num_classes))
+    c.connect(pool, y, Dense())
+    return _finish(c, feedback)

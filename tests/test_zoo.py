@@ -1,0 +1,156 @@
+"""The zoo: parameter counts equal the standard definitions, and under BP each circuit computes
+what the plain PyTorch network computes (same outputs, same gradients)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from circuits import zoo
+from plasticity import BP, PFA
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def circuit_params(circuit) -> int:
+    return sum(p.numel() for p in circuit.with_rule(BP()).compile().forward_parameters())
+
+
+# --------------------------------------------------------------------------- plain references
+class LeNet(nn.Module):
+    """LeNet-5 with ReLU and max pooling on 28×28 (padding 2 in the first convolution)."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5), nn.Conv2d(16, 120, 5)
+        self.f4, self.f5 = nn.Linear(120, 84), nn.Linear(84, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.relu(self.c1(x)), 2)
+        x = F.max_pool2d(torch.relu(self.c2(x)), 2)
+        x = torch.relu(self.c3(x)).flatten(1)
+        return self.f5(torch.relu(self.f4(x)))
+
+
+class BlockA(nn.Module):
+    """He et al.'s CIFAR BasicBlock with the option-A (parameter-free) shortcut."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.pad = (cout - cin) // 2 if (stride != 1 or cin != cout) else None
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        short = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return torch.relu(out + short)
+
+
+class ResNetCifar(nn.Module):
+    def __init__(self, depth, num_classes=10):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for stage, cout in enumerate((16, 32, 64)):
+            for b in range(n):
+                blocks.append(BlockA(cin, cout, 2 if stage and b == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = self.blocks(torch.relu(self.bn1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_parameter_counts():
+    import torchvision
+
+    assert circuit_params(zoo.resnet18()) == n_params(torchvision.models.resnet18()) == 11_689_512
+    assert circuit_params(zoo.resnet20()) == n_params(ResNetCifar(20)) == 269_722
+    assert circuit_params(zoo.resnet56()) == n_params(ResNetCifar(56)) == 853_018
+    assert circuit_params(zoo.lenet()) == n_params(LeNet()) == 61_706
+    assert circuit_params(zoo.mlp((784, 512, 512, 10))) == 669_706
+    assert circuit_params(zoo.resnet18(num_classes=10)) == n_params(torchvision.models.resnet18(num_classes=10))
+
+
+def copy_into_plain(model, pairs):
+    """Copy the compiled circuit's tensors into a plain module: pairs of (projection into
+    population, conv/linear module, batch norm or None)."""
+    with torch.no_grad():
+        for post, conv, bn in pairs:
+            (name,) = [n for n, p in model.projections.items() if p.name.endswith(f"->{post}")]
+            conv.weight.copy_(model.projections[name].weight)
+            if conv.bias is not None:
+                conv.bias.copy_(model.biases[post].flatten())
+            if bn is not None:
+                bn.load_state_dict(model.norms[post].state_dict())
+
+
+def compare(model, plain, x, y, rtol=1e-10, atol=1e-12):
+    model.train(), plain.train()
+    out, ref = model(x), plain(x)
+    torch.testing.assert_close(out, ref, rtol=rtol, atol=atol)
+    model.loss(out, y).backward()
+    F.cross_entropy(ref, y).backward()
+    return out
+
+
+def test_resnet20_under_bp_is_the_plain_resnet20():
+    model = zoo.resnet20(feedback=BP()).compile().double()
+    with torch.no_grad():  # non-trivial BatchNorm affine parameters
+        for norm in model.norms.values():
+            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.2, 0.2)
+    plain = ResNetCifar(20).double()
+    pairs = [("stem", plain.conv1, plain.bn1), ("classes", plain.fc, None)]
+    for i, block in enumerate(plain.blocks):
+        name = f"s{i // 3 + 1}b{i % 3}"
+        pairs += [(f"{name}_a", block.conv1, block.bn1), (f"{name}_b", block.conv2, block.bn2)]
+    copy_into_plain(model, pairs)
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    compare(model, plain, x, y)
+    for post, conv, bn in pairs:
+        (name,) = [n for n in model.projections if n.endswith(f"->{post}")]
+        torch.testing.assert_close(model.projections[name].weight.grad, conv.weight.grad, rtol=1e-8, atol=1e-11)
+        if bn is not None:
+            torch.testing.assert_close(model.norms[post].weight.grad, bn.weight.grad, rtol=1e-8, atol=1e-11)
+    assert "s2b0_skip" in model.circuit.projections() and model.circuit.projections()["s2b0_skip"]["geometry"].kind == "shortcut_a"
+
+
+def test_resnet18_is_torchvision_resnet18():
+    import torchvision
+
+    model = zoo.resnet18(num_classes=10, image_size=64, feedback=BP()).compile().double()
+    tv = torchvision.models.resnet18(num_classes=10).double()
+    pairs = [("stem", tv.conv1, tv.bn1), ("classes", tv.fc, None)]
+    for s, layer in enumerate([tv.layer1, tv.layer2, tv.layer3, tv.layer4], start=1):
+        for b, block in enumerate(layer):
+            pairs += [(f"s{s}b{b}_a", block.conv1, block.bn1), (f"s{s}b{b}_b", block.conv2, block.bn2)]
+            if block.downsample is not None:
+                pairs.append((f"s{s}b{b}_down", block.downsample[0], block.downsample[1]))
+    copy_into_plain(model, pairs)
+    x, y = torch.randn(2, 3, 64, 64, dtype=torch.float64), torch.randint(0, 10, (2,))
+    compare(model, tv, x, y, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(model.projections["image->stem"].weight.grad, tv.conv1.weight.grad, rtol=1e-7, atol=1e-9)
+
+
+def test_lenet_is_the_plain_lenet():
+    model = zoo.lenet(feedback=BP()).compile().double()
+    plain = LeNet().double()
+    copy_into_plain(model, [("c1", plain.c1, None), ("c2", plain.c2, None), ("c3", plain.c3, None),
+                            ("f4", plain.f4, None), ("classes", plain.f5, None)])
+    x, y = torch.randn(3, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (3,))
+    compare(model, plain, x, y)
+    torch.testing.assert_close(model.projections["p1->c2"].weight.grad, plain.c2.weight.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_zoo_circuits_take_every_rule():
+    c = zoo.resnet20(feedback=PFA(expansion=10))
+    fb = c.projections("feedback")
+    assert "s2b0_a->s2b0_b:R" in fb and "image->stem:B" not in fb  # the first layer sends no error
+    assert c.population("s2b0_a->s2b0_b:ebar").shape == (320, 16, 16)
+    with pytest.raises(ValueError, match="depth 6n"):
+        zoo.resnet_cifar(21)

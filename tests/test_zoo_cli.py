@@ -1,0 +1,66 @@
+"""The convolutional experiments end to end through ``python -m circuits.run``, on generated data:
+ResNet-20 on CIFAR-shaped data, ResNet-18 on a tiny generated ImageFolder."""
+import json
+import os
+import subprocess
+import sys
+
+from test_conv_data import image_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "circuits.run", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+def metrics(out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def test_cifar10_resnet20_one_epoch_on_generated_data(tmp_path):
+    out = tmp_path / "r20"
+    proc = run_cli("experiments/cifar10_resnet20.py", "--epochs", "1", "--out", str(out), "--no-progress",
+                   "--set", "data=fake_cifar10:train=96,test=32", "--set", "val_size=32", "--set", "batch_size=32")
+    assert proc.returncode == 0, proc.stderr
+    m = metrics(out)
+    assert 0 <= m["val_acc"] <= 1 and 0 <= m["test_acc"] <= 1 and m["weight_decay"] == 0.005  # PFA's first epoch
+    align = m["projections"]
+    assert "s2b0_a->s2b0_b" in align and "image->stem" not in align  # the first layer sends no error
+    assert all(0 < v["alignment_deg"] < 180 and v["norm_ratio"] > 0 for v in align.values())
+    config = json.loads((out / "config.json").read_text())
+    kinds = {p["geometry"]["kind"] for p in config["circuit"]["projections"]}
+    assert {"conv2d", "shortcut_a", "identity", "adaptive_avgpool2d", "dense"} <= kinds
+    assert config["training"]["lr"] == 0.1 and config["rule"] == "pfa"
+
+
+def test_conv_experiments_hold_the_papers_settings():
+    import runpy
+
+    for name, rule, first_wd in [("cifar10_resnet20", "pfa", 0.005), ("cifar10_resnet56", "pfa-o", 0.005),
+                                 ("resnet18_imagenet", "pfa", 5e-4), ("mnist_lenet", "pfa", 0.03)]:
+        training = runpy.run_path(os.path.join(REPO, "experiments", f"{name}.py"))["training"]
+        assert training.momentum == 0.9 and training.weight_decay == 1e-4
+        assert training.resolve(rule).first_epoch_weight_decay == first_wd
+        assert training.resolve("bp").first_epoch_weight_decay is None
+    resnet20 = runpy.run_path(os.path.join(REPO, "experiments", "cifar10_resnet20.py"))["training"]
+    assert resnet20.resolve("dfa").lr == 1e-3 and resnet20.resolve("bp").lr == 0.1
+    proc = run_cli("experiments/cifar10_resnet20.py", "--rule", "dfa", "--summary")
+    assert proc.returncode == 0, proc.stderr
+    assert "s3b2_a->s3b2_b:B" in proc.stdout and "weightless, exact BP" in proc.stdout
+
+
+def test_resnet18_imagenet_one_epoch_on_a_generated_image_folder(tmp_path):
+    root = image_folder(tmp_path / "data", train=4, val=2, size=(24, 32))
+    out = tmp_path / "r18"
+    proc = run_cli("experiments/resnet18_imagenet.py", "--epochs", "1", "--data-root", str(root), "--out", str(out),
+                   "--no-progress", "--set", "data=imagenet:workers=0", "--set", "batch_size=4",
+                   "--set", "eval_batch_size=4", "--set", "val_size=2")
+    assert proc.returncode == 0, proc.stderr
+    m = metrics(out)
+    assert "val_acc" in m and 0 <= m["test_acc"] <= 1 and m["weight_decay"] == 5e-4
+    assert "s4b1_a->s4b1_b" in m["projections"] and "pool->classes" in m["projections"]
+    assert (out / "checkpoint.pt").exists()
