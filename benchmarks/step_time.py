@@ -5,8 +5,9 @@ decay 1e-4). "Plain BP" is the same architecture written as an ordinary nn.Modul
 are timed in interleaved repetitions (every workload once per repetition, in a shuffled order),
 and each ratio is the median step time of the rule over the median of plain BP.
 
-    python benchmarks/step_time.py                # CPU, writes benchmarks/results/step_time.{json,md}
-    python benchmarks/step_time.py --device cuda --tag gpu
+    python benchmarks/step_time.py                     # CPU, MLP and ResNet-20
+    python benchmarks/step_time.py --workload mlp --reps 30
+    python benchmarks/step_time.py --device cuda --tag gpu   # writes benchmarks/results/step_time.{json,md}
 """
 from __future__ import annotations
 
@@ -22,42 +23,21 @@ import time
 import torch
 from torch import nn
 
-from circuits import Circuit, Training
+from circuits import Training, zoo
 from circuits.train import make_optimizer
-from connectomes import Dense
 from plasticity import make_rule
-from populations import Input, Layer, Readout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RULES = ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "pfa", "pfa-o"]
+RULES = ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "ifa", "pfa", "pfa-o"]
 # variants that show what the fast routes buy: the paper's step-by-step ē route, and R kept as
 # an explicit parameter (cheapest explicit order, no implicit closed form)
 VARIANTS = {"pfa (explicit ē route)": ("pfa", {"route": "explicit"}, False),
             "pfa (R as parameter)": ("pfa", {}, False)}
-
-
-def mlp_circuit(sizes=(784, 512, 512, 10)):
-    c = Circuit("mlp", seed=0)
-    pops = [c.add(Input("pixels", sizes[0]))]
-    pops += [c.add(Layer(f"h{i}", n)) for i, n in enumerate(sizes[1:-1], start=1)]
-    pops.append(c.add(Readout("digits", sizes[-1])))
-    for pre, post in zip(pops, pops[1:]):
-        c.connect(pre, post, Dense())
-    return c
-
-
-class PlainMLP(nn.Module):
-    def __init__(self, sizes=(784, 512, 512, 10)):
-        super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
-
-    def forward(self, x):
-        x = x.flatten(1)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = torch.relu(x)
-        return x
+WORKLOADS = {
+    # name: (circuit factory, plain nn.Module factory, input shape, default batch)
+    "mlp": (zoo.mlp, zoo.PlainMLP, (1, 28, 28), 64, "MLP 784-512-512-10"),
+    "resnet20": (zoo.resnet20, lambda: zoo.PlainResNetCifar(20), (3, 32, 32), 128, "ResNet-20 on 32×32"),
+}
 
 
 def make_step(model, optimizer, loss_fn, batches):
@@ -72,17 +52,19 @@ def make_step(model, optimizer, loss_fn, batches):
     return step
 
 
-def workloads(device, batch_size):
+def workloads(name, device, batch_size):
+    """{label: one training step} for plain PyTorch BP and every rule on workload ``name``."""
+    circuit_fn, plain_fn, shape, _, _ = WORKLOADS[name]
     training = Training(lr=0.01, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(batch_size, 1, 28, 28, generator=g).to(device),
-                torch.randint(0, 10, (batch_size,), generator=g).to(device)) for _ in range(8)]
-    plain = PlainMLP().to(device)
+    batches = [(torch.randn(batch_size, *shape, generator=g).to(device),
+                torch.randint(0, 10, (batch_size,), generator=g).to(device)) for _ in range(4)]
+    plain = plain_fn().to(device)
     opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     steps = {"plain PyTorch BP": make_step(plain, opt, nn.functional.cross_entropy, batches)}
     specs = [(r, r, {}, True) for r in RULES] + [(k, *v) for k, v in VARIANTS.items()]
     for label, rule, options, implicit in specs:
-        model = mlp_circuit().feedback(make_rule(rule, **options)).compile(implicit_feedback=implicit).to(device)
+        model = circuit_fn(feedback=make_rule(rule, **options)).compile(implicit_feedback=implicit).to(device)
         opt = make_optimizer(model, training)
         model.attach_optimizer(opt)
         steps[label] = make_step(model, opt, model.loss, batches)
@@ -116,34 +98,40 @@ def measure(steps, device, reps, per_rep, warmup):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workload", default="all", choices=[*WORKLOADS, "all"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=20, help="steps per repetition")
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=20, help="steps per repetition (MLP; ResNet-20 takes a tenth)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, help="default: 64 for the MLP, 128 for ResNet-20")
     ap.add_argument("--tag", default="cpu", help="key of this run in the results file")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
-    torch.manual_seed(0)
-    steps = workloads(args.device, args.batch_size)
-    times = measure(steps, args.device, args.reps, args.steps, args.warmup)
-    base = statistics.median(times["plain PyTorch BP"])
-    rows = {k: {"median_ms": statistics.median(v) * 1e3,
-                "iqr_ms": (statistics.quantiles(v, n=4)[2] - statistics.quantiles(v, n=4)[0]) * 1e3,
-                "ratio_to_plain_bp": statistics.median(v) / base} for k, v in times.items()}
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
-    result = {"workload": f"MLP 784-512-512-10, batch {args.batch_size}, SGD momentum 0.9",
-              "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
-              "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-              "reps": args.reps, "steps_per_rep": args.steps, "date": time.strftime("%Y-%m-%d"),
-              "rows": rows}
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "step_time.json")
     data = json.load(open(path)) if os.path.exists(path) else {}
-    data[f"mlp-{args.tag}"] = result
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
-    write_markdown(data, os.path.join(args.out, "step_time.md"))
+    for name in (WORKLOADS if args.workload == "all" else [args.workload]):
+        torch.manual_seed(0)
+        batch = args.batch_size or WORKLOADS[name][3]
+        per_rep = args.steps if name == "mlp" else max(1, args.steps // 10)
+        steps = workloads(name, args.device, batch)
+        times = measure(steps, args.device, args.reps, per_rep, args.warmup)
+        base = statistics.median(times["plain PyTorch BP"])
+        rows = {}
+        for k, v in times.items():
+            q = statistics.quantiles(v, n=4)
+            rows[k] = {"median_ms": statistics.median(v) * 1e3, "iqr_ms": (q[2] - q[0]) * 1e3,
+                       "ratio_to_plain_bp": statistics.median(v) / base}
+        device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+                       else platform.processor() or platform.machine())
+        data[f"{name}-{args.tag}"] = {
+            "workload": f"{WORKLOADS[name][4]}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
+            "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "reps": args.reps, "steps_per_rep": per_rep, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+        os.makedirs(args.out, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+        write_markdown(data, os.path.join(args.out, "step_time.md"))
     print(open(os.path.join(args.out, "step_time.md")).read())
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from circuits.errors import CircuitError
-from connectomes.analysis import alignment_deg, norm_ratio
+from connectomes.analysis import alignment_deg, angle_deg, norm_ratio, sign_concordance
 from plasticity import BP, ErrorBroadcast, Projection
 from populations import ACTIVATIONS, Input, Readout
 
@@ -93,7 +93,9 @@ class CompiledCircuit(nn.Module):
             self.norms[pop.name] = norm
 
     # -- running -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | dict[str, torch.Tensor], exact: bool = False) -> torch.Tensor:
+        """Readout activity for input ``x``. ``exact=True`` runs every projection as plain
+        autograd (errors by Wᵀ): the true BP gradient of the same weights, for comparisons."""
         if not isinstance(x, dict):
             if len(self.inputs) != 1:
                 raise CircuitError(f"circuit {self.circuit.name!r} has several inputs: pass a dict {{name: tensor}}")
@@ -114,6 +116,9 @@ class CompiledCircuit(nn.Module):
                     out = self.blocks[pn](acts[pre])
                 elif geometry.weightless:
                     out = geometry.forward(acts[pre], None, pop.shape)
+                elif exact:
+                    proj = self.projections[pn]
+                    out = proj.geometry.forward(acts[pre], proj.weight)
                 else:
                     out = self.projections[pn](acts[pre])
                 out = out.reshape(out.shape[0], *pop.shape)
@@ -124,7 +129,7 @@ class CompiledCircuit(nn.Module):
                 total = self.norms[pop.name](total)
             acts[pop.name] = ACTIVATIONS[pop.activation](total)
         out = acts[self.readout.name]
-        if self.broadcast is not None and out.requires_grad:
+        if self.broadcast is not None and out.requires_grad and not exact:
             out = self.broadcast.tap(out)
         return out
 
@@ -174,13 +179,14 @@ class CompiledCircuit(nn.Module):
     # -- metrics -------------------------------------------------------------------------------
     def alignment(self) -> dict[str, dict[str, float]]:
         """Per projection that sends errors: angle between Wᵀ and its effective feedback (path
-        RB for PFA) in degrees, and their norm ratio."""
+        RB for PFA) in degrees, their norm ratio, and the fraction of sign-concordant pairs."""
         result = {}
         for name, p in self.projections.items():
             B = p.effective_feedback()
             if B is None:
                 continue
-            result[name] = {"alignment_deg": alignment_deg(p.weight, B), "norm_ratio": norm_ratio(p.weight, B)}
+            result[name] = {"alignment_deg": alignment_deg(p.weight, B), "norm_ratio": norm_ratio(p.weight, B),
+                            "sign_concordance": sign_concordance(p.weight, B)}
         return result
 
     def connectome(self) -> list[dict]:
@@ -216,6 +222,19 @@ class CompiledCircuit(nn.Module):
                                 "plastic": bool(f["plastic"]), "transported": bool(f["transported"]),
                                 "forward": name})
         return records
+
+    def update_alignment(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Per plastic projection: the angle in degrees between the rule's ΔW and the true BP
+        gradient on the batch (x, y). Leaves ``.grad`` and batch-norm statistics as they were."""
+        names = [n for n, p in self.projections.items() if p.weight.requires_grad]
+        weights = [self.projections[n].weight for n in names]
+        stats = {k: v.clone() for k, v in self.state_dict().items()
+                 if k.startswith("norms.") and not k.endswith(("weight", "bias"))}
+        with torch.enable_grad():
+            rule = torch.autograd.grad(self.loss(self(x), y), weights)
+            bp = torch.autograd.grad(self.loss(self(x, exact=True), y), weights)
+        self.load_state_dict(stats, strict=False)
+        return {n: angle_deg(a, b) for n, a, b in zip(names, rule, bp)}
 
     def schedule_summary(self) -> str:
         """The order of computation: forward by topological generation, then the error routes

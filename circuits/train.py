@@ -211,6 +211,8 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
         if state is None and log_every:
             open(steps_path, "w").close()
     writer = _tensorboard(run_dir, start_epoch * steps_per_epoch + start_step) if main else None
+    # a fixed batch (the first training cells, unshuffled) on which each epoch's ΔW is compared with BP's
+    probe = next(datasets.batches(splits["train"], training.batch_size))
     net = model
     if world > 1:
         # fixed feedback tensors are equal on every process by seeding: no need to broadcast
@@ -289,7 +291,7 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
                     record["val_loss"], record["val_acc"] = evaluate(model, splits["val"], training.eval_batch_size)
                 record["test_loss"], record["test_acc"] = evaluate(model, splits["test"], training.eval_batch_size)
             record.update(lr=lr, weight_decay=optimizer.param_groups[0]["weight_decay"], seconds=seconds,
-                          projections=model.alignment())
+                          projections=projection_metrics(model, probe))
             history.append(record)
             scheduler.step()
             if main:
@@ -308,6 +310,15 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
         write_connectome(os.path.join(run_dir, "connectome.h5"), model.connectome(),
                          {"rule": rule, "seed": seed, "epoch": len(history), "circuit": circuit.name})
     return history
+
+
+def projection_metrics(model, probe) -> dict[str, dict[str, float]]:
+    """Per plastic projection: weight/path alignment, norm ratio and sign concordance (where it
+    has a feedback route) and the angle between its ΔW and BP's on the ``probe`` batch."""
+    metrics = model.alignment()
+    for name, angle in model.update_alignment(*probe).items():
+        metrics.setdefault(name, {})["update_angle_deg"] = angle
+    return metrics
 
 
 def _log_epoch(writer, record: dict, global_step: int) -> None:

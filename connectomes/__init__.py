@@ -6,12 +6,12 @@ A feedback tensor that carries errors from ``post.e`` back to ``pre.e`` is there
 pre × post (the "feedback layout"): for BP it is Wᵀ.
 
 Modules: ``geometry`` (Dense, Conv2d; weightless Identity, Flatten, pooling, ShortcutA, Block;
-init), ``analysis`` (alignment, norm ratio),
+init), ``analysis`` (alignment, norm ratio, update angle, sign concordance),
 ``reciprocity`` (cell-pair statistics), ``motifs`` (triad census against a pair-keeping null),
 ``reference`` (rat cortex numbers), ``files`` (connectome.h5, SONATA, graph exports) and
 ``report`` (``python -m connectomes.report RUN_DIR ... --out DIR``; not imported here).
 """
-from connectomes.analysis import alignment_deg, norm_ratio
+from connectomes.analysis import alignment_deg, angle_deg, norm_ratio, sign_concordance
 from connectomes.files import (ConnectomeFileError, export_sonata, read_connectome, write_connectome,
                                write_graph)
 from connectomes.geometry import (AdaptiveAvgPool2d, AvgPool2d, Block, Conv2d, Dense, Flatten, Geometry,
@@ -22,8 +22,8 @@ from connectomes.reference import RAT_CORTEX
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Block", "Conv2d", "Flatten", "GlobalAvgPool", "MaxPool2d", "ShortcutA",
-    "ConnectomeFileError", "Dense", "Geometry", "Identity", "RAT_CORTEX", "alignment_deg", "cell_graph",
+    "ConnectomeFileError", "Dense", "Geometry", "Identity", "RAT_CORTEX", "alignment_deg", "angle_deg", "cell_graph",
     "circuit_reciprocity", "export_sonata", "motif_census", "norm_ratio", "pair_statistics",
-    "print_reciprocity", "read_connectome", "reciprocity_table", "triad_census", "write_connectome",
+    "print_reciprocity", "read_connectome", "reciprocity_table", "sign_concordance", "triad_census", "write_connectome",
     "write_graph", "xavier_uniform",
 ]

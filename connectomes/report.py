@@ -151,8 +151,8 @@ def _projections(runs: list[Run]) -> list[str]:
     names: list[str] = []
     for r in runs:
         for m in r.metrics:
-            for n in (m.get("projections") or {}):
-                if n not in names:
+            for n, v in (m.get("projections") or {}).items():
+                if n not in names and "alignment_deg" in v:
                     names.append(n)
     return names
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from circuits import Circuit
 from connectomes import Conv2d, Dense
 from plasticity import BP, BRSF, DFA, PFA, PFAo, make_rule
+from plasticity.brsf import draw_unit_magnitudes
 from populations import Input, Layer, Readout
 
 VARIANTS = {
@@ -151,7 +152,7 @@ def test_brsf_conv(variant):
     torch.manual_seed(5)
     model, x, y = setup(BRSF(), variant)
     torch.manual_seed(5)  # replay the draws: backward visits h2->out first
-    draws = {n: torch.rand_like(model.projections[n].weight) for n in ["h2->out", "h1->h2"]}
+    draws = {n: draw_unit_magnitudes(model.projections[n].weight) for n in ["h2->out", "h1->h2"]}
 
     def B_of(p):
         return (draws[p.name] * p.magnitude_bound * p.weight.detach().sign()).transpose(0, 1)

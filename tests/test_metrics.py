@@ -44,3 +44,30 @@ def test_circuit_alignment_per_rule():
     got = pfa_model.alignment()["h1->h2"]
     assert got["alignment_deg"] == pytest.approx(angle, abs=1e-5)
     assert got["norm_ratio"] == pytest.approx(ratio, rel=1e-6)
+
+
+def test_update_alignment_against_bp():
+    """BP's ΔW is BP's: 0°; FA's last layer ΔW is exact, its earlier ones are not; the batch-norm
+    statistics and .grad are left as they were."""
+    import torch.nn.functional as F
+    from plasticity import KP
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 4, (16,))
+    bp_model = small_mlp(BP()).compile().double()
+    assert all(v < 1e-5 for v in bp_model.update_alignment(x, y).values())
+    fa_model = small_mlp(FA()).compile().double()
+    angles = fa_model.update_alignment(x, y)
+    assert angles["h2->out"] < 1e-5 and angles["h1->h2"] > 1 and angles["x0->h1"] > 1
+    # direct check of one angle: FA's ΔW for h1->h2 against autograd on the same weights
+    Ws = [p.weight for p in fa_model.projections.values()]
+    h = x
+    for i, (p, (pop, _)) in enumerate(zip(fa_model.projections.values(), fa_model._plan)):
+        h = F.linear(h, p.weight) + fa_model.biases[pop.name]
+        h = torch.tanh(h) if i < 2 else h
+    bp_grad = torch.autograd.grad(F.cross_entropy(h, y), Ws)[1]
+    fa_grad = torch.autograd.grad(fa_model.loss(fa_model(x), y), Ws)[1]
+    assert angles["h1->h2"] == pytest.approx(direct(fa_grad.t(), bp_grad)[0], abs=1e-6)
+    assert all(p.grad is None for p in fa_model.parameters())
+    kp = small_mlp(KP()).compile()
+    m = kp.alignment()["h1->h2"]
+    p = kp.projections["h1->h2"]
+    assert m["sign_concordance"] == pytest.approx(((p.weight.t().sign() == p.B.sign()).double().mean()).item())

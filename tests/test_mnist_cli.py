@@ -34,12 +34,18 @@ def test_one_epoch_on_mnist(rule, sets, data_root, tmp_path):
         assert key in m, key
     assert m["epoch"] == 1 and 0 <= m["train_acc"] <= 1
     assert m["test_acc"] >= 0.95, m
-    assert set(m["projections"]) == {"h1->h2", "h2->digits"}
-    for v in m["projections"].values():
+    projections = m["projections"]
+    assert set(projections) == {"pixels->h1", "h1->h2", "h2->digits"}
+    assert set(projections["pixels->h1"]) == {"update_angle_deg"}  # no feedback route into the input
+    for name in ["h1->h2", "h2->digits"]:
+        v = projections[name]
         if rule == "bp":
-            assert v["alignment_deg"] < 1e-3 and abs(v["norm_ratio"] - 1) < 1e-6
+            assert v["alignment_deg"] < 1e-3 and abs(v["norm_ratio"] - 1) < 1e-6 and v["sign_concordance"] == 1
         else:
-            assert 0 < v["alignment_deg"] < 90 and v["norm_ratio"] > 0
+            assert 0 < v["alignment_deg"] < 90 and v["norm_ratio"] > 0 and 0.5 < v["sign_concordance"] < 1
+    for v in projections.values():
+        assert (v["update_angle_deg"] < 1e-3) if rule == "bp" else (0 < v["update_angle_deg"] < 90)
+    assert projections["h2->digits"]["update_angle_deg"] < 1e-3  # the readout's error is exact for every rule
     config = json.loads((out / "config.json").read_text())
     assert config["rule"] == rule and config["seed"] == 0
     assert config["training"]["batch_size"] == 64

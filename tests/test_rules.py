@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from helpers import small_mlp
 from plasticity import BP, BRSF, DFA, FA, FRSF, KP, PFA, USF, PFAo, make_rule
+from plasticity.brsf import draw_unit_magnitudes
 
 ACT = {"tanh": (torch.tanh, lambda a: 1 - torch.tanh(a) ** 2),
        "relu": (torch.relu, lambda a: (a > 0).to(a.dtype))}
@@ -156,7 +157,7 @@ def test_brsf_draws_fresh_magnitudes_every_batch():
     run_compiled(model, x, y)
     # replay the draws: backward visits h2->out first, then h1->h2
     torch.manual_seed(123)
-    draws = {n: torch.rand_like(model.projections[n].weight) for n in ["h2->out", "h1->h2"]}
+    draws = {n: draw_unit_magnitudes(model.projections[n].weight) for n in ["h2->out", "h1->h2"]}
 
     def fb(name, p, d, e):
         return d @ (draws[name] * p.magnitude_bound * p.weight.sign())
@@ -242,3 +243,13 @@ def test_ifa_initial_angle_is_exact(angle):
     check(model64, grads, bias_grads)
     with pytest.raises(ValueError, match="angle must be between 0 and 180"):
         IFA(angle=200)
+
+
+def test_brsf_magnitudes_are_uniform():
+    torch.manual_seed(0)
+    u = draw_unit_magnitudes(torch.empty(400, 501, dtype=torch.float64))
+    assert u.shape == (400, 501) and 0 < u.min() and u.max() < 1
+    assert abs(u.mean().item() - 0.5) < 0.003 and abs(u.var().item() - 1 / 12) < 0.002
+    counts = torch.histc(u.float(), bins=10, min=0, max=1)
+    assert (counts / u.numel() - 0.1).abs().max() < 0.005
+    assert not torch.equal(u, draw_unit_magnitudes(u))

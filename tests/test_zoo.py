@@ -3,7 +3,6 @@ what the plain PyTorch network computes (same outputs, same gradients)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from circuits import zoo
 from plasticity import BP, PFA
@@ -17,53 +16,7 @@ def circuit_params(circuit) -> int:
     return sum(p.numel() for p in circuit.with_rule(BP()).compile().forward_parameters())
 
 
-# --------------------------------------------------------------------------- plain references
-class LeNet(nn.Module):
-    """LeNet-5 with ReLU and max pooling on 28×28 (padding 2 in the first convolution)."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.c1, self.c2, self.c3 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5), nn.Conv2d(16, 120, 5)
-        self.f4, self.f5 = nn.Linear(120, 84), nn.Linear(84, num_classes)
-
-    def forward(self, x):
-        x = F.max_pool2d(torch.relu(self.c1(x)), 2)
-        x = F.max_pool2d(torch.relu(self.c2(x)), 2)
-        x = torch.relu(self.c3(x)).flatten(1)
-        return self.f5(torch.relu(self.f4(x)))
-
-
-class BlockA(nn.Module):
-    """He et al.'s CIFAR BasicBlock with the option-A (parameter-free) shortcut."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.pad = (cout - cin) // 2 if (stride != 1 or cin != cout) else None
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-        short = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-        return torch.relu(out + short)
-
-
-class ResNetCifar(nn.Module):
-    def __init__(self, depth, num_classes=10):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
-        blocks, cin = [], 16
-        for stage, cout in enumerate((16, 32, 64)):
-            for b in range(n):
-                blocks.append(BlockA(cin, cout, 2 if stage and b == 0 else 1))
-                cin = cout
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(64, num_classes)
-
-    def forward(self, x):
-        x = self.blocks(torch.relu(self.bn1(self.conv1(x))))
-        return self.fc(x.mean((2, 3)))
+LeNet, ResNetCifar = zoo.PlainLeNet, zoo.PlainResNetCifar
 
 
 def test_parameter_counts():
