@@ -3,6 +3,7 @@
     python -m circuits.run experiments/mnist_mlp.py --rule pfa --epochs 1 --seed 0 \\
         --data-root ../shared/data --out runs/mnist-pfa
     python -m circuits.run --resume runs/mnist-pfa --epochs 2
+    python -m circuits.run --connectome runs/mnist-pfa      # connectome.h5 from the checkpoint
     python -m circuits.run experiments/mnist_mlp.py --compare bp,fa,pfa --seeds 3 --out runs/cmp
     torchrun --nproc_per_node=2 -m circuits.run experiments/mnist_mlp.py ...
 """
@@ -21,6 +22,7 @@ from circuits.compare import write_comparison
 from circuits.errors import CircuitError, ConfigError, DataError
 from circuits.train import CheckpointError, Interrupted, TrainingDiverged, load_checkpoint, train
 from circuits.training import Training
+from connectomes.files import write_connectome
 from plasticity import RULES, make_rule
 
 
@@ -76,22 +78,43 @@ def prepare(file: str, rule: str | None, seed: int | None, sets: dict, epochs: i
     return circuit, training, rule_name
 
 
-def resume_run(run_dir: str, epochs: int | None, device: str, progress: bool, log_every: int, checkpoint_every: int):
+def from_config(run_dir: str):
+    """(config, circuit, training, rule name) of an existing run directory."""
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        raise ConfigError(f"--resume {run_dir}: no config.json there (is it a run directory?)")
+        raise ConfigError(f"{run_dir}: no config.json there (is it a run directory?)")
     with open(path) as f:
         config = json.load(f)
     inv = config.get("invocation") or {}
     if "file" not in inv:
-        raise ConfigError(f"--resume {run_dir}: config.json does not say which experiment file made it")
+        raise ConfigError(f"{run_dir}: config.json does not say which experiment file made it")
     circuit, _, rule_name = prepare(inv["file"], inv.get("rule"), config["seed"], {}, None)
     training = Training(**{**config["training"], "per_rule": {}})
+    return config, circuit, training, rule_name
+
+
+def resume_run(run_dir: str, epochs: int | None, device: str, progress: bool, log_every: int, checkpoint_every: int):
+    config, circuit, training, rule_name = from_config(run_dir)
     if epochs is not None:
         training = training.with_values({"epochs": epochs}, where="--epochs")
     return train(circuit, training, rule=rule_name, run_dir=run_dir, data_root=config["data_root"],
                  seed=config["seed"], device=device, progress=progress, resume=True, log_every=log_every,
-                 checkpoint_every=checkpoint_every, invocation=inv)
+                 checkpoint_every=checkpoint_every, invocation=config["invocation"])
+
+
+def export_connectome(run_dir: str) -> str:
+    """Write RUN_DIR/connectome.h5 from the run's checkpoint (wherever it stopped)."""
+    config, circuit, training, rule_name = from_config(run_dir)
+    state = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    model = circuit.compile(seed=config["seed"], implicit_feedback=training.implicit_feedback_ok())
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{run_dir}/checkpoint.pt does not fit the circuit of {config['invocation']['file']}: {err}") from None
+    path = os.path.join(run_dir, "connectome.h5")
+    write_connectome(path, model.connectome(), {"rule": rule_name, "seed": config["seed"], "epoch": state["epoch"],
+                                                "step": state["step"], "circuit": circuit.name})
+    return path
 
 
 def run_one(args, rule: str | None, seed: int | None, run_dir: str | None, device: str, resume_if_started=False):
@@ -128,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run in its own directory")
+    ap.add_argument("--connectome", metavar="RUN_DIR", help="write RUN_DIR/connectome.h5 from its checkpoint, then stop")
     ap.add_argument("--compare", metavar="RULES", help="comma-separated rules to train and compare")
     ap.add_argument("--seeds", type=int, default=1, help="with --compare: seeds per rule (from --seed, default 0)")
     ap.add_argument("--log-every", type=int, default=0, metavar="K", help="step-level metrics every K steps")
@@ -137,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
+        if args.connectome:
+            print(export_connectome(args.connectome))
+            return 0
         if args.resume:
             history = resume_run(args.resume, args.epochs, device, not args.no_progress,
                                  args.log_every, args.checkpoint_every)

@@ -2,7 +2,7 @@
 
     run_dir/config.json          the resolved circuit, settings and invocation
     run_dir/metrics.jsonl        one JSON object per epoch
-    run_dir/steps.jsonl          one per ``log_every`` steps (if asked)
+    run_dir/steps.jsonl          one per ``log_every`` steps (if asked): loss, lr, projection metrics
     run_dir/checkpoint.pt        everything needed to continue exactly (written atomically)
     run_dir/connectome.h5        every synaptic tensor at the end (connectomes.files)
     run_dir/graph.json, .graphml the population graph (networkx node-link JSON, GraphML)
@@ -211,6 +211,8 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
         if state is None and log_every:
             open(steps_path, "w").close()
     writer = _tensorboard(run_dir, start_epoch * steps_per_epoch + start_step) if main else None
+    amp = training.amp if training.amp is not None else device.startswith("cuda")
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bool(amp))
     # a fixed batch (the first training cells, unshuffled) on which each epoch's ΔW is compared with BP's
     probe = next(datasets.batches(splits["train"], training.batch_size))
     net = model
@@ -251,8 +253,9 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
                     continue
                 x, y = distributed.shard(x, y)
                 optimizer.zero_grad(set_to_none=True)
-                out = net(x)
-                loss = model.loss(out, y)
+                with autocast:
+                    out = net(x)
+                    loss = model.loss(out, y)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):  # the weights are still the last good ones
                     where = first_non_finite(model, x)
@@ -269,11 +272,13 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
                 global_step = epoch * steps_per_epoch + step + 1
                 if log_every and global_step % log_every == 0 and main:
                     line = {"epoch": epoch + 1, "step": step + 1, "global_step": global_step,
-                            "loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
+                            "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
+                            "projections": projection_metrics(model, probe)}
                     with open(steps_path, "a") as f:
                         f.write(json.dumps(line) + "\n")
                     if writer:
                         writer.add_scalar("step/loss", loss_value, global_step)
+                        _log_projections(writer, line["projections"], global_step, "step/")
                 done_steps = step + 1
                 stop = signals.caught is not None
                 if stop or (checkpoint_every and global_step % checkpoint_every == 0 and done_steps < steps_per_epoch):
@@ -325,7 +330,11 @@ def _log_epoch(writer, record: dict, global_step: int) -> None:
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr"):
         if key in record:
             writer.add_scalar(f"epoch/{key}", record[key], global_step)
-    for name, m in record["projections"].items():
-        for key, value in m.items():
-            writer.add_scalar(f"{key}/{name}", value, global_step)
+    _log_projections(writer, record["projections"], global_step)
     writer.flush()
+
+
+def _log_projections(writer, projections: dict, global_step: int, prefix: str = "") -> None:
+    for name, m in projections.items():
+        for key, value in m.items():
+            writer.add_scalar(f"{prefix}{key}/{name}", value, global_step)

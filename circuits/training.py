@@ -20,7 +20,8 @@ class Training:
     held out for validation (0: none); ``train_size`` > 0 keeps only the first cells of the
     training set (smoke runs and tests). ``implicit_feedback``: let PFA hold R as
     WᵀBᵀ + a_t E₀ (exact, and as fast as BP) whenever W and R share their SGD settings.
-    ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016).
+    ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016). ``amp``: forward and
+    backward under bfloat16 autocast (None: on for CUDA devices, off on the CPU).
     """
 
     def implicit_feedback_ok(self) -> bool:
@@ -45,6 +46,7 @@ class Training:
     eval_batch_size: int = 1000
     implicit_feedback: bool = True
     batch_manhattan: bool = False
+    amp: bool | None = None
     per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def resolve(self, rule: str) -> "Training":

@@ -22,47 +22,32 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from scipy import stats
 
-from connectomes.analysis import alignment_deg
+from connectomes.analysis import alignment_deg, angle_deg
 from connectomes.reference import RAT_CORTEX
 
 
-def _scipy_stats():
-    """scipy.stats if installed (KS statistic and p-value), else None: a numpy fallback
-    gives the KS statistic without a p-value. Imported lazily: it is slow to import."""
-    try:
-        from scipy import stats
-    except ImportError:  # pragma: no cover - exercised only where scipy is absent
-        return None
-    return stats
-
-
 # --------------------------------------------------------------------------- small statistics
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation; NaN with fewer than 2 values or a constant input."""
+def _constant(x: np.ndarray) -> bool:
+    return x.size < 2 or bool(np.all(x == x[0]))
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation (scipy.stats.pearsonr); NaN with fewer than 2 values or a constant input."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.size < 2:
+    if _constant(x) or _constant(y):
         return float("nan")
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(xc @ xc) * float(yc @ yc))
-    return float(xc @ yc) / denom if denom > 0 else float("nan")
+    return float(stats.pearsonr(x, y).statistic)
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 with ties given their average rank (as scipy.stats.rankdata, minus 1)."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = np.arange(x.size, dtype=np.float64)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (Pearson of average ranks); NaN as for :func:`pearson`."""
+def spearman(x, y) -> float:
+    """Spearman rank correlation (scipy.stats.spearmanr, ties at their average rank); NaN as for
+    :func:`pearson`."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.size < 2:
+    if _constant(x) or _constant(y):
         return float("nan")
-    return pearson(_ranks(x), _ranks(y))
+    return float(stats.spearmanr(x, y).statistic)
 
 
 def lognormal_fit(weights) -> dict:
@@ -82,17 +67,8 @@ def lognormal_fit(weights) -> dict:
     out.update(mu=mu, sigma=sigma)
     if sigma == 0:
         return out
-    stats = _scipy_stats()
-    if stats is not None:
-        res = stats.kstest(logw, "norm", args=(mu, sigma))
-        out.update(ks=float(res.statistic), ks_pvalue=float(res.pvalue))
-    else:
-        z = np.sort((logw - mu) / (sigma * math.sqrt(2)))
-        cdf = 0.5 * (1 + np.frompyfunc(math.erf, 1, 1)(z).astype(np.float64))
-        n = z.size
-        upper = np.arange(1, n + 1) / n - cdf
-        lower = cdf - np.arange(0, n) / n
-        out["ks"] = float(max(upper.max(), lower.max()))
+    res = stats.kstest(logw, "norm", args=(mu, sigma))
+    out.update(ks=float(res.statistic), ks_pvalue=float(res.pvalue))
     return out
 
 
@@ -180,13 +156,6 @@ def _pairs(W, F, threshold, mask, feedback_mask) -> _Pairs:
     return _Pairs(w.ravel(), f.T.ravel(), fe.ravel(), be.ravel())
 
 
-def _angle(x: np.ndarray, y: np.ndarray) -> float:
-    denom = float(np.linalg.norm(x) * np.linalg.norm(y))
-    if denom == 0:
-        return float("nan")
-    return math.degrees(math.acos(max(-1.0, min(1.0, float(x @ y) / denom))))
-
-
 def _connected_corr(corr, x, y, n_f: int, n_b: int) -> float:
     """Correlation over connected pairs; 0 (no correlation, as PFA's 90°) when one direction
     has no synapse at all, so that its strengths are identically absent."""
@@ -209,7 +178,8 @@ def _stats(p: _Pairs, n_pre: int, n_post: int, *, absolute: bool, direct: bool,
     x_conn = np.where(p.fe, fwd, 0.0)[conn]
     y_conn = np.where(p.be, bwd, 0.0)[conn]
     if alignment is None:
-        alignment = _angle(np.where(p.fe, p.fwd, 0.0), np.where(p.be, p.bwd, 0.0)) if direct else 90.0
+        alignment = angle_deg(torch.from_numpy(np.where(p.fe, p.fwd, 0.0)),
+                              torch.from_numpy(np.where(p.be, p.bwd, 0.0))) if direct else 90.0
     fit = lognormal_fit(np.concatenate([p.fwd[p.fe], p.bwd[p.be]]))
     return PairStats(
         n_pre=n_pre, n_post=n_post, possible_pairs=n_pairs,

@@ -95,18 +95,14 @@ def test_spearman_matches_scipy_with_ties():
     assert rc.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
 
 
-def test_lognormal_fit_recovers_song_parameters(monkeypatch):
+def test_lognormal_fit_recovers_song_parameters():
     rng = np.random.default_rng(0)
     w = np.exp(rng.normal(-0.702, 0.9355, 20000)) * rng.choice([-1, 1], 20000)
     fit = lognormal_fit(torch.tensor(w))
     assert fit["mu"] == pytest.approx(-0.702, abs=0.03)
     assert fit["sigma"] == pytest.approx(0.9355, abs=0.02)
     assert fit["ks"] < 0.02 and fit["n"] == 20000
-    with_scipy = lognormal_fit(w[:2000])
-    monkeypatch.setattr(rc, "_scipy_stats", lambda: None)  # the numpy fallback: same distance
-    without = lognormal_fit(w[:2000])
-    assert without["ks"] == pytest.approx(with_scipy["ks"], abs=1e-9)
-    assert math.isnan(without["ks_pvalue"])
+    assert fit["ks_pvalue"] > 0.01
 
 
 # --------------------------------------------------------------------------- whole circuits

@@ -175,3 +175,47 @@ def test_two_processes_equal_one(rule, tmp_path, data_root):
     for k in keys:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5, msg=k)
     assert len((two / "metrics.jsonl").read_text().splitlines()) == 1  # written once
+
+
+def test_step_metrics_connectome_export_and_amp(tmp_path, data_root):
+    """--log-every writes per-step projection metrics; --connectome rebuilds connectome.h5 from a
+    checkpoint; bfloat16 autocast (`amp`) trains on the CPU too."""
+    from connectomes.files import read_connectome
+    exp = experiment(tmp_path, train_size=640)
+    out = tmp_path / "run"
+    r = cli(exp, "--rule", "pfa", "--epochs", "1", "--data-root", data_root, "--out", str(out),
+            "--log-every", "5", "--set", "amp=true")
+    assert r.returncode == 0, r.stderr
+    steps = [json.loads(s) for s in (out / "steps.jsonl").read_text().splitlines()]
+    assert [s["global_step"] for s in steps] == [5, 10, 15, 20]
+    assert {"alignment_deg", "norm_ratio", "update_angle_deg"} <= set(steps[-1]["projections"]["h1->h2"])
+    assert json.loads((out / "metrics.jsonl").read_text())["test_acc"] > 0.25  # 20 steps: well above chance
+    first = {rec["name"]: rec["weight"] for rec in read_connectome(str(out / "connectome.h5"))}
+    (out / "connectome.h5").unlink()
+    r = cli("--connectome", str(out))
+    assert r.returncode == 0, r.stderr
+    again = {rec["name"]: rec["weight"] for rec in read_connectome(str(out / "connectome.h5"))}
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_torch_compile_trains_like_eager():
+    """torch.compile of a compiled circuit gives the same steps as eager (custom rules included)."""
+    from circuits import Training, zoo
+    from circuits.train import make_optimizer
+    from plasticity import make_rule
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    models = []
+    for compiled in (False, True):
+        m = zoo.mlp((784, 32, 32, 10), feedback=make_rule("pfa", expansion=4)).compile(implicit_feedback=True)
+        opt = make_optimizer(m, Training(lr=0.05, momentum=0.9, weight_decay=1e-3))
+        m.attach_optimizer(opt)
+        f = torch.compile(m) if compiled else m
+        for _ in range(4):
+            opt.zero_grad()
+            m.loss(f(x), y).backward()
+            opt.step()
+        models.append(m)
+    for (k, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=k)
