@@ -104,9 +104,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=20, help="steps per repetition (MLP; ResNet-20 takes a tenth)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch-size", type=int, help="default: 64 for the MLP, 128 for ResNet-20")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     ap.add_argument("--tag", default="cpu", help="key of this run in the results file")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = os.path.join(args.out, "step_time.json")
     data = json.load(open(path)) if os.path.exists(path) else {}
     for name in (WORKLOADS if args.workload == "all" else [args.workload]):

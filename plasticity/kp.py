@@ -3,7 +3,8 @@
 
 Implicit B (``Projection.implicit``, chosen by the compiler when W and B share one SGD
 setting): B_t = W_tᵀ + a_t E₀ with E₀ = B₀ − W₀ᵀ and a_t from ``advance_decay``: the same
-numbers without B's gradient or optimizer update.
+numbers without B's gradient or optimizer update. E₀ is kept in W's layout (``E0t`` = E₀ᵀ) so
+that B is formed by one contiguous pass over W; the feedback is its transpose (a view).
 """
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ class KP(Rule):
         if not proj.implicit:
             proj.B = nn.Parameter(B)
             return
-        proj.register_buffer("E0", B - proj.weight.detach().transpose(0, 1))
+        proj.register_buffer("E0t", B.transpose(0, 1) - proj.weight.detach())
         proj.state = initial_decay_state()
 
     def tensor(self, proj, name):
@@ -33,7 +34,7 @@ class KP(Rule):
 
     def feedback_tensor(self, proj, W):
         if proj.implicit:
-            return torch.add(W.transpose(0, 1), proj.E0, alpha=proj.state["a"])
+            return torch.add(W, proj.E0t, alpha=proj.state["a"]).transpose(0, 1)
         return proj.B
 
     def feedback_grads(self, proj, x, delta, grad_W):

@@ -30,7 +30,17 @@ class USF(Rule):
     def init_feedback(self, proj, generator):
         proj.sign_scale = sign_scale(self.options["scale"], proj.weight.shape)
 
+    def exact(self, proj) -> bool:
+        return self.options["last_layer_bp"] and proj.post_is_readout
+
     def feedback_tensor(self, proj, W):
-        if self.options["last_layer_bp"] and proj.post_is_readout:
+        if self.exact(proj):
             return W.transpose(0, 1)
-        return W.sign().transpose(0, 1).mul(proj.sign_scale)
+        return W.sign().mul_(proj.sign_scale).transpose(0, 1)
+
+    def backward(self, proj, x, W, delta, plastic, need_e):
+        if not need_e or self.exact(proj):
+            return super().backward(proj, x, W, delta, plastic, need_e)
+        # s · sign(Wᵀ) δ = sign(Wᵀ) (s δ): the scale goes on the (smaller) error, not on W
+        e_in = proj.geometry.feedback(delta * proj.sign_scale, W.sign().transpose(0, 1), x.shape)
+        return e_in, proj.geometry.weight_grad(x, delta), []

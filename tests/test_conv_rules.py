@@ -131,7 +131,7 @@ def test_fixed_kernel_rules(rule, variant):
         if rule in ("fa", "kp", "ifa"):
             return p.B.detach()
         if rule == "frsf":
-            return p.M * p.weight.detach().sign().transpose(0, 1)
+            return (p.Mt * p.weight.detach().sign()).transpose(0, 1)
         fan_in = p.weight.shape[1] * p.weight[0, 0].numel()
         fan_out = p.weight.shape[0] * p.weight[0, 0].numel()
         return (2 / (fan_in + fan_out)) ** 0.5 * p.weight.detach().sign().transpose(0, 1)

@@ -146,9 +146,9 @@ def test_usf_last_layer_bp():
 def test_frsf():
     model, x, y = setup(FRSF())
     run_compiled(model, x, y)
-    grads, bias_grads, _, _ = reference(model, x, y, lambda n, p, d, e: d @ (p.M.t() * p.weight.sign()))
+    grads, bias_grads, _, _ = reference(model, x, y, lambda n, p, d, e: d @ (p.Mt * p.weight.sign()))
     check(model, grads, bias_grads)
-    assert all((p.M >= 0).all() for p in model.projections.values() if p.sends_error)
+    assert all((p.Mt >= 0).all() for p in model.projections.values() if p.sends_error)
 
 
 def test_brsf_draws_fresh_magnitudes_every_batch():
