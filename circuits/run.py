@@ -161,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA device is available here (use --device cpu or auto)")
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ConfigError(f"--device {device!r} is not a device (cpu, cuda, cuda:N or auto)") from None
         if args.connectome:
             print(export_connectome(args.connectome))
             return 0

@@ -134,6 +134,16 @@ def test_unknown_rule_and_bad_set(tmp_path, capsys):
     assert "unknown training setting 'learning_rate'" in capsys.readouterr().err
 
 
+def test_bad_device(capsys):
+    mnist = os.path.join(REPO, "experiments", "mnist_mlp.py")
+    assert main([mnist, "--device", "tpu9"]) == 2
+    assert "is not a device" in capsys.readouterr().err
+    import torch
+    if not torch.cuda.is_available():
+        assert main([mnist, "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+
+
 def test_training_settings():
     t = Training(lr=0.1, per_rule={"pfa": {"first_epoch_weight_decay": 0.03}})
     assert t.resolve("pfa").first_epoch_weight_decay == 0.03
