@@ -12,6 +12,7 @@ init), ``analysis`` (alignment, norm ratio, update angle, sign concordance),
 ``report`` (``python -m connectomes.report RUN_DIR ... --out DIR``; not imported here).
 """
 from connectomes.analysis import alignment_deg, angle_deg, norm_ratio, sign_concordance
+from connectomes.connectors import AllToAll, FixedProbability
 from connectomes.files import (ConnectomeFileError, export_sonata, read_connectome, write_connectome,
                                write_graph)
 from connectomes.geometry import (AdaptiveAvgPool2d, AvgPool2d, Block, Conv2d, Dense, Flatten, Geometry,
@@ -21,7 +22,7 @@ from connectomes.reciprocity import circuit_reciprocity, pair_statistics, print_
 from connectomes.reference import RAT_CORTEX
 
 __all__ = [
-    "AdaptiveAvgPool2d", "AvgPool2d", "Block", "Conv2d", "Flatten", "GlobalAvgPool", "MaxPool2d", "ShortcutA",
+    "AllToAll", "FixedProbability", "AdaptiveAvgPool2d", "AvgPool2d", "Block", "Conv2d", "Flatten", "GlobalAvgPool", "MaxPool2d", "ShortcutA",
     "ConnectomeFileError", "Dense", "Geometry", "Identity", "RAT_CORTEX", "alignment_deg", "angle_deg", "cell_graph",
     "circuit_reciprocity", "export_sonata", "motif_census", "norm_ratio", "pair_statistics",
     "print_reciprocity", "read_connectome", "reciprocity_table", "sign_concordance", "triad_census", "write_connectome",

@@ -65,8 +65,14 @@ class Rule:
     edges: tuple[FeedbackEdge, ...] = ()
     plastic: tuple[str, ...] = ()
     needs_readout_error = False
+    sparse_tensors: tuple[str, ...] = ()  # stored feedback tensors a connector may thin out
 
-    def __init__(self, **options):
+    def __init__(self, connector=None, **options):
+        """``connector`` (e.g. ``connectomes.connectors.FixedProbability(0.3)``) thins the rule's
+        feedback tensors with fixed random masks."""
+        if connector is not None and getattr(connector, "p", 1.0) < 1 and not self.sparse_tensors:
+            raise ValueError(f"{self.name}: sparse feedback is not implemented for this rule")
+        self.connector = connector if connector is not None and connector.p < 1 else None
         self.options = options
 
     # -- the circuit graph ---------------------------------------------------------------------
@@ -78,7 +84,8 @@ class Rule:
         """Raise ValueError naming ``projection`` if this rule cannot serve it."""
 
     def describe(self) -> dict:
-        return {"rule": self.name, **self.options}
+        extra = {"connector": self.connector.describe()} if self.connector is not None else {}
+        return {"rule": self.name, **self.options, **extra}
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -89,6 +96,21 @@ class Rule:
 
     def init_feedback(self, proj: "Projection", generator: torch.Generator) -> None:
         """Create the feedback tensors on ``proj`` (buffers if fixed, parameters if plastic)."""
+
+    def apply_connector(self, proj: "Projection", seed: int) -> None:
+        """Thin each of ``sparse_tensors`` with the connector: a fixed boolean buffer
+        ``mask_<name>`` of the tensor's shape, the tensor zeroed where it is False, and for a
+        plastic tensor its gradient too, so a masked synapse never carries error or weight."""
+        c = self.connector
+        base = c.seed if getattr(c, "seed", None) is not None else seed
+        for name in self.sparse_tensors:
+            t = getattr(proj, name)
+            mask = c.mask(tuple(t.shape), seeded_generator(base, proj.name, "mask", name))
+            proj.register_buffer(f"mask_{name}", mask)
+            with torch.no_grad():
+                t.mul_(mask.to(t.dtype))
+            if isinstance(t, nn.Parameter):
+                t.register_hook(lambda g, proj=proj, name=name: g * getattr(proj, f"mask_{name}").to(g.dtype))
 
     def plastic_tensors(self, proj: "Projection") -> tuple[str, ...]:
         """Names of the plastic feedback parameters on ``proj`` (none when held implicitly)."""
@@ -243,6 +265,8 @@ class Projection(nn.Module):
         self.broadcast: ErrorBroadcast | None = None
         if sends_error:
             rule.init_feedback(self, seeded_generator(seed, name, "feedback"))
+            if rule.connector is not None:
+                rule.apply_connector(self, seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.sends_error:

@@ -15,6 +15,7 @@ from plasticity.base import FeedbackEdge, Rule
 class DFA(Rule):
     name = "dfa"
     edges = (FeedbackEdge("B", "readout", "pre", plastic=False),)
+    sparse_tensors = ("B",)
     needs_readout_error = True
 
     def check(self, projection, geometry, readouts):

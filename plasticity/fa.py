@@ -6,6 +6,7 @@ from plasticity.base import FeedbackEdge, Rule, feedback_shape
 class FA(Rule):
     name = "fa"
     edges = (FeedbackEdge("B", "post", "pre", plastic=False),)
+    sparse_tensors = ("B",)
 
     def init_feedback(self, proj, generator):
         proj.register_buffer("B", xavier_uniform(feedback_shape(proj.weight.shape), generator))

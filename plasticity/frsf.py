@@ -10,6 +10,7 @@ from plasticity.base import FeedbackEdge, Rule
 class FRSF(Rule):
     name = "frsf"
     edges = (FeedbackEdge("M_sign_Wt", "post", "pre", plastic=False, transported=True),)
+    sparse_tensors = ("Mt",)
 
     def init_feedback(self, proj, generator):
         proj.register_buffer("Mt", xavier_uniform(tuple(proj.weight.shape), generator).abs_())

@@ -16,11 +16,12 @@ from plasticity.base import FeedbackEdge, Rule, feedback_shape
 class IFA(Rule):
     name = "ifa"
     edges = (FeedbackEdge("B", "post", "pre", plastic=False),)
+    sparse_tensors = ("B",)
 
-    def __init__(self, angle: float = 45.0):
+    def __init__(self, angle: float = 45.0, connector=None):
         if not 0 <= angle <= 180:
             raise ValueError(f"ifa: angle must be between 0 and 180 degrees, got {angle!r}")
-        super().__init__(angle=angle)
+        super().__init__(connector=connector, angle=angle)
 
     def init_feedback(self, proj, generator):
         Wt = proj.weight.detach().transpose(0, 1).double()

@@ -16,8 +16,12 @@ from plasticity.base import FeedbackEdge, Rule, advance_decay, feedback_shape, i
 class KP(Rule):
     name = "kp"
     edges = (FeedbackEdge("B", "post", "pre", plastic=True),)
+    sparse_tensors = ("B",)
     plastic = ("B",)
-    supports_implicit = True
+
+    @property
+    def supports_implicit(self):
+        return self.connector is None  # a thinned B changes by mask ⊙ ΔWᵀ: no closed form kept
 
     def init_feedback(self, proj, generator):
         B = xavier_uniform(feedback_shape(proj.weight.shape), generator)

@@ -83,7 +83,9 @@ class PFA(Rule):
     plastic = ("R",)
     default_B_init = "xavier"
 
-    def __init__(self, expansion: float = 10, B_init: str | None = None, route: str = "auto"):
+    sparse_tensors = ("B", "R")
+
+    def __init__(self, expansion: float = 10, B_init: str | None = None, route: str = "auto", connector=None):
         B_init = B_init or self.default_B_init
         if not expansion > 0:
             raise ValueError(f"{self.name}: expansion must be positive, got {expansion!r}")
@@ -93,11 +95,19 @@ class PFA(Rule):
             raise ValueError(f"{self.name}: B_init='identity' needs expansion=1, got {expansion!r}")
         if route not in ROUTES:
             raise ValueError(f"{self.name}: route must be one of {ROUTES}, got {route!r}")
-        super().__init__(expansion=expansion, B_init=B_init, route=route)
+        super().__init__(connector=connector, expansion=expansion, B_init=B_init, route=route)
 
     @property
     def supports_implicit(self):
-        return self.options["route"] == "auto"  # "explicit"/"factored" keep R as a parameter
+        # "explicit"/"factored" keep R as a parameter; so does a thinned R (ΔR = mask ⊙ ΔWᵀBᵀ)
+        return self.options["route"] == "auto" and self.connector is None
+
+    def apply_connector(self, proj, seed):
+        """Thin B and R with the connector; B's surviving entries are scaled by 1/√p so that its
+        variance stays 1/N̄ (and BᵀB ≈ I on average)."""
+        super().apply_connector(proj, seed)
+        with torch.no_grad():
+            proj.B.div_(self.connector.p ** 0.5)
 
     def n_bar(self, n_out: int, groups: int = 1) -> int:
         """N̄: expansion × N_out (channels for a convolution), a multiple of ``groups``."""

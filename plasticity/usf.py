@@ -23,8 +23,8 @@ class USF(Rule):
     name = "usf"
     edges = (FeedbackEdge("sign_Wt", "post", "pre", plastic=False, transported=True),)
 
-    def __init__(self, scale="xavier", last_layer_bp=False):
-        super().__init__(scale=scale, last_layer_bp=last_layer_bp)
+    def __init__(self, scale="xavier", last_layer_bp=False, connector=None):
+        super().__init__(connector=connector, scale=scale, last_layer_bp=last_layer_bp)
         sign_scale(scale, (1, 1))  # validate early
 
     def init_feedback(self, proj, generator):
