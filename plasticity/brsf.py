@@ -24,16 +24,24 @@ class BRSF(Rule):
     name = "brsf"
     edges = (FeedbackEdge("Mt_sign_Wt", "post", "pre", plastic=False, transported=True),)
 
+    sparse_tensors = ("S",)
+
     def init_feedback(self, proj, generator):
         fan_in, fan_out = fans(tuple(proj.weight.shape))
         proj.magnitude_bound = math.sqrt(6.0 / (fan_in + fan_out))
+        if self.connector is not None:  # S: which feedback synapses exist (1/0), W's layout
+            proj.register_buffer("S", torch.ones(proj.weight.shape))
+
+    def signs(self, proj, W):
+        sign = W.sign()
+        return sign.mul_(proj.S) if self.connector is not None else sign
 
     def backward(self, proj, x, W, delta, plastic, need_e):
         e_in = None
         if need_e:
-            Bt = draw_unit_magnitudes(W).mul_(W.sign())  # |M_t| / a ⊙ sign(W), W's layout
+            Bt = draw_unit_magnitudes(W).mul_(self.signs(proj, W))  # |M_t| / a ⊙ sign(W), W's layout
             e_in = proj.geometry.feedback(delta * proj.magnitude_bound, Bt.transpose(0, 1), x.shape)
         return e_in, proj.geometry.weight_grad(x, delta), []
 
     def feedback_tensor(self, proj, W):
-        return W.sign().transpose(0, 1).mul(proj.magnitude_bound / 2)
+        return self.signs(proj, W).mul_(proj.magnitude_bound / 2).transpose(0, 1)

@@ -26,7 +26,7 @@ def train_steps(model, n=40):
 
 
 @pytest.mark.parametrize("rule,tensors", [(FA, ["B"]), (DFA, ["B"]), (IFA, ["B"]), (FRSF, ["Mt"]),
-                                          (KP, ["B"]), (PFA, ["B", "R"])])
+                                          (KP, ["B"]), (PFA, ["B", "R"]), (USF, ["S"]), (BRSF, ["S"])])
 def test_masks_keep_their_density_and_masked_synapses_stay_silent(rule, tensors):
     model = small_mlp(rule(connector=FixedProbability(0.3)), SIZES).compile(implicit_feedback=True)
     p = model.projections["h1->h2"]
@@ -64,10 +64,24 @@ def test_pfa_sparse_B_keeps_its_variance():
     assert abs(B.var().item() * B.shape[0] - 1) < 0.1  # variance 1/N̄ over all entries, zeros included
 
 
-def test_rules_without_stored_feedback_refuse_a_connector():
-    for cls in (USF, BRSF):
-        with pytest.raises(ValueError, match="sparse feedback is not implemented"):
-            cls(connector=FixedProbability(0.5))
+def test_sparse_sign_concordant_feedback():
+    """uSF's (and brSF's) feedback is the sign of W on the synapses that exist, zero elsewhere."""
+    model, x, y = setup(USF(connector=FixedProbability(0.5)))
+    run_compiled(model, x, y)
+
+    def fb(name, p, d, e):
+        n_out, n_in = p.weight.shape
+        return d @ ((2 / (n_in + n_out)) ** 0.5 * p.weight.sign() * p.S)
+    grads, bias_grads, _, _ = reference(model, x, y, fb)
+    check(model, grads, bias_grads)
+    B = model.projections["h1->h2"].effective_feedback()
+    assert torch.equal(B == 0, ~model.projections["h1->h2"].mask_S.t())
+
+
+def test_connector_errors():
+    from plasticity import BP
+    with pytest.raises(ValueError, match="sparse feedback is not implemented"):
+        BP(connector=FixedProbability(0.5))
     with pytest.raises(ValueError, match=r"p must be in \(0, 1\]"):
         FixedProbability(0)
     assert FA(connector=FixedProbability(1.0)).connector is None
