@@ -28,7 +28,7 @@ from circuits.train import make_optimizer
 from plasticity import make_rule
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RULES = ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "ifa", "pfa", "pfa-o"]
+RULES = ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o"]
 # variants that show what the fast routes buy: the paper's step-by-step ē route, and R kept as
 # an explicit parameter (cheapest explicit order, no implicit closed form)
 VARIANTS = {"pfa (explicit ē route)": ("pfa", {"route": "explicit"}, False),

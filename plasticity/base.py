@@ -137,7 +137,9 @@ class Rule:
         return []
 
     def backward(self, proj, x, W, delta, plastic, need_e):
-        """Return (e_in or None, ΔW, [Δ plastic feedback]) for one batch."""
+        """Return (e_in or None, ΔW, [Δ plastic feedback]) for one batch. ``plastic``: the extra
+        tensors the rule's ``forward`` handed to ``RuleFunction`` (its plastic feedback first;
+        tensors after those get no gradient)."""
         e_in = None
         if need_e:
             e_in = proj.geometry.feedback(delta, self.feedback_tensor(proj, W), x.shape)
@@ -178,7 +180,9 @@ class RuleFunction(torch.autograd.Function):
             with torch.autocast(delta.device.type, dtype=low):
                 e_in, grad_W, grads = proj.rule.backward(proj, x, W, delta, plastic, need_e)
             grad_W, grads = grad_W.to(full), [g.to(full) for g in grads]
-        return (e_in, grad_W, None, *grads)
+        if proj.mask_W is not None:  # absent forward synapses never change (the rule's own ΔB/ΔR stay local)
+            grad_W = grad_W * proj.mask_W.to(grad_W.dtype)
+        return (e_in, grad_W, None, *grads, *[None] * (len(plastic) - len(grads)))
 
 
 def advance_decay(state: dict, group: dict) -> None:
@@ -238,12 +242,19 @@ class Projection(nn.Module):
     few scalars advanced after each optimizer step (``CompiledCircuit.attach_optimizer``).
     ``weight``: the initial W (e.g. from a converted torch model) instead of the seeded
     Glorot draw; it is in place before the rule makes its feedback tensors.
+    ``connector`` (sparse forward synapses, e.g. ``FixedProbability(0.3)``): a fixed boolean
+    buffer ``mask_W`` of W's shape (post × pre [× kH × kW]); W is zero where it is False and
+    W's gradient is masked on every path, so an absent synapse never gets weight (under SGD
+    with momentum and weight decay zero stays zero). The seeded Glorot draw is divided by √p,
+    keeping the variance of the post cells' input; an explicit ``weight`` is only masked.
+    Feedback rules keep their own local updates (KP's ΔB = x δᵀ, PFA's ΔR = x ēᵀ, unmasked), so
+    their implicit closed forms no longer hold: a sparse W keeps its plastic feedback explicit.
     """
 
     def __init__(self, name: str, geometry: Geometry, pre_shape: tuple, post_shape: tuple,
                  rule: Rule, sends_error: bool, seed: int, post_is_readout: bool = False,
                  readout_size: int | None = None, implicit: bool = False,
-                 weight: torch.Tensor | None = None):
+                 weight: torch.Tensor | None = None, connector=None):
         super().__init__()
         self.name = name
         self.geometry = geometry
@@ -252,16 +263,30 @@ class Projection(nn.Module):
         self.sends_error = sends_error
         self.post_is_readout = post_is_readout
         self.readout_size = readout_size
-        self.implicit = bool(implicit and sends_error and rule.supports_implicit)
         self.attached = False  # set when an optimizer drives the implicit state
         self.state: dict = {}  # small Python state of implicit rules (saved in the state_dict)
         shape = geometry.weight_shape(tuple(pre_shape), tuple(post_shape))
+        sparse = connector is not None and connector.p < 1
+        if sparse and geometry.weightless:
+            raise ValueError(f"projection {name!r} is weightless ({geometry.kind}): it has no synapses and "
+                             f"takes no connector (got {connector!r})")
+        explicit_weight = weight is not None
         if weight is None:
             weight = geometry.init_weight(shape, seeded_generator(seed, name, "W"))
         elif tuple(weight.shape) != tuple(shape):
             raise ValueError(f"projection {name!r}: initial weight of shape {tuple(weight.shape)} does not "
                              f"match W {tuple(shape)}")
-        self.weight = nn.Parameter(weight.detach().clone())
+        weight = weight.detach().clone()
+        mask = None
+        if sparse:
+            base = connector.seed if getattr(connector, "seed", None) is not None else seed
+            mask = connector.mask(tuple(shape), seeded_generator(base, name, "mask", "W"))
+            if not explicit_weight:
+                weight.div_(connector.p ** 0.5)  # keep Var(Σ_i W_ji x_i) with p·N_pre synapses
+            weight.mul_(mask.to(weight.dtype))
+        self.weight = nn.Parameter(weight)
+        self.register_buffer("mask_W", mask)  # None (dense) is not in the state_dict
+        self.implicit = bool(implicit and sends_error and rule.supports_implicit and mask is None)
         self.broadcast: ErrorBroadcast | None = None
         if sends_error:
             rule.init_feedback(self, seeded_generator(seed, name, "feedback"))
@@ -270,8 +295,13 @@ class Projection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.sends_error:
-            return self.geometry.forward(x, self.weight)
+            return self.geometry.forward(x, self.masked_weight())
         return self.rule.forward(self, x)
+
+    def masked_weight(self) -> torch.Tensor:
+        """W for a plain autograd op (post × pre): W itself, or mask_W ⊙ W with a sparse W, so
+        that autograd masks W's gradient (and the error Wᵀδ uses only existing synapses)."""
+        return self.weight if self.mask_W is None else self.weight * self.mask_W
 
     def feedback_parameters(self) -> list[nn.Parameter]:
         """Plastic feedback tensors (their own optimizer parameter group)."""
@@ -291,4 +321,5 @@ class Projection(nn.Module):
         self.state = dict(state)
 
     def extra_repr(self) -> str:
-        return f"{self.name}: {self.geometry!r} W{tuple(self.weight.shape)}, rule={self.rule!r}"
+        sparse = "" if self.mask_W is None else f" (sparse, {self.mask_W.float().mean().item():.3f} of synapses)"
+        return f"{self.name}: {self.geometry!r} W{tuple(self.weight.shape)}{sparse}, rule={self.rule!r}"

@@ -99,7 +99,7 @@ def test_pfa_conv_r_forgets_its_start():
     assert ((p.R - limit).norm() / limit.norm()).item() < 0.02
 
 
-@pytest.mark.parametrize("rule", ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "pfa", "pfa-o", "ifa"])
+@pytest.mark.parametrize("rule", ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "pfa", "pfa-o", "ifa"])
 def test_mixed_precision_backward(rule):
     """Under autocast (bf16 on CPU; custom_fwd/custom_bwd make the same path work for CUDA AMP)
     every rule runs, returns float32 gradients, and stays close to its float32 result."""
