@@ -53,11 +53,13 @@ class Circuit:
         return self.graph.nodes[name]["population"]
 
     def connect(self, pre, post, geometry: Geometry | None = None, *, name: str | None = None,
-                plastic: bool = True, weight: torch.Tensor | None = None) -> str:
+                plastic: bool = True, weight: torch.Tensor | None = None, connector=None) -> str:
         """Add a forward projection pre.x → post.x; returns its name (default "pre->post").
 
         ``weight``: the initial W (post × pre, e.g. taken from a torch model) instead of the
-        seeded Glorot draw."""
+        seeded Glorot draw. ``connector`` (e.g. ``FixedProbability(0.3, seed=1)``): sparse
+        forward synapses, a fixed mask of W's shape (see ``plasticity.Projection``); p = 1 or
+        ``AllToAll()`` is dense. Weightless geometries take no connector."""
         pre, post = self.population(pre), self.population(post)
         geometry = geometry or Dense()
         name = name or f"{pre.name}->{post.name}"
@@ -76,12 +78,20 @@ class Circuit:
                                      and nx.has_path(forward, post.name, pre.name)):
             path = [pre.name] if pre.name == post.name else nx.shortest_path(forward, post.name, pre.name)
             raise CircuitError(f"{where} closes a cycle: {' -> '.join(path + [post.name])}")
+        if connector is not None:
+            if not (callable(getattr(connector, "mask", None)) and hasattr(connector, "p")):
+                raise CircuitError(f"{where}: connector must be a connector such as FixedProbability(0.3), got {connector!r}")
+            if geometry.weightless:
+                raise CircuitError(f"{where} is weightless ({geometry.kind}): it has no synapses and takes no "
+                                   f"connector (got {connector!r})")
+            connector = connector if connector.p < 1 else None  # p = 1, AllToAll: dense
         if weight is not None:
             shape = tuple(geometry.weight_shape(pre.shape, post.shape))
             if geometry.weightless or tuple(weight.shape) != shape:
                 raise CircuitError(f"{where}: initial weight of shape {tuple(weight.shape)} does not fit W {shape or '(none)'}")
         self.graph.add_edge(pre.name, post.name, key=name, kind="forward", geometry=geometry,
-                            plastic=plastic and not geometry.weightless, rule=None, weight=weight)
+                            plastic=plastic and not geometry.weightless, rule=None, weight=weight,
+                            connector=connector)
         return name
 
     def set_initial(self, population, bias: torch.Tensor | None = None, norm: dict | None = None) -> None:
@@ -208,7 +218,8 @@ class Circuit:
                 rule = "- (weightless, exact BP)" if geometry.kind != "block" else "- (exact-BP block)"
             else:
                 rule = d["rule"].name if d["rule"] is not None else ("NONE" if d["plastic"] else "- (fixed W, exact)")
-            lines.append(f"  {name:<24} {geometry.kind:<9} W {shape:<12} rule {rule}")
+            sparse = f"  {d['connector']!r}" if d.get("connector") is not None else ""
+            lines.append(f"  {name:<24} {geometry.kind:<9} W {shape:<12} rule {rule}{sparse}")
         blocks = self.exact_blocks()
         if blocks:
             lines += ["", f"exact-BP blocks ({len(blocks)}; not circuit elements, trained by plain autograd):"]
@@ -231,7 +242,8 @@ class Circuit:
             "populations": [p.describe() for p in self.populations()],
             "projections": [
                 {"name": n, "pre": d["pre"], "post": d["post"], "geometry": d["geometry"].describe(),
-                 "plastic": d["plastic"], "rule": d["rule"].describe() if d["rule"] else None}
+                 "plastic": d["plastic"], "rule": d["rule"].describe() if d["rule"] else None,
+                 **({"connector": d["connector"].describe()} if d.get("connector") is not None else {})}
                 for n, d in self.projections().items()
             ],
             "feedback": [

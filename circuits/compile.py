@@ -66,7 +66,7 @@ class CompiledCircuit(nn.Module):
                                       sends_error=not isinstance(pre, Input), seed=self.seed,
                                       post_is_readout=isinstance(pop, Readout),
                                       readout_size=self.readout.size, implicit=implicit_feedback,
-                                      weight=d.get("weight"))
+                                      weight=d.get("weight"), connector=d.get("connector"))
                     if not d["plastic"]:
                         proj.weight.requires_grad_(False)
                     self.projections[pn] = proj
@@ -118,7 +118,7 @@ class CompiledCircuit(nn.Module):
                     out = geometry.forward(acts[pre], None, pop.shape)
                 elif exact:
                     proj = self.projections[pn]
-                    out = proj.geometry.forward(acts[pre], proj.weight)
+                    out = proj.geometry.forward(acts[pre], proj.masked_weight())
                 else:
                     out = self.projections[pn](acts[pre])
                 out = out.reshape(out.shape[0], *pop.shape)
@@ -197,7 +197,8 @@ class CompiledCircuit(nn.Module):
         of that projection: W for forward, B (pre_fwd × post_fwd) for FA-like feedback, PFA's B
         (N̄ × N_out) and R (N_in × N̄)), ``rule``, ``plastic``, ``transported`` (the tensor is a
         function of W, as BP's Wᵀ or SF's signs), and for feedback ``forward`` (the forward
-        projection it serves).
+        projection it serves). A sparse forward projection (``connect(..., connector=...)``) keeps
+        zeros where no synapse exists and adds ``mask`` (bool, W's shape: True = synapse).
         """
         records = []
         fwd = self.circuit.projections()
@@ -207,6 +208,8 @@ class CompiledCircuit(nn.Module):
             records.append({"name": name, "kind": "forward", "pre": d["pre"], "post": d["post"],
                             "weight": p.weight.detach().cpu(), "rule": p.rule.name,
                             "plastic": bool(d["plastic"]), "transported": False})
+            if p.mask_W is not None:
+                records[-1]["mask"] = p.mask_W.detach().cpu()
             if not p.sends_error:
                 continue
             for fname, f in feedback.items():
@@ -247,6 +250,8 @@ class CompiledCircuit(nn.Module):
                     for pn, pre, geometry in incoming:
                         proj = self.projections[pn] if pn in self.projections else None
                         how = f"weightless {geometry.kind}" if proj is None else f"W{tuple(proj.weight.shape)}"
+                        if proj is not None and proj.mask_W is not None:
+                            how += f" sparse ({proj.mask_W.float().mean().item():.2f} of synapses)"
                         lines.append(f"      {pn:<26} {pre}.x -> {pop.name}.x  {how}")
         lines.append("backward (e), readout first:")
         lines.append(f"  {self.readout.name}.e = ∂{self.readout.loss}/∂{self.readout.name}")

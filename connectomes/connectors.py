@@ -1,5 +1,7 @@
 """Connectors: small seeded objects that say which potential synapses of a projection exist
-(PyNN's vocabulary). A connector returns a boolean mask of a tensor's shape; True = synapse."""
+(PyNN's vocabulary). A connector returns a boolean mask of a tensor's shape; True = synapse.
+They thin a rule's feedback tensors (``pfa(connector=...)``) or a forward W
+(``Circuit.connect(pre, post, Dense(), connector=...)``)."""
 from __future__ import annotations
 
 import torch
@@ -40,4 +42,4 @@ class FixedProbability:
         return {"connector": "fixed_probability", "p": self.p, "seed": self.seed}
 
     def __repr__(self) -> str:
-        return f"FixedProbability({self.p}" + (f", seed={self.seed})" if self.seed is not None else ")")
+        return f"FixedProbability(p={self.p}" + (f", seed={self.seed})" if self.seed is not None else ")")

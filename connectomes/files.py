@@ -212,7 +212,8 @@ def export_sonata(records: list[dict], out_dir: str, *, sizes: dict | None = Non
     ``edges.h5``, ``edge_types.csv`` and ``circuit_config.json`` in ``out_dir``.
 
     Node populations are the circuit's populations (sizes from the tensors, or ``sizes``);
-    edge populations are the records (entries with |w| > threshold). ``model_types`` maps a
+    edge populations are the records (entries with |w| > threshold; a sparse projection holds
+    zeros where it has no synapse, so absent synapses are not edges). ``model_types`` maps a
     population to its SONATA model_type (default "point_neuron"; "virtual" for pure inputs,
     i.e. populations that are never a record's post). Returns the written paths by role.
     """

@@ -7,7 +7,7 @@ class BP(Rule):
     edges = (FeedbackEdge("Wt", "post", "pre", plastic=False, transported=True),)
 
     def forward(self, proj, x):
-        return proj.geometry.forward(x, proj.weight)
+        return proj.geometry.forward(x, proj.masked_weight())  # a sparse W: masked gradient
 
     def feedback_tensor(self, proj, W):
         return W.transpose(0, 1)
