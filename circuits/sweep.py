@@ -1,0 +1,55 @@
+"""Grids of training runs for the experiment scripts: one experiment file, its circuit trained
+with several rule variants (a sparse connector, an IFA angle, a mixture...). Each cell trains
+into its own run directory ``OUT/runs/CELL``; a finished cell is skipped and a stopped one
+resumed from its checkpoint, so an interrupted sweep continues where it stopped."""
+from __future__ import annotations
+
+import os
+import sys
+
+from circuits.run import load_experiment
+from circuits.train import load_checkpoint, train
+from plasticity import Rule
+
+
+def run_cells(file: str, cells: dict[str, Rule], out: str, *, data_root: str, seed: int = 0,
+              epochs: int | None = None, sets: dict | None = None, device: str = "cpu",
+              progress: bool = True) -> dict[str, list[dict]]:
+    """Train ``file``'s circuit once per cell with the cell's rule on every plastic projection;
+    training settings are the file's, resolved for the rule (``per_rule``), then ``sets`` and
+    ``epochs``. Returns {cell: metrics per epoch}."""
+    circuit, training = load_experiment(file)
+    histories = {}
+    for cell, rule in cells.items():
+        c = circuit.with_rule(rule)
+        c.seed = seed
+        t = training.resolve(rule.name).with_values(dict(sets or {}))
+        if epochs is not None:
+            t = t.with_values({"epochs": epochs}, where="epochs")
+        run_dir = os.path.join(out, "runs", cell)
+        ckpt = os.path.join(run_dir, "checkpoint.pt")
+        resume = os.path.exists(ckpt)
+        if resume:
+            state = load_checkpoint(ckpt)
+            if state["epoch"] >= t.epochs and state["step"] == 0:
+                print(f"{run_dir}: finished already ({state['epoch']} epochs), skipped", file=sys.stderr)
+                histories[cell] = state["history"]
+                continue
+        invocation = {"file": os.path.abspath(file), "rule": rule.name, "rule_options": rule.describe(),
+                      "seed": seed, "sets": dict(sets or {}), "cell": cell}
+        histories[cell] = train(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
+                                device=device, progress=progress, resume=resume, invocation=invocation)
+        last = histories[cell][-1] if histories[cell] else {}
+        print(f"{cell}: {len(histories[cell])} epochs, test accuracy {last.get('test_acc', float('nan')):.4f}",
+              file=sys.stderr)
+    return histories
+
+
+def final(history: list[dict], key: str = "test_acc", projection: str | None = None):
+    """The last epoch's value of ``key`` (of one projection's metrics if ``projection``)."""
+    if not history:
+        return float("nan")
+    last = history[-1]
+    if projection is not None:
+        return last.get("projections", {}).get(projection, {}).get(key, float("nan"))
+    return last.get(key, float("nan"))

@@ -1,0 +1,191 @@
+"""Tables and figures of the MNIST reproduction (issue 8) from the runs' raw metrics.
+
+Reads RUNS/RULE-sSEED/metrics.jsonl (as written by ``python -m circuits.run
+experiments/mnist_mlp.py --compare ... --out RUNS``), keeps a copy of each run's metrics.jsonl
+and config.json under OUT/runs/, and writes OUT/results.json, OUT/results.md (final test
+accuracy mean ± sd per rule beside the paper, alignment and norm ratio per layer, wall time per
+run), OUT/learning_curves.png and OUT/alignment.png (the paper's Fig. 2: path/weight alignment
+and norm ratio per hidden projection against epoch). With no --runs it regenerates everything
+from the copies in OUT/runs:
+
+    python experiments/mnist_results.py --runs /tmp/mnist40 --out docs/results/mnist
+    python experiments/mnist_results.py --out docs/results/mnist
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+
+RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o")
+PROJECTIONS = ("h1->h2", "h2->digits")
+PAPER = {"bp": "98.41 (5 seeds, 98.36–98.45)", "fa": "below BP", "dfa": "below BP", "usf": "≈ BP",
+         "brsf": "≈ BP", "frsf": "≈ BP", "pfa": "≈ BP", "pfa-o": "≈ BP"}
+THEORY = {"pfa": "17.5° (expansion 10), ratio 1.05", "pfa-o": "0°, ratio 1"}
+RUN = re.compile(r"^(?P<rule>[a-z-]+)-s(?P<seed>\d+)$")
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def collect(runs_root: str, epochs: int) -> tuple[dict, list[str]]:
+    """{rule: {seed: metrics}} of the finished runs (``epochs`` epochs) and the names of the others."""
+    done, unfinished = {}, []
+    for name in sorted(os.listdir(runs_root)):
+        m = RUN.match(name)
+        path = os.path.join(runs_root, name)
+        if not m or not os.path.exists(os.path.join(path, "metrics.jsonl")):
+            continue
+        metrics = read_metrics(path)
+        if len(metrics) < epochs:
+            unfinished.append(f"{name} ({len(metrics)} epochs)")
+            continue
+        done.setdefault(m["rule"], {})[int(m["seed"])] = metrics[:epochs]
+    return done, unfinished
+
+
+def copy_runs(src: str, dst: str) -> None:
+    for name in sorted(os.listdir(src)):
+        if RUN.match(name) and os.path.exists(os.path.join(src, name, "metrics.jsonl")):
+            os.makedirs(os.path.join(dst, name), exist_ok=True)
+            for f in ("metrics.jsonl", "config.json"):
+                if os.path.exists(os.path.join(src, name, f)):
+                    shutil.copy2(os.path.join(src, name, f), os.path.join(dst, name, f))
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v == v]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(done: dict) -> dict:
+    out = {}
+    for rule in [r for r in RULES if r in done] + sorted(set(done) - set(RULES)):
+        seeds = done[rule]
+        last = [m[-1] for m in seeds.values()]
+        row = {"seeds": sorted(seeds), "test_acc": [x["test_acc"] for x in last],
+               "wall_minutes": [sum(e.get("seconds", 0.0) for e in m) / 60 for m in seeds.values()]}
+        row["test_acc_mean"], row["test_acc_sd"] = _ms(row["test_acc"])
+        for p in PROJECTIONS:
+            for key in ("alignment_deg", "norm_ratio"):
+                vals = [x.get("projections", {}).get(p, {}).get(key, float("nan")) for x in last]
+                row[f"{p} {key}"] = _ms(vals)
+        out[rule] = row
+    return out
+
+
+def _fmt(ms: tuple[float, float], spec: str) -> str:
+    m, s = ms
+    return "—" if m != m else f"{m:{spec}} ± {s:{spec}}"
+
+
+def table(summary: dict, epochs: int) -> str:
+    bp = summary.get("bp", {}).get("test_acc_mean", float("nan"))
+    lines = [f"| rule | seeds | final test accuracy (%), {epochs} epochs | vs BP (pp) | paper | "
+             "alignment h1→h2 / h2→digits (deg) | norm ratio h1→h2 / h2→digits | wall time per run (min) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rule, r in summary.items():
+        acc = f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_sd']:.2f}"
+        diff = "" if rule == "bp" or bp != bp else f"{100 * (r['test_acc_mean'] - bp):+.2f}"
+        align = " / ".join(_fmt(r[f"{p} alignment_deg"], ".1f") for p in PROJECTIONS)
+        ratio = " / ".join(_fmt(r[f"{p} norm_ratio"], ".2f") for p in PROJECTIONS)
+        paper = PAPER.get(rule, "—") + (f"; theory {THEORY[rule]}" if rule in THEORY else "")
+        wall = _fmt(_ms(r["wall_minutes"]), ".1f")
+        lines.append(f"| {rule} | {len(r['seeds'])} | {acc} | {diff} | {paper} | {align} | {ratio} | {wall} |")
+    return "\n".join(lines)
+
+
+def _curves(done: dict, get) -> dict:
+    """{rule: (epochs, mean, sd)} of get(epoch_metrics) over seeds."""
+    out = {}
+    for rule, seeds in done.items():
+        n = min(len(m) for m in seeds.values())
+        per_epoch = [[get(m[i]) for m in seeds.values()] for i in range(n)]
+        stats = [_ms(v) for v in per_epoch]
+        out[rule] = (list(range(1, n + 1)), [s[0] for s in stats], [s[1] for s in stats])
+    return out
+
+
+def figures(done: dict, out: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rules = [r for r in RULES if r in done] + sorted(set(done) - set(RULES))
+    colors = {r: plt.cm.tab20(i / max(1, len(rules) - 1)) for i, r in enumerate(rules)}
+
+    def band(ax, curves, scale=1.0):
+        for rule in rules:
+            if rule not in curves:
+                continue
+            x, m, s = curves[rule]
+            if all(v != v for v in m):
+                continue
+            m = [scale * v for v in m]
+            s = [scale * v for v in s]
+            ax.plot(x, m, color=colors[rule], lw=1.3, label=f"{rule} (n={len(done[rule])})")
+            ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colors[rule], alpha=0.2)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    band(axes[0], _curves(done, lambda e: e["test_acc"]), 100)
+    axes[0].set_ylim(96, 99)
+    axes[0].set_ylabel("test accuracy (%)")
+    band(axes[1], _curves(done, lambda e: e["train_loss"]))
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("training loss")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "learning_curves.png"), dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for col, p in enumerate(PROJECTIONS):
+        for row, key in enumerate(("alignment_deg", "norm_ratio")):
+            band(axes[row, col], _curves(done, lambda e: e.get("projections", {}).get(p, {}).get(key, float("nan"))))
+            axes[row, col].set_title(f"{p}: {'path/weight alignment (deg)' if row == 0 else 'norm ratio'}", fontsize=9)
+            axes[row, col].grid(alpha=0.3)
+        axes[0, col].axhline(17.5, color="gray", ls="--", lw=0.8)
+        axes[1, col].axhline(1.0, color="gray", ls="--", lw=0.8)
+        axes[1, col].set_xlabel("epoch")
+    axes[0, 0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "alignment.png"), dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", help="folder of RULE-sSEED run directories to take metrics from")
+    ap.add_argument("--out", default=os.path.join("docs", "results", "mnist"))
+    ap.add_argument("--epochs", type=int, default=40, help="runs with fewer epochs count as unfinished")
+    args = ap.parse_args(argv)
+    runs = os.path.join(args.out, "runs")
+    if args.runs:
+        copy_runs(args.runs, runs)
+    done, unfinished = collect(runs, args.epochs)
+    summary = summarize(done)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"epochs": args.epochs, "rules": summary, "unfinished": unfinished}, f, indent=2)
+    text = table(summary, args.epochs)
+    if unfinished:
+        text += "\n\nUnfinished runs (left out): " + ", ".join(unfinished)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write("# MNIST: final results per rule (generated by experiments/mnist_results.py)\n\n" + text + "\n\n"
+                "![learning curves](learning_curves.png)\n\n![alignment and norm ratio](alignment.png)\n")
+    figures(done, args.out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

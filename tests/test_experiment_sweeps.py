@@ -1,0 +1,45 @@
+"""The sweep experiments of the rules issue, end to end on a slice of the real MNIST."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from circuits.train import load_checkpoint
+from conftest import REPO
+
+SLICE = ["--epochs", "1", "--set", "train_size=256", "--no-progress"]
+
+
+def run(script, *args):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "experiments", script), *args],
+                         capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_sparse_feedback_sweep_masks_and_resumes(data_root, tmp_path):
+    args = ["--data-root", data_root, "--out", str(tmp_path), "--rules", "fa,pfa", "--densities", "1,0.3", *SLICE]
+    run("sparse_feedback_mnist.py", *args)
+    rows = json.load(open(tmp_path / "sparse_feedback.json"))["rows"]
+    assert [(r["rule"], r["density"]) for r in rows] == [("fa", 1.0), ("fa", 0.3), ("pfa", 1.0), ("pfa", 0.3)]
+    assert all(0.1 < r["test_acc"] <= 1 for r in rows)
+    assert (tmp_path / "sparse_feedback.png").exists()
+    model = load_checkpoint(str(tmp_path / "runs" / "pfa-p0.3" / "checkpoint.pt"))["model"]
+    for name in ("mask_B", "mask_R"):
+        mask = model[f"projections.h1->h2.{name}"]
+        assert abs(mask.float().mean().item() - 0.3) < 0.02
+    assert torch.all(model["projections.h1->h2.R"][~model["projections.h1->h2.mask_R"]] == 0)
+    assert "projections.h1->h2.mask_B" not in load_checkpoint(str(tmp_path / "runs" / "pfa-p1" / "checkpoint.pt"))["model"]
+    again = run("sparse_feedback_mnist.py", *args)  # a finished sweep is not trained again
+    assert again.stderr.count("skipped") == 4
+
+
+def test_ifa_angle_sweep_starts_at_the_angle(data_root, tmp_path):
+    run("ifa_angle_sweep.py", "--data-root", data_root, "--out", str(tmp_path), "--angles", "0,60", *SLICE)
+    rows = json.load(open(tmp_path / "ifa_angle_sweep.json"))["rows"]
+    for r in rows:
+        for angle in r["initial_alignment_deg"].values():
+            assert abs(angle - r["angle"]) < 0.1
+    assert rows[0]["final_alignment_deg"]["h1->h2"] < rows[1]["final_alignment_deg"]["h1->h2"]
