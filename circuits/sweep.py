@@ -53,3 +53,26 @@ def final(history: list[dict], key: str = "test_acc", projection: str | None = N
     if projection is not None:
         return last.get("projections", {}).get(projection, {}).get(key, float("nan"))
     return last.get(key, float("nan"))
+
+
+def sweep_parser(description: str, default_out: str):
+    """The command-line options every sweep script shares (its own are added by the caller)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--out", default=default_out)
+    ap.add_argument("--epochs", type=int, help="epochs per run (default: the experiment file's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def run_cells_from_args(file: str, cells: dict[str, Rule], args) -> dict[str, list[dict]]:
+    """``run_cells`` with the options of ``sweep_parser``."""
+    from circuits.run import parse_sets
+
+    return run_cells(file, cells, args.out, data_root=args.data_root, seed=args.seed, epochs=args.epochs,
+                     sets=parse_sets(args.set), device=args.device, progress=not args.no_progress)

@@ -11,13 +11,12 @@ The circuit and training are experiments/mnist_mlp.py's; each angle trains into 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
-from circuits.run import load_experiment, parse_sets
-from circuits.sweep import final, run_cells
+from circuits.run import load_experiment
+from circuits.sweep import final, run_cells_from_args, sweep_parser
 from plasticity import IFA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,22 +70,13 @@ def write(rows: list[dict], out: str, note: str) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-root", default="data")
-    ap.add_argument("--out", default=os.path.join("docs", "results", "ifa_angle_sweep"))
-    ap.add_argument("--epochs", type=int, help="epochs per run (default: mnist_mlp.py's 40)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = sweep_parser(__doc__.split("\n\n")[0], os.path.join("docs", "results", "ifa_angle_sweep"))
     ap.add_argument("--angles", default=",".join(str(a) for a in ANGLES))
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     angles = [float(a) for a in args.angles.split(",")]
     start = time.time()
     cells = {f"ifa-{a:g}": IFA(angle=a) for a in angles}
-    histories = run_cells(os.path.join(HERE, "mnist_mlp.py"), cells, args.out, data_root=args.data_root,
-                          seed=args.seed, epochs=args.epochs, sets=parse_sets(args.set), device=args.device,
-                          progress=not args.no_progress)
+    histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), cells, args)
     rows = [{"angle": a, "epochs": len(histories[f"ifa-{a:g}"]), "test_acc": final(histories[f"ifa-{a:g}"]),
              "initial_alignment_deg": initial_alignment(a, args.seed),
              "final_alignment_deg": {p: final(histories[f"ifa-{a:g}"], "alignment_deg", p) for p in PROJECTIONS}}

@@ -12,13 +12,11 @@ accuracy and h1→h2 alignment against density) go to OUT.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
-from circuits.run import parse_sets
-from circuits.sweep import final, run_cells
+from circuits.sweep import final, run_cells_from_args, sweep_parser
 from connectomes import FixedProbability
 from plasticity import make_rule
 
@@ -86,23 +84,14 @@ def write(result: dict, out: str, note: str = "") -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-root", default="data")
-    ap.add_argument("--out", default=os.path.join("docs", "results", "sparse_feedback"))
-    ap.add_argument("--epochs", type=int, help="epochs per run (default: mnist_mlp.py's 40)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = sweep_parser(__doc__.split("\n\n")[0], os.path.join("docs", "results", "sparse_feedback"))
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--densities", default=",".join(f"{p:g}" for p in DENSITIES))
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     rules = tuple(r.strip() for r in args.rules.split(","))
     densities = tuple(float(p) for p in args.densities.split(","))
     start = time.time()
-    histories = run_cells(os.path.join(HERE, "mnist_mlp.py"), cells(rules, densities), args.out,
-                          data_root=args.data_root, seed=args.seed, epochs=args.epochs, sets=parse_sets(args.set),
-                          device=args.device, progress=not args.no_progress)
+    histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), cells(rules, densities), args)
     note = (f"Written by `experiments/sparse_feedback_mnist.py --epochs {args.epochs or 40}` "
             f"(seed {args.seed}, mask seed 1, circuit and training of experiments/mnist_mlp.py); "
             f"total wall time of this invocation {time.time() - start:.0f} s.")
