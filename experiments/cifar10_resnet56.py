@@ -3,17 +3,14 @@ ResNet-20 settings (Li & Benna 2024, Appendix 1.1).
 
     python -m circuits.run experiments/cifar10_resnet56.py --rule pfa --data-root DIR
 """
-from circuits import Training, zoo
+import os
+import runpy
+
+from circuits import zoo
 from plasticity import pfa
 
 circuit = zoo.resnet56(feedback=pfa(expansion=10))
 
-# As experiments/cifar10_resnet20.py: SGD, momentum 0.9, batch 128, lr 0.1 × 0.1 at 100, 150,
-# 200; weight decay 1e-4 (PFA/PFA-o: 0.005 in the first epoch); DFA at lr 1e-3.
-training = Training(
-    data="cifar10", epochs=200, batch_size=128, lr=0.1, momentum=0.9,
-    lr_milestones=[100, 150, 200], lr_gamma=0.1, weight_decay=1e-4,
-    per_rule={"pfa": {"first_epoch_weight_decay": 0.005},
-              "pfa-o": {"first_epoch_weight_decay": 0.005},
-              "dfa": {"lr": 1e-3}},
-)
+# The settings of experiments/cifar10_resnet20.py: SGD, momentum 0.9, batch 128, lr 0.1 × 0.1 at
+# 100, 150, 200; weight decay 1e-4 (PFA/PFA-o: 0.005 in the first epoch); DFA at lr 1e-3.
+training = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_resnet20.py"))["training"]

@@ -1,4 +1,6 @@
-"""Small circuits for the tests."""
+"""Small circuits and hand-made connectome records for the tests."""
+import torch
+
 from circuits import Circuit
 from connectomes import Dense
 from populations import Input, Layer, Readout
@@ -16,3 +18,31 @@ def small_mlp(rule, sizes=(6, 7, 5, 4), activation="tanh", seed=0, name="small")
     if rule is not None:
         c.feedback(rule)
     return c
+
+
+def connectome_records(rule: str, seed: int = 0, scale: float = 1.0, feedback: str = "random"):
+    """Hand-made connectome records of x0(6) → h1(7) → out(4) in a rule's feedback layout (PFA:
+    B and R through ē; BP: the transported W2ᵀ; otherwise one direct B). ``scale`` multiplies
+    W; ``feedback="correlated"`` makes the direct B = 0.5 W2ᵀ + noise instead of random."""
+    g = torch.Generator().manual_seed(seed)
+    W1, W2 = torch.randn(7, 6, generator=g) * scale, torch.randn(4, 7, generator=g) * scale
+    recs = [{"name": "x0->h1", "kind": "forward", "pre": "x0", "post": "h1", "weight": W1, "rule": rule,
+             "plastic": True, "transported": False},
+            {"name": "h1->out", "kind": "forward", "pre": "h1", "post": "out", "weight": W2, "rule": rule,
+             "plastic": True, "transported": False}]
+    if rule == "pfa":
+        recs += [{"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1->out:ebar",
+                  "weight": torch.randn(8, 4, generator=g), "rule": rule, "plastic": False,
+                  "transported": False, "forward": "h1->out"},
+                 {"name": "h1->out:R", "kind": "feedback", "pre": "h1->out:ebar", "post": "h1",
+                  "weight": torch.randn(7, 8, generator=g), "rule": rule, "plastic": True,
+                  "transported": False, "forward": "h1->out"}]
+    elif rule == "bp":
+        recs.append({"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1", "weight": W2.t().clone(),
+                     "rule": rule, "plastic": False, "transported": True, "forward": "h1->out"})
+    else:
+        B = (0.5 * W2.t() + 0.1 * torch.randn(7, 4, generator=g) if feedback == "correlated"
+             else torch.randn(7, 4, generator=g))
+        recs.append({"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1", "weight": B,
+                     "rule": rule, "plastic": rule == "kp", "transported": False, "forward": "h1->out"})
+    return recs

@@ -10,6 +10,7 @@ from connectomes import reciprocity as rc
 from connectomes.reciprocity import (circuit_reciprocity, feedback_routes, lognormal_fit, pair_statistics,
                                      reciprocity_table)
 from connectomes.reference import RAT_CORTEX
+from helpers import connectome_records
 
 
 def planted(n_a=200, n_b=220, connected=0.25, bidirectional=0.31, r=0.36, seed=0):
@@ -107,28 +108,7 @@ def test_lognormal_fit_recovers_song_parameters():
 
 # --------------------------------------------------------------------------- whole circuits
 def records(rule: str, seed=0):
-    """Hand-made connectome records of x0(6) → h1(7) → out(4) for a rule's feedback layout."""
-    g = torch.Generator().manual_seed(seed)
-    W1, W2 = torch.randn(7, 6, generator=g), torch.randn(4, 7, generator=g)
-    recs = [{"name": "x0->h1", "kind": "forward", "pre": "x0", "post": "h1", "weight": W1, "rule": rule,
-             "plastic": True, "transported": False},
-            {"name": "h1->out", "kind": "forward", "pre": "h1", "post": "out", "weight": W2, "rule": rule,
-             "plastic": True, "transported": False}]
-    if rule == "pfa":
-        recs += [{"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1->out:ebar",
-                  "weight": torch.randn(8, 4, generator=g), "rule": rule, "plastic": False,
-                  "transported": False, "forward": "h1->out"},
-                 {"name": "h1->out:R", "kind": "feedback", "pre": "h1->out:ebar", "post": "h1",
-                  "weight": torch.randn(7, 8, generator=g), "rule": rule, "plastic": True,
-                  "transported": False, "forward": "h1->out"}]
-    elif rule == "bp":
-        recs.append({"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1", "weight": W2.t().clone(),
-                     "rule": rule, "plastic": False, "transported": True, "forward": "h1->out"})
-    else:
-        recs.append({"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1",
-                     "weight": torch.randn(7, 4, generator=g), "rule": rule, "plastic": rule == "kp",
-                     "transported": False, "forward": "h1->out"})
-    return recs
+    return connectome_records(rule, seed)
 
 
 def test_pfa_records_have_zero_direct_reciprocal_synapses():

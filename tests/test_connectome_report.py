@@ -7,26 +7,11 @@ import torch
 
 from connectomes.files import write_connectome
 from connectomes.report import ReportError, load_run, main, write_report
+from helpers import connectome_records
+
 
 def fake_records(rule: str, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    W1, W2 = torch.randn(7, 6, generator=g) * 0.3, torch.randn(4, 7, generator=g) * 0.3
-    recs = [{"name": "x0->h1", "kind": "forward", "pre": "x0", "post": "h1", "weight": W1, "rule": rule,
-             "plastic": True, "transported": False},
-            {"name": "h1->out", "kind": "forward", "pre": "h1", "post": "out", "weight": W2, "rule": rule,
-             "plastic": True, "transported": False}]
-    if rule == "pfa":
-        recs += [{"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1->out:ebar",
-                  "weight": torch.randn(8, 4, generator=g), "rule": rule, "plastic": False,
-                  "transported": False, "forward": "h1->out"},
-                 {"name": "h1->out:R", "kind": "feedback", "pre": "h1->out:ebar", "post": "h1",
-                  "weight": torch.randn(7, 8, generator=g), "rule": rule, "plastic": True,
-                  "transported": False, "forward": "h1->out"}]
-    else:
-        recs.append({"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1",
-                     "weight": 0.5 * W2.t() + 0.1 * torch.randn(7, 4, generator=g), "rule": rule,
-                     "plastic": False, "transported": False, "forward": "h1->out"})
-    return recs
+    return connectome_records(rule, seed, scale=0.3, feedback="correlated")
 
 
 def fake_run(path, rule, seed, *, epochs=3, connectome=True):

@@ -107,6 +107,18 @@ def train_two_epochs(model, training, steps_per_epoch=150, dtype=torch.float32):
     return model
 
 
+def train_alike(implicit, explicit, training, tensor):
+    """Train both for two epochs; W and the plastic feedback ``tensor`` (R or B, the implicit one
+    rebuilt on demand) agree to float32 tolerance."""
+    train_two_epochs(explicit, training)
+    train_two_epochs(implicit, training)
+    for name, p in implicit.projections.items():
+        ref = explicit.projections[name]
+        torch.testing.assert_close(p.weight, ref.weight, rtol=1e-4, atol=1e-5)
+        if p.sends_error:
+            torch.testing.assert_close(p.rule.tensor(p, tensor), getattr(ref, tensor), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("cls", [PFA, PFAo])
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_implicit_R_equals_explicit_route(cls, nesterov):
@@ -121,13 +133,9 @@ def test_implicit_R_equals_explicit_route(cls, nesterov):
         torch.testing.assert_close(p.weight, explicit.projections[name].weight, rtol=0, atol=0)
         if p.sends_error:
             torch.testing.assert_close(p.rule.tensor(p, "R"), explicit.projections[name].R, rtol=1e-6, atol=1e-7)
-    train_two_epochs(explicit, training)
-    train_two_epochs(implicit, training)
-    for name, p in implicit.projections.items():
-        ref = explicit.projections[name]
-        torch.testing.assert_close(p.weight, ref.weight, rtol=1e-4, atol=1e-5)
+    train_alike(implicit, explicit, training, "R")
+    for p in implicit.projections.values():
         if p.sends_error:
-            torch.testing.assert_close(p.rule.tensor(p, "R"), ref.R, rtol=1e-4, atol=1e-5)
             assert p.state["steps"] == 300 and 0 < p.state["a"] < 0.9
     a_start = implicit.alignment()
     b_start = explicit.alignment()
@@ -159,13 +167,7 @@ def test_implicit_kp_equals_explicit_kp():
     explicit = small_mlp(KP(), SIZES, activation="relu").compile()
     implicit = small_mlp(KP(), SIZES, activation="relu").compile(implicit_feedback=True)
     assert not implicit.feedback_parameters()
-    train_two_epochs(explicit, training)
-    train_two_epochs(implicit, training)
-    for name, p in implicit.projections.items():
-        ref = explicit.projections[name]
-        torch.testing.assert_close(p.weight, ref.weight, rtol=1e-4, atol=1e-5)
-        if p.sends_error:
-            torch.testing.assert_close(p.rule.tensor(p, "B"), ref.B, rtol=1e-4, atol=1e-5)
+    train_alike(implicit, explicit, training, "B")
 
 
 def test_batch_manhattan_steps_by_the_sign():
