@@ -81,6 +81,29 @@ def summarize(done: dict) -> dict:
     return out
 
 
+def residual_of_R_start(run_dir: str) -> dict:
+    """PFA/PFA-o with implicit R (= WᵀBᵀ + a E₀): per projection, a, the path alignment and norm
+    ratio as trained and with a set to 0 (R's random start fully decayed, Proposition 3's
+    limit), from the run's checkpoint. Empty for other rules."""
+    import torch
+
+    from connectomes.analysis import alignment_deg, norm_ratio
+
+    state = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=True)["model"]
+    out = {}
+    for p in PROJECTIONS:
+        key = f"projections.{p}."
+        if key + "E0B" not in state:
+            continue
+        W, B, E0B = (state[key + k].double() for k in ("weight", "B", "E0B"))
+        a = state[key + "_extra_state"]["a"]
+        decayed = W.t() @ (B.t() @ B)
+        trained = decayed + a * E0B
+        out[p] = {"a": a, "alignment_deg": alignment_deg(W, trained), "norm_ratio": norm_ratio(W, trained),
+                  "alignment_deg_a0": alignment_deg(W, decayed), "norm_ratio_a0": norm_ratio(W, decayed)}
+    return out
+
+
 def _fmt(ms: tuple[float, float], spec: str) -> str:
     m, s = ms
     return "—" if m != m else f"{m:{spec}} ± {s:{spec}}"
@@ -174,9 +197,24 @@ def main(argv=None) -> int:
         copy_runs(args.runs, runs)
     done, unfinished = collect(runs, args.epochs)
     summary = summarize(done)
+    residual = {}
+    if args.runs:  # checkpoints are only in the original run directories
+        for name in sorted(os.listdir(args.runs)):
+            ckpt = os.path.join(args.runs, name, "checkpoint.pt")
+            if RUN.match(name) and RUN.match(name)["rule"] in ("pfa", "pfa-o") and os.path.exists(ckpt):
+                residual[name] = residual_of_R_start(os.path.join(args.runs, name))
+        with open(os.path.join(args.out, "residual.json"), "w") as f:
+            json.dump(residual, f, indent=2)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"epochs": args.epochs, "rules": summary, "unfinished": unfinished}, f, indent=2)
     text = table(summary, args.epochs)
+    if residual:
+        text += ("\n\nWhat is left of R's random start (a·E₀ of R = WᵀBᵀ + a·E₀) at the end, per run: path "
+                 "alignment (deg) and norm ratio as trained → with a = 0\n\n| run | projection | a | alignment | norm ratio |\n"
+                 "|---|---|---|---|---|\n" + "\n".join(
+                     f"| {run} | {p} | {r['a']:.4f} | {r['alignment_deg']:.2f} → {r['alignment_deg_a0']:.2f} | "
+                     f"{r['norm_ratio']:.3f} → {r['norm_ratio_a0']:.3f} |"
+                     for run, rows in residual.items() for p, r in rows.items()))
     if unfinished:
         text += "\n\nUnfinished runs (left out): " + ", ".join(unfinished)
     with open(os.path.join(args.out, "results.md"), "w") as f:
