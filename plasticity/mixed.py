@@ -15,15 +15,24 @@ order kp, fa, pfa, none. The boolean buffers ``mask_kp``, ``mask_fa``, ``mask_pf
     e_in = (mask_kp ⊙ B_kp + mask_fa ⊙ B_fa) δ + R (B δ)
 
 B_kp and R are in the optimizer's feedback group (the same weight decay as W, so their random
-starts decay). Dense projections only; no implicit route. A group of fraction 0 gets no tensors:
+starts decay). Dense projections only. A group of fraction 0 gets no tensors:
 ``mixed({"kp": 1})`` is KP, ``{"fa": 1}`` FA and ``{"pfa": 1}`` PFA's explicit route.
+
+Implicit route (``Projection.implicit``, when W, B_kp and R share one SGD setting): both plastic
+tensors change by fixed linear maps of ΔW, so, as for KP and PFA,
+
+    B_kp = mask_kp ⊙ Wᵀ + a E₀_kp,    R = (mask_pfa ⊙ Wᵀ) Bᵀ + a E₀_R
+
+with a from ``advance_decay``, and e_in = (mask_kp ⊙ Wᵀ + B_fa + a (E₀_kp + E₀_R B)) δ +
+(mask_pfa ⊙ Wᵀ)(BᵀB δ): no ΔR of N_in·N_out·N̄ per step, no R update at all.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from connectomes.geometry import xavier_uniform
-from plasticity.base import FeedbackEdge, Rule, feedback_shape, seeded_generator
+from plasticity.base import (FeedbackEdge, Rule, advance_decay, feedback_shape, initial_decay_state,
+                             seeded_generator)
 
 GROUPS = ("kp", "fa", "pfa", "none")
 
@@ -58,6 +67,8 @@ class Mixed(Rule):
             plastic.append("R")
         self.edges, self.plastic = tuple(edges), tuple(plastic)
 
+    supports_implicit = True
+
     def n_bar(self, n_out: int) -> int:
         return max(1, round(self.options["expansion"] * n_out))
 
@@ -89,6 +100,32 @@ class Mixed(Rule):
             n_bar = self.n_bar(n_out)
             proj.register_buffer("B", xavier_uniform((n_bar, n_out), generator, gain=((1 + n_out / n_bar) / 2) ** 0.5))
             proj.R = nn.Parameter(xavier_uniform((n_in, n_bar), generator))
+        if proj.implicit:  # keep only what the closed forms need (see the module docstring)
+            Wt = proj.weight.detach().t()
+            E0 = torch.zeros(shape)
+            if self.has["kp"]:
+                E0 += proj.B_kp.detach() - Wt * proj.mask_kp
+                del proj.B_kp
+            if self.has["pfa"]:
+                E0_R = proj.R.detach() - (Wt * proj.mask_pfa) @ proj.B.t()
+                del proj.R
+                proj.register_buffer("E0_R", E0_R)
+                proj.register_buffer("BtB", proj.B.t() @ proj.B)
+                E0 += E0_R @ proj.B
+            proj.register_buffer("E0", E0)  # E₀_kp + E₀_R B, N_in × N_out
+            proj.state = initial_decay_state()
+
+    def tensor(self, proj, name):
+        if proj.implicit and name in ("B_kp", "R"):
+            with torch.no_grad():
+                Wt, a = proj.weight.detach().t(), proj.state["a"]
+                if name == "B_kp":
+                    return Wt * proj.mask_kp + a * (proj.E0 - (proj.E0_R @ proj.B if self.has["pfa"] else 0))
+                return (Wt * proj.mask_pfa) @ proj.B.t() + a * proj.E0_R
+        return super().tensor(proj, name)
+
+    def after_step(self, proj, group):
+        advance_decay(proj.state, group)
 
     def _direct(self, proj, B_kp):
         """mask_kp ⊙ B_kp + mask_fa ⊙ B_fa (N_in × N_out), or None without direct groups."""
@@ -97,14 +134,37 @@ class Mixed(Rule):
 
     def feedback_tensor(self, proj, W):
         """The effective feedback mask_kp ⊙ B_kp + mask_fa ⊙ B_fa + R B (N_in × N_out)."""
+        if proj.implicit:
+            return self._implicit_feedback(proj, W)
         F_direct = self._direct(proj, getattr(proj, "B_kp", None))
         if not self.has["pfa"]:
             return F_direct
         RB = proj.R @ proj.B
         return RB if F_direct is None else F_direct + RB
 
+    def _implicit_feedback(self, proj, W, BtB=None):
+        """mask_kp ⊙ Wᵀ + B_fa + a E₀ + (mask_pfa ⊙ Wᵀ) BᵀB (N_in × N_out); without the last term
+        when ``BtB`` is False (the caller applies it per sample)."""
+        Wt = W.t()
+        F_ = torch.mul(proj.E0.to(W.dtype), proj.state["a"])
+        if self.has["kp"]:
+            F_ += Wt * proj.mask_kp
+        if self.has["fa"]:
+            F_ += proj.B_fa.to(W.dtype)
+        if self.has["pfa"] and BtB is not False:
+            F_ += (Wt * proj.mask_pfa) @ proj.BtB.to(W.dtype)
+        return F_
+
     # -- learning ------------------------------------------------------------------------------
     def backward(self, proj, x, W, delta, plastic, need_e):
+        if proj.implicit:
+            e_in = None
+            if need_e:
+                e_in = proj.geometry.feedback(delta, self._implicit_feedback(proj, W, BtB=False), x.shape)
+                if self.has["pfa"]:  # (mask_pfa ⊙ Wᵀ)(BᵀB δ), per sample
+                    pfa = F.linear(F.linear(delta, proj.BtB.to(delta.dtype)), W.t() * proj.mask_pfa)
+                    e_in = e_in + pfa.view(x.shape)
+            return e_in, proj.geometry.weight_grad(x, delta), []
         tensors = dict(zip(self.plastic, plastic))
         geo = proj.geometry
         grad_W = geo.weight_grad(x, delta)  # N_out × N_in

@@ -195,3 +195,24 @@ def test_a_mixed_circuit_trains_and_its_connectome_has_every_tensor():
         assert corr(p.weight.t()[kp], F[kp]) > corr(p.weight.t()[p.mask_fa], F[p.mask_fa])
         cos = (p.weight.t() * F).sum() / (p.weight.norm() * F.norm())
         assert st.alignment_deg == pytest.approx(torch.rad2deg(torch.arccos(cos)).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("groups", [{"kp": 0.3, "fa": 0.2, "pfa": 0.5}, {"pfa": 1.0}, {"kp": 0.5, "none": 0.5}])
+def test_implicit_route_trains_like_the_explicit_one(groups):
+    """B_kp = mask_kp ⊙ Wᵀ + a E₀_kp and R = (mask_pfa ⊙ Wᵀ)Bᵀ + a E₀_R under one SGD setting:
+    the same weights as updating B_kp and R step by step (momentum, first-epoch decay, lr drop)."""
+    from test_equivalences import SIZES as EQ_SIZES, train_alike
+
+    training = Training(lr=0.05, momentum=0.9, weight_decay=1e-3, first_epoch_weight_decay=0.03)
+    explicit = small_mlp(mixed(groups, expansion=3, seed=5), EQ_SIZES, activation="relu").compile()
+    implicit = small_mlp(mixed(groups, expansion=3, seed=5), EQ_SIZES, activation="relu").compile(implicit_feedback=True)
+    assert all(p.implicit for p in implicit.projections.values() if p.sends_error)
+    assert not implicit.feedback_parameters()
+    train_alike(implicit, explicit, training, "R" if "pfa" in groups else "B_kp")  # W and that tensor agree
+    if "kp" in groups and "pfa" in groups:
+        for name, p in implicit.projections.items():
+            if p.sends_error:
+                torch.testing.assert_close(p.rule.tensor(p, "B_kp"), explicit.projections[name].B_kp, rtol=1e-4, atol=1e-5)
+    a, b = implicit.alignment(), explicit.alignment()
+    for name in a:
+        assert abs(a[name]["alignment_deg"] - b[name]["alignment_deg"]) < 1e-2
