@@ -55,12 +55,12 @@ def write(result: dict, out: str, note: str = "") -> str:
         json.dump(result, f, indent=2)
     rows = result["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for r in dict.fromkeys(row["rule"] for row in rows):
+    for i, r in enumerate(dict.fromkeys(row["rule"] for row in rows)):
         mine = [row for row in rows if row["rule"] == r]
         ps = [row["density"] for row in mine]
-        axes[0].plot(ps, [100 * row["test_acc"] for row in mine], "o-", label=r)
+        axes[0].plot(ps, [100 * row["test_acc"] for row in mine], "o-", color=f"C{i}", label=r)
         if r != "dfa":  # DFA's feedback comes from the readout: no h1→h2 alignment to show
-            axes[1].plot(ps, [row["alignment_h1_h2_deg"] for row in mine], "o-", label=r)
+            axes[1].plot(ps, [row["alignment_h1_h2_deg"] for row in mine], "o-", color=f"C{i}", label=r)
     for ax, label in [(axes[0], "final test accuracy (%)"), (axes[1], "h1→h2 alignment to Wᵀ (deg)")]:
         ax.set_xscale("log")
         ax.set_xlabel("feedback density p")
@@ -74,8 +74,9 @@ def write(result: dict, out: str, note: str = "") -> str:
              "| rule | density p | epochs | final test accuracy | h1→h2 alignment (deg) | h2→digits alignment (deg) | wall time (s) |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
+        a1, a2 = (f"{a:.1f}" if a == a else "—" for a in (row["alignment_h1_h2_deg"], row["alignment_h2_digits_deg"]))
         lines.append(f"| {row['rule']} | {row['density']:g} | {row['epochs']} | {100 * row['test_acc']:.2f}% | "
-                     f"{row['alignment_h1_h2_deg']:.1f} | {row['alignment_h2_digits_deg']:.1f} | {row['seconds']:.0f} |")
+                     f"{a1} | {a2} | {row['seconds']:.0f} |")
     lines += ["", "![accuracy and alignment against feedback density](sparse_feedback.png)", ""]
     text = "\n".join(lines)
     with open(os.path.join(out, "sparse_feedback.md"), "w") as f:
@@ -93,8 +94,9 @@ def main(argv=None):
     start = time.time()
     histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), cells(rules, densities), args)
     note = (f"Written by `experiments/sparse_feedback_mnist.py --epochs {args.epochs or 40}` "
-            f"(seed {args.seed}, mask seed 1, circuit and training of experiments/mnist_mlp.py); "
-            f"total wall time of this invocation {time.time() - start:.0f} s.")
+            f"(seed {args.seed}, mask seed 1, circuit and training of experiments/mnist_mlp.py); wall time: "
+            f"the training epochs' seconds of each run (this invocation: {time.time() - start:.0f} s, "
+            f"finished runs skipped).")
     print(write(summarize(histories, rules, densities), args.out, note))
 
 
