@@ -29,9 +29,11 @@ def mirror_estimate(geometry, W: torch.Tensor, xi: torch.Tensor, noise_std: floa
     """Ĉ = Σ_n ξ_n (W ξ_n)ᵀ / (n σ² P) in feedback layout (pre × post [× kernel]); E[Ĉ] = Wᵀ
     (up to zero-padding borders of a convolution). ``xi``: (n, *pre_shape)."""
     y = geometry.forward(xi, W)
-    positions = y[0, 0].numel()
-    C = geometry.weight_grad(xi, y)  # Σ y ξᵀ, W's layout (post × pre)
-    return C.transpose(0, 1).div_(xi.shape[0] * noise_std ** 2 * positions)
+    scale = 1.0 / (xi.shape[0] * noise_std ** 2 * y[0, 0].numel())
+    if geometry.kind == "dense":  # Σ ξ yᵀ straight into feedback layout (contiguous, like B)
+        return torch.mm(xi.flatten(1).t(), y).mul_(scale)
+    C = geometry.weight_grad(xi, y)  # Σ y ξᵀ, W's layout (post × pre × k)
+    return C.transpose(0, 1).contiguous().mul_(scale)
 
 
 def draw_noise(like: torch.Tensor, n: int, noise_std: float) -> torch.Tensor:
