@@ -117,6 +117,19 @@ def export_connectome(run_dir: str) -> str:
     return path
 
 
+def started_run(run_dir: str, epochs: int) -> tuple[bool, list[dict] | None]:
+    """(resume, history) for a run directory that may hold a checkpoint: history (and a note on
+    stderr) when the run already finished ``epochs`` epochs, else whether to resume it."""
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.exists(ckpt):
+        return False, None
+    state = load_checkpoint(ckpt)
+    if state["epoch"] >= epochs and state["step"] == 0:
+        print(f"{run_dir}: finished already ({state['epoch']} epochs), skipped", file=sys.stderr)
+        return False, state["history"]
+    return True, None
+
+
 def run_one(args, rule: str | None, seed: int | None, run_dir: str | None, device: str, resume_if_started=False):
     sets = parse_sets(args.set)
     circuit, training, rule_name = prepare(args.file, rule, seed, sets, args.epochs)
@@ -127,12 +140,9 @@ def run_one(args, rule: str | None, seed: int | None, run_dir: str | None, devic
         if not resume_if_started:
             raise ConfigError(f"run directory {run_dir!r} already holds a run; choose another --out "
                               f"or continue it with --resume {run_dir}")
-        if os.path.exists(ckpt):
-            state = load_checkpoint(ckpt)
-            if state["epoch"] >= training.epochs and state["step"] == 0:
-                print(f"{run_dir}: finished already ({state['epoch']} epochs), skipped", file=sys.stderr)
-                return run_dir, state["history"]
-            resume = True
+        resume, history = started_run(run_dir, training.epochs)
+        if history is not None:
+            return run_dir, history
     invocation = {"file": os.path.abspath(args.file), "rule": rule, "seed": circuit.seed, "sets": sets}
     history = train(circuit, training, rule=rule_name, run_dir=run_dir, data_root=args.data_root,
                     seed=circuit.seed, device=device, progress=not args.no_progress, resume=resume,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import sys
 
-from circuits.run import load_experiment
-from circuits.train import load_checkpoint, train
+from circuits.run import load_experiment, started_run
+from circuits.train import train
 from plasticity import Rule
 
 
@@ -27,14 +27,10 @@ def run_cells(file: str, cells: dict[str, Rule], out: str, *, data_root: str, se
         if epochs is not None:
             t = t.with_values({"epochs": epochs}, where="epochs")
         run_dir = os.path.join(out, "runs", cell)
-        ckpt = os.path.join(run_dir, "checkpoint.pt")
-        resume = os.path.exists(ckpt)
-        if resume:
-            state = load_checkpoint(ckpt)
-            if state["epoch"] >= t.epochs and state["step"] == 0:
-                print(f"{run_dir}: finished already ({state['epoch']} epochs), skipped", file=sys.stderr)
-                histories[cell] = state["history"]
-                continue
+        resume, finished = started_run(run_dir, t.epochs)
+        if finished is not None:
+            histories[cell] = finished
+            continue
         invocation = {"file": os.path.abspath(file), "rule": rule.name, "rule_options": rule.describe(),
                       "seed": seed, "sets": dict(sets or {}), "cell": cell}
         histories[cell] = train(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
