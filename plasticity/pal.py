@@ -24,7 +24,7 @@ from torch import nn
 
 from connectomes.geometry import xavier_uniform
 from plasticity.base import FeedbackEdge, Rule, RuleFunction, feedback_shape
-from plasticity.wm import draw_noise, mirror_estimate
+from plasticity.wm import draw_noise, mirror_estimate, noise_alignment_grad
 
 
 class PAL(Rule):
@@ -55,7 +55,7 @@ class PAL(Rule):
     def forward(self, proj, x):
         if not proj.training:
             return RuleFunction.apply(x, proj.weight, proj, proj.B)
-        xi = self.noise(proj, x).to(x.dtype)
+        xi = self.noise(proj, x)
         if self.options["noisy_forward"]:
             x = x + xi
         return RuleFunction.apply(x, proj.weight, proj, proj.B, xi)
@@ -67,4 +67,4 @@ class PAL(Rule):
             return e_in, grad_W, [torch.zeros_like(plastic[0])]
         o = self.options
         C = mirror_estimate(proj.geometry, W, plastic[1].to(delta.dtype), o["noise_std"])
-        return e_in, grad_W, [torch.add(C, plastic[0].to(delta.dtype), alpha=-o["decay"]).mul_(-o["rate"])]
+        return e_in, grad_W, [noise_alignment_grad(C, plastic[0].to(delta.dtype), o["rate"], o["decay"])]

@@ -36,6 +36,11 @@ def mirror_estimate(geometry, W: torch.Tensor, xi: torch.Tensor, noise_std: floa
     return C.transpose(0, 1).contiguous().mul_(scale)
 
 
+def noise_alignment_grad(C: torch.Tensor, B: torch.Tensor, rate: float, decay: float) -> torch.Tensor:
+    """B's descent direction rate · (decay · B − Ĉ): B moves towards Ĉ / decay."""
+    return torch.add(C, B, alpha=-decay).mul_(-rate)
+
+
 def draw_noise(like: torch.Tensor, n: int, noise_std: float) -> torch.Tensor:
     """ξ: n samples of i.i.d. N(0, σ²) noise shaped like one sample of ``like``."""
     return torch.randn((n, *like.shape[1:]), dtype=like.dtype, device=like.device).mul_(noise_std)
@@ -81,4 +86,4 @@ class WM(Rule):
             return [torch.zeros_like(B)]
         W = proj.weight.detach().to(delta.dtype)
         C = mirror_estimate(proj.geometry, W, self.noise(proj, x).to(delta.dtype), o["noise_std"])
-        return [torch.add(C, B, alpha=-o["decay"]).mul_(-o["rate"])]
+        return [noise_alignment_grad(C, B, o["rate"], o["decay"])]
