@@ -25,12 +25,11 @@ import argparse
 import json
 import os
 import platform
+import runpy
 import time
 
 from circuits import Circuit, Training
-from connectomes import Dense
 from plasticity import mixed
-from populations import Input, Layer, Readout
 
 BIDIRECTIONAL = 0.31            # Song et al. 2005: bidirectional / connected pairs
 RAT = {"bidirectional_fraction": 0.31, "pearson_bidirectional": 0.36, "pearson_connected": 0.2, "alignment_deg": 78.0}
@@ -39,14 +38,10 @@ HIDDEN = ("h1->h2", "h2->digits")  # the projections whose pre cells receive err
 
 
 def build(groups: dict, seed: int = 0) -> Circuit:
-    c = Circuit("mnist-brain-mixture", seed=seed)
-    x = c.add(Input("pixels", 784))
-    h1 = c.add(Layer("h1", 512, activation="relu"))
-    h2 = c.add(Layer("h2", 512, activation="relu"))
-    y = c.add(Readout("digits", 10, loss="cross_entropy"))
-    for pre, post in [(x, h1), (h1, h2), (h2, y)]:
-        c.connect(pre, post, Dense())
-    c.feedback(mixed(groups, expansion=10))
+    """experiments/mnist_mlp.py's circuit with ``mixed(groups)`` on every plastic projection."""
+    c = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_mlp.py"))["circuit"]
+    c = c.with_rule(mixed(groups, expansion=10))
+    c.name, c.seed = "mnist-brain-mixture", seed
     return c
 
 
