@@ -11,6 +11,7 @@ for any model. Exact-BP blocks (``connectomes.Block``) run a copy of their modul
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import networkx as nx
 import torch
@@ -20,6 +21,15 @@ from circuits.errors import CircuitError
 from connectomes.analysis import alignment_deg, angle_deg, norm_ratio, sign_concordance
 from plasticity import BP, ErrorBroadcast, Projection
 from populations import ACTIVATIONS, Input, Readout
+
+
+class PlanStep(NamedTuple):
+    """One population of the forward pass: its incoming projections as (name, pre population,
+    geometry, carries the population's bias), and whether the bias is added on its own."""
+
+    population: object
+    incoming: list
+    add_bias: bool
 
 
 class CompiledCircuit(nn.Module):
@@ -45,7 +55,7 @@ class CompiledCircuit(nn.Module):
         self.biases = nn.ParameterDict()
         self.norms = nn.ModuleDict()
         self.blocks = nn.ModuleDict()
-        self._plan = []  # (population, [(projection name, pre name)])
+        self._plan: list[PlanStep] = []  # populations in topological order
         projections = circuit.projections()
         for gen in self.generations:
             for name in gen:
@@ -71,7 +81,12 @@ class CompiledCircuit(nn.Module):
                         proj.weight.requires_grad_(False)
                     self.projections[pn] = proj
                 self._add_transfer(pop, circuit.graph.nodes[name].get("initial") or {})
-                self._plan.append((pop, [(pn, d["pre"], d["geometry"]) for pn, d in incoming]))
+                # the bias rides on the first projection with synapses (one fused op, as in
+                # nn.Linear); a population fed only by weightless maps adds it on its own
+                carrier = next((pn for pn, d in incoming if not d["geometry"].weightless), None)
+                carrier = carrier if pop.name in self.biases else None
+                self._plan.append(PlanStep(pop, [(pn, d["pre"], d["geometry"], pn == carrier) for pn, d in incoming],
+                                           pop.name in self.biases and carrier is None))
 
         self.broadcast = None
         if any(p.rule.needs_readout_error for p in self.projections.values() if p.sends_error):
@@ -109,21 +124,19 @@ class CompiledCircuit(nn.Module):
                 raise CircuitError(f"input population {p.name!r} has shape {p.shape}; the data has "
                                    f"{tuple(t.shape[1:])} per sample")
             acts[p.name] = t.reshape(t.shape[0], *p.shape)
-        for pop, incoming in self._plan:
+        for pop, incoming, add_bias in self._plan:
             total = None
-            for pn, pre, geometry in incoming:
-                if pn in self.blocks:
-                    out = self.blocks[pn](acts[pre])
-                elif geometry.weightless:
-                    out = geometry.forward(acts[pre], None, pop.shape)
-                elif exact:
+            for pn, pre, geometry, carries_bias in incoming:
+                if geometry.weightless:  # identity, pooling, shortcuts, exact-BP blocks: plain autograd
+                    out = self.blocks[pn](acts[pre]) if pn in self.blocks else geometry.forward(acts[pre], None, pop.shape)
+                    out = out.reshape(out.shape[0], *pop.shape)
+                else:  # W x (+ bias) in one op, shaped like the post population by its geometry
                     proj = self.projections[pn]
-                    out = proj.geometry.forward(acts[pre], proj.masked_weight())
-                else:
-                    out = self.projections[pn](acts[pre])
-                out = out.reshape(out.shape[0], *pop.shape)
+                    bias = self.biases[pop.name].flatten() if carries_bias else None
+                    out = (proj.geometry.forward(acts[pre], proj.masked_weight(), bias) if exact
+                           else proj(acts[pre], bias))
                 total = out if total is None else total + out
-            if pop.name in self.biases:
+            if add_bias:
                 total = total + self.biases[pop.name]
             if pop.name in self.norms:
                 total = self.norms[pop.name](total)
@@ -245,9 +258,9 @@ class CompiledCircuit(nn.Module):
         lines = [f"Schedule of {self.circuit.name!r}", "forward (x):"]
         for i, gen in enumerate(self.generations):
             lines.append(f"  step {i}: {', '.join(gen)}")
-            for pop, incoming in self._plan:
+            for pop, incoming, _ in self._plan:
                 if pop.name in gen:
-                    for pn, pre, geometry in incoming:
+                    for pn, pre, geometry, _ in incoming:
                         proj = self.projections[pn] if pn in self.projections else None
                         how = f"weightless {geometry.kind}" if proj is None else f"W{tuple(proj.weight.shape)}"
                         if proj is not None and proj.mask_W is not None:
@@ -255,8 +268,8 @@ class CompiledCircuit(nn.Module):
                         lines.append(f"      {pn:<26} {pre}.x -> {pop.name}.x  {how}")
         lines.append("backward (e), readout first:")
         lines.append(f"  {self.readout.name}.e = ∂{self.readout.loss}/∂{self.readout.name}")
-        for pop, incoming in reversed(self._plan):
-            for pn, pre, geometry in incoming:
+        for pop, incoming, _ in reversed(self._plan):
+            for pn, pre, geometry, _ in incoming:
                 proj = self.projections[pn] if pn in self.projections else None
                 if proj is None:
                     how = "exact-BP block" if geometry.kind == "block" else "exact (weightless)"

@@ -45,7 +45,9 @@ class Geometry:
         """A reason why pre/post shapes do not fit this geometry, or None."""
         return None
 
-    def forward(self, x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The post cells' input W x (+ the post population's bias, one per cell or channel,
+        fused into the same op as ``nn.Linear``/``nn.Conv2d`` do)."""
         raise NotImplementedError
 
     def feedback(self, delta: torch.Tensor, B: torch.Tensor, pre_shape: torch.Size) -> torch.Tensor:
@@ -55,6 +57,10 @@ class Geometry:
     def weight_grad(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """ΔW = Σ_batch δ xᵀ, shaped like W (post × pre)."""
         raise NotImplementedError
+
+    def bias_grad(self, delta: torch.Tensor) -> torch.Tensor:
+        """Δbias = Σ δ over the batch (and positions): one per post cell or channel."""
+        return delta.sum(0) if delta.dim() == 2 else delta.sum((0, *range(2, delta.dim())))
 
     def init_weight(self, shape: tuple, generator: torch.Generator) -> torch.Tensor:
         """Initial W: Glorot-uniform with gain 1 (the PFA paper's choice for every W)."""
@@ -85,14 +91,17 @@ class Dense(Geometry):
             return f"a Dense projection needs a vector post population, got shape {tuple(post_shape)}"
         return None
 
-    def forward(self, x, W):
-        return F.linear(x.flatten(1), W)
+    def forward(self, x, W, bias=None):
+        return F.linear(x.flatten(1), W, bias)
 
+    # (the dtype and shape checks skip no-op calls: this runs in every backward pass)
     def feedback(self, delta, B, pre_shape):
-        return F.linear(delta, B.to(delta.dtype)).view(pre_shape)
+        e = F.linear(delta, B if B.dtype == delta.dtype else B.to(delta.dtype))
+        return e if len(pre_shape) == 2 else e.view(pre_shape)
 
     def weight_grad(self, x, delta):
-        return delta.t().mm(x.flatten(1).to(delta.dtype))
+        x = x if x.dim() == 2 else x.flatten(1)
+        return torch.mm(delta.t(), x if x.dtype == delta.dtype else x.to(delta.dtype))
 
 
 class Conv2d(Geometry):
@@ -139,8 +148,8 @@ class Conv2d(Geometry):
                     f"so the post population must have shape ({post_shape[0]}, {out[0]}, {out[1]})")
         return None
 
-    def forward(self, x, W):
-        return F.conv2d(x, W, None, self.stride, self.padding, self.dilation, self.groups)
+    def forward(self, x, W, bias=None):
+        return F.conv2d(x, W, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def output_padding(self, out_hw, pre_hw) -> tuple[int, int]:
         """What a transposed convolution must add to give back the pre population's H × W."""

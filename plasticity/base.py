@@ -123,9 +123,10 @@ class Rule:
     def after_step(self, proj: "Projection", group: dict) -> None:
         """Called after each optimizer step with W's parameter group (implicit rules only)."""
 
-    def forward(self, proj: "Projection", x: torch.Tensor) -> torch.Tensor:
+    def forward(self, proj: "Projection", x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The post cells' input W x (+ ``bias``, the post population's, fused into the op)."""
         plastic = [getattr(proj, n) for n in self.plastic_tensors(proj)]
-        return RuleFunction.apply(x, proj.weight, proj, *plastic)
+        return RuleFunction.apply(x, proj.weight, bias, proj, *plastic)
 
     def feedback_tensor(self, proj: "Projection", W: torch.Tensor) -> torch.Tensor | None:
         """The effective feedback in feedback layout (pre × post), e_in = B δ; None if the rule
@@ -148,23 +149,27 @@ class Rule:
 
 
 class RuleFunction(torch.autograd.Function):
-    """y = geometry(x, W); backward asks the projection's rule for e_in and the local changes.
+    """y = geometry(x, W) + bias; backward asks the projection's rule for e_in and the local
+    changes (Δbias = Σ δ, the same for every rule).
 
-    AMP-safe: under autocast the forward map runs in the autocast precision (``custom_fwd``), and
-    the rule's backward runs in δ's precision, like autograd's own backward, with fixed feedback
-    buffers cast by autocast (``custom_bwd`` on CUDA; re-entered explicitly for CPU autocast).
-    Gradients come back in the parameters' dtype.
+    ``apply(x, W, bias, proj, *plastic)``: ``bias`` is the post population's bias (one per
+    post cell or channel, 1-D) or None; ``plastic`` the rule's extra tensors (its plastic
+    feedback first, then tensors that get no gradient, such as PAL's noise).
+    AMP-safe: under autocast the forward map runs in the autocast precision, and the rule's
+    backward runs in δ's precision, as autograd's own backward does, with the fixed feedback
+    buffers cast by autocast (the backward re-enters autocast in δ's dtype on any device).
+    Gradients come back in the parameters' dtype. No autocast context is entered when δ and W
+    share a dtype (a plain float32 step pays nothing for AMP support).
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, x, W, proj, *plastic):
+    def forward(ctx, x, W, bias, proj, *plastic):
         ctx.proj = proj
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.save_for_backward(x, W, *plastic)
-        return proj.geometry.forward(x, W)
+        return proj.geometry.forward(x, W, bias)
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, delta):
         x, W, *plastic = ctx.saved_tensors
         proj = ctx.proj
@@ -182,7 +187,12 @@ class RuleFunction(torch.autograd.Function):
             grad_W, grads = grad_W.to(full), [g.to(full) for g in grads]
         if proj.mask_W is not None:  # absent forward synapses never change (the rule's own ΔB/ΔR stay local)
             grad_W = grad_W * proj.mask_W.to(grad_W.dtype)
-        return (e_in, grad_W, None, *grads, *[None] * (len(plastic) - len(grads)))
+        grad_bias = None
+        if ctx.needs_input_grad[2]:
+            grad_bias = proj.geometry.bias_grad(delta)
+            if grad_bias.dtype != ctx.bias_dtype:
+                grad_bias = grad_bias.to(ctx.bias_dtype)
+        return (e_in, grad_W, grad_bias, None, *grads, *[None] * (len(plastic) - len(grads)))
 
 
 def advance_decay(state: dict, group: dict) -> None:
@@ -293,10 +303,13 @@ class Projection(nn.Module):
             if rule.connector is not None:
                 rule.apply_connector(self, seed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The post cells' input W x from the pre activity x (batch × pre shape), plus ``bias``
+        (the post population's, 1-D: one per cell or channel) when given: fused into the same
+        op, as ``nn.Linear`` does, so the circuit runs the matmuls plain PyTorch runs."""
         if not self.sends_error:
-            return self.geometry.forward(x, self.masked_weight())
-        return self.rule.forward(self, x)
+            return self.geometry.forward(x, self.masked_weight(), bias)
+        return self.rule.forward(self, x, bias)
 
     def masked_weight(self) -> torch.Tensor:
         """W for a plain autograd op (post × pre): W itself, or mask_W ⊙ W with a sparse W, so

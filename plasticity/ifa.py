@@ -32,7 +32,7 @@ class IFA(Rule):
         n_hat = noise / noise.norm()
         theta = math.radians(self.options["angle"])
         B = norm * (math.cos(theta) * w_hat + math.sin(theta) * n_hat)
-        proj.register_buffer("B", B.to(proj.weight.dtype))
+        proj.register_buffer("B", B.to(proj.weight.dtype).contiguous())  # feedback layout, like FA's B
 
     def feedback_tensor(self, proj, W):
         return proj.B

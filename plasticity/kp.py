@@ -28,7 +28,9 @@ class KP(Rule):
         if not proj.implicit:
             proj.B = nn.Parameter(B)
             return
-        proj.register_buffer("E0t", B.transpose(0, 1) - proj.weight.detach())
+        # contiguous like W (B.transpose(0, 1) − W would keep Bᵀ's strides, and W + a·E0t
+        # would then read two layouts: several times slower than one contiguous pass)
+        proj.register_buffer("E0t", (B.transpose(0, 1) - proj.weight.detach()).contiguous())
         proj.state = initial_decay_state()
 
     def tensor(self, proj, name):

@@ -52,13 +52,13 @@ class PAL(Rule):
         """The pre cells' own noise in this batch: one ξ per sample, shaped like ``x``."""
         return draw_noise(x, x.shape[0], self.options["noise_std"])
 
-    def forward(self, proj, x):
+    def forward(self, proj, x, bias=None):
         if not proj.training:
-            return RuleFunction.apply(x, proj.weight, proj, proj.B)
+            return RuleFunction.apply(x, proj.weight, bias, proj, proj.B)
         xi = self.noise(proj, x)
         if self.options["noisy_forward"]:
             x = x + xi
-        return RuleFunction.apply(x, proj.weight, proj, proj.B, xi)
+        return RuleFunction.apply(x, proj.weight, bias, proj, proj.B, xi)
 
     def backward(self, proj, x, W, delta, plastic, need_e):
         e_in = proj.geometry.feedback(delta, plastic[0], x.shape) if need_e else None

@@ -60,7 +60,7 @@ def test_update_alignment_against_bp():
     # direct check of one angle: FA's ΔW for h1->h2 against autograd on the same weights
     Ws = [p.weight for p in fa_model.projections.values()]
     h = x
-    for i, (p, (pop, _)) in enumerate(zip(fa_model.projections.values(), fa_model._plan)):
+    for i, (p, (pop, *_)) in enumerate(zip(fa_model.projections.values(), fa_model._plan)):
         h = F.linear(h, p.weight) + fa_model.biases[pop.name]
         h = torch.tanh(h) if i < 2 else h
     bp_grad = torch.autograd.grad(F.cross_entropy(h, y), Ws)[1]

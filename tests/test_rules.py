@@ -71,7 +71,7 @@ def test_bp_matches_autograd_exactly():
     run_compiled(model, x, y)
     # the same network written as plain PyTorch, with copies of the same tensors
     Ws = [model.projections[n].weight.detach().clone().requires_grad_() for n in model.projections]
-    bs = [model.biases[p.name].detach().clone().requires_grad_() for p, _ in model._plan]
+    bs = [model.biases[p.name].detach().clone().requires_grad_() for p, *_ in model._plan]
     h = x
     for i, (W, b) in enumerate(zip(Ws, bs)):
         h = F.linear(h, W) + b
@@ -80,7 +80,7 @@ def test_bp_matches_autograd_exactly():
     F.cross_entropy(h, y).backward()
     for name, W in zip(model.projections, Ws):
         assert torch.equal(model.projections[name].weight.grad, W.grad), name
-    for (p, _), b in zip(model._plan, bs):
+    for (p, *_), b in zip(model._plan, bs):
         assert torch.equal(model.biases[p.name].grad, b.grad)
 
 
@@ -253,3 +253,49 @@ def test_brsf_magnitudes_are_uniform():
     counts = torch.histc(u.float(), bins=10, min=0, max=1)
     assert (counts / u.numel() - 0.1).abs().max() < 0.005
     assert not torch.equal(u, draw_unit_magnitudes(u))
+
+
+@pytest.mark.parametrize("rule", ["bp", "fa", "pfa"])
+def test_population_bias_fused_or_alone_matches_a_separate_add(rule):
+    """A population's bias rides on its first projection with synapses (one fused op, as in
+    nn.Linear) or, fed only by weightless maps, is added on its own; both give the plain sum
+    W x + Σ skips + b and Δb = Σ δ."""
+    from circuits import Circuit
+    from connectomes import Dense, Identity
+    from populations import Input, Layer, Readout
+    torch.manual_seed(0)
+    c = Circuit("bias", seed=3)
+    x = c.add(Input("x", 6))
+    h = c.add(Layer("h", 5, activation="tanh"))
+    s = c.add(Layer("s", 5, activation="tanh", bias=True))   # Identity from h, then Dense from x
+    t = c.add(Layer("t", 5, activation="tanh", bias=True))   # weightless input only
+    y = c.add(Readout("y", 3))
+    c.connect(x, h, Dense())
+    c.connect(h, s, Identity(), name="h_skip")
+    c.connect(x, s, Dense())
+    c.connect(s, t, Identity())
+    c.connect(t, y, Dense())
+    c.feedback(make_rule(rule))
+    m = c.compile().double()
+    assert [name for name, _, _, carries in m._plan[1].incoming if carries] == ["x->s"]
+    assert m._plan[2].add_bias and not any(carries for *_, carries in m._plan[2].incoming)
+    with torch.no_grad():
+        for name in ("s", "t"):
+            m.biases[name].uniform_(-1, 1)
+    xs, ys = torch.randn(7, 6, dtype=torch.float64), torch.randint(0, 3, (7,))
+    run_compiled(m, xs, ys)
+    W = {n: p.weight.detach().clone().requires_grad_() for n, p in m.projections.items()}
+    b = {n: p.detach().clone().requires_grad_() for n, p in m.biases.items()}
+    hh = torch.tanh(F.linear(xs, W["x->h"]) + b["h"])
+    ss = torch.tanh(hh + F.linear(xs, W["x->s"]) + b["s"])
+    tt = torch.tanh(ss + b["t"])
+    out = F.linear(tt, W["t->y"]) + b["y"]
+    torch.testing.assert_close(m(xs), out)
+    # closed form: the readout error reaches t through the rule's feedback of t->y (Wᵀ for BP),
+    # then passes the weightless maps exactly
+    e_y = (torch.softmax(out, 1) - F.one_hot(ys, 3).double()) / len(ys)
+    delta_t = e_y @ m.projections["t->y"].effective_feedback().t() * (1 - tt ** 2)
+    delta_s = delta_t * (1 - ss ** 2)
+    delta_h = delta_s * (1 - hh ** 2)
+    for name, delta in {"y": e_y, "t": delta_t, "s": delta_s, "h": delta_h}.items():
+        torch.testing.assert_close(m.biases[name].grad, delta.sum(0).detach(), rtol=1e-10, atol=1e-12, msg=name)
