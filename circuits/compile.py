@@ -3,7 +3,8 @@
 Each forward projection becomes a leaf ``plasticity.Projection`` module (its W, its rule's
 feedback tensors); each Layer/Readout gets a bias (one per channel for a (C, H, W) population)
 and, with ``norm="batch"``, a BatchNorm module. The forward pass visits populations in
-topological order: sum the incoming projections, add the bias, normalise, apply the activation.
+topological order: sum the incoming projections, add the bias (fused into the first
+projection's op, as ``nn.Linear`` does), normalise, apply the activation.
 Backward is plain autograd through populations and weightless projections, and each rule's
 Function through plastic projections, so a stock ``torch.optim`` optimizer, AMP and DDP work as
 for any model. Exact-BP blocks (``connectomes.Block``) run a copy of their module.
@@ -120,26 +121,31 @@ class CompiledCircuit(nn.Module):
             if p.name not in x:
                 raise CircuitError(f"no data for input population {p.name!r}")
             t = x[p.name]
-            if t.shape[1:].numel() != p.size:
-                raise CircuitError(f"input population {p.name!r} has shape {p.shape}; the data has "
-                                   f"{tuple(t.shape[1:])} per sample")
-            acts[p.name] = t.reshape(t.shape[0], *p.shape)
+            if t.shape[1:] != p.shape:
+                if t.shape[1:].numel() != p.size:
+                    raise CircuitError(f"input population {p.name!r} has shape {p.shape}; the data has "
+                                       f"{tuple(t.shape[1:])} per sample")
+                t = t.reshape(t.shape[0], *p.shape)
+            acts[p.name] = t
+        # (the containers are read once: this loop runs every step, and each nn.Module
+        # attribute lookup costs about a microsecond)
+        projections, biases, norms, blocks = self.projections, self.biases, self.norms, self.blocks
         for pop, incoming, add_bias in self._plan:
             total = None
             for pn, pre, geometry, carries_bias in incoming:
                 if geometry.weightless:  # identity, pooling, shortcuts, exact-BP blocks: plain autograd
-                    out = self.blocks[pn](acts[pre]) if pn in self.blocks else geometry.forward(acts[pre], None, pop.shape)
+                    out = blocks[pn](acts[pre]) if pn in blocks else geometry.forward(acts[pre], None, pop.shape)
                     out = out.reshape(out.shape[0], *pop.shape)
                 else:  # W x (+ bias) in one op, shaped like the post population by its geometry
-                    proj = self.projections[pn]
-                    bias = self.biases[pop.name].flatten() if carries_bias else None
+                    proj = projections[pn]
+                    bias = biases[pop.name].flatten() if carries_bias else None
                     out = (proj.geometry.forward(acts[pre], proj.masked_weight(), bias) if exact
                            else proj(acts[pre], bias))
                 total = out if total is None else total + out
             if add_bias:
-                total = total + self.biases[pop.name]
-            if pop.name in self.norms:
-                total = self.norms[pop.name](total)
+                total = total + biases[pop.name]
+            if pop.name in norms:
+                total = norms[pop.name](total)
             acts[pop.name] = ACTIVATIONS[pop.activation](total)
         out = acts[self.readout.name]
         if self.broadcast is not None and out.requires_grad and not exact:

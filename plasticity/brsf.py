@@ -12,12 +12,20 @@ import torch
 from plasticity.base import FeedbackEdge, Rule, fans
 
 
-def draw_unit_magnitudes(like: torch.Tensor) -> torch.Tensor:
-    """Fresh uniform values in (0, 1) shaped like ``like``: (k + ½)/65536, k uniform in 0..65535."""
+LEVELS = 65536
+
+
+def draw_levels(like: torch.Tensor) -> torch.Tensor:
+    """Fresh magnitudes in units of 1/65536, shaped like ``like``: k + ½, k uniform in 0..65535."""
     n = like.numel()
     words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=like.device)
     k = words.view(torch.int16)[:n].view(like.shape).to(like.dtype)  # −32768..32767
-    return k.add_(32768.5).mul_(1 / 65536)
+    return k.add_(LEVELS / 2 + 0.5)
+
+
+def draw_unit_magnitudes(like: torch.Tensor) -> torch.Tensor:
+    """Fresh uniform values in (0, 1) shaped like ``like``: (k + ½)/65536, k uniform in 0..65535."""
+    return draw_levels(like).mul_(1 / LEVELS)
 
 
 class BRSF(Rule):
@@ -39,8 +47,9 @@ class BRSF(Rule):
     def backward(self, proj, x, W, delta, plastic, need_e):
         e_in = None
         if need_e:
-            Bt = draw_unit_magnitudes(W).mul_(self.signs(proj, W))  # |M_t| / a ⊙ sign(W), W's layout
-            e_in = proj.geometry.feedback(delta * proj.magnitude_bound, Bt.transpose(0, 1), x.shape)
+            # |M_t| ⊙ sign(W) in W's layout, in units of a/65536 (the scale goes on the smaller δ)
+            Bt = draw_levels(W).mul_(self.signs(proj, W))
+            e_in = proj.geometry.feedback(delta * (proj.magnitude_bound / LEVELS), Bt.transpose(0, 1), x.shape)
         return e_in, proj.geometry.weight_grad(x, delta), []
 
     def feedback_tensor(self, proj, W):
