@@ -2,8 +2,12 @@
 import torch
 
 from circuits import Circuit
+from circuits.train import make_optimizer
 from connectomes import Dense
+from plasticity import set_epoch_weight_decay
 from populations import Input, Layer, Readout
+
+TEACHER_SIZES = (12, 16, 10, 5)  # the circuits trained on teacher_batches
 
 
 def small_mlp(rule, sizes=(6, 7, 5, 4), activation="tanh", seed=0, name="small"):
@@ -46,3 +50,39 @@ def connectome_records(rule: str, seed: int = 0, scale: float = 1.0, feedback: s
         recs.append({"name": "h1->out:B", "kind": "feedback", "pre": "out", "post": "h1", "weight": B,
                      "rule": rule, "plastic": rule == "kp", "transported": False, "forward": "h1->out"})
     return recs
+
+
+def teacher_batches(n_steps, batch=16, seed=1):
+    """A linear teacher's labels on Gaussian inputs (float64), for TEACHER_SIZES circuits."""
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(TEACHER_SIZES[-1], TEACHER_SIZES[0], generator=g, dtype=torch.float64)
+    for _ in range(n_steps):
+        x = torch.randn(batch, TEACHER_SIZES[0], generator=g, dtype=torch.float64)
+        yield x, (x @ teacher.t()).argmax(1)
+
+
+def train_two_epochs(model, training, steps_per_epoch=150, dtype=torch.float32):
+    """SGD over two 'epochs' (the first with its own weight decay), lr halved in between."""
+    opt = make_optimizer(model, training)
+    model.attach_optimizer(opt)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [1], 0.5)
+    for epoch in range(2):
+        set_epoch_weight_decay(opt, epoch)
+        for x, y in teacher_batches(steps_per_epoch, seed=10 + epoch):
+            opt.zero_grad()
+            model.loss(model(x.to(dtype)), y).backward()
+            opt.step()
+        sched.step()
+    return model
+
+
+def train_alike(implicit, explicit, training, tensor):
+    """Train both for two epochs; W and the plastic feedback ``tensor`` (R or B, the implicit one
+    rebuilt on demand) agree to float32 tolerance."""
+    train_two_epochs(explicit, training)
+    train_two_epochs(implicit, training)
+    for name, p in implicit.projections.items():
+        ref = explicit.projections[name]
+        torch.testing.assert_close(p.weight, ref.weight, rtol=1e-4, atol=1e-5)
+        if p.sends_error:
+            torch.testing.assert_close(p.rule.tensor(p, tensor), getattr(ref, tensor), rtol=1e-4, atol=1e-5)

@@ -5,18 +5,8 @@ import torch
 from circuits import CircuitError, Training
 from circuits.train import make_optimizer
 from connectomes import alignment_deg
-from helpers import small_mlp
+from helpers import TEACHER_SIZES as SIZES, small_mlp, teacher_batches, train_alike, train_two_epochs
 from plasticity import FA, KP, PFA, PFAo, set_epoch_weight_decay
-
-SIZES = (12, 16, 10, 5)
-
-
-def teacher_batches(n_steps, batch=16, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(SIZES[-1], SIZES[0], generator=g, dtype=torch.float64)
-    for _ in range(n_steps):
-        x = torch.randn(batch, SIZES[0], generator=g, dtype=torch.float64)
-        yield x, (x @ teacher.t()).argmax(1)
 
 
 def sgd_steps(model, training, n_steps, epoch=0):
@@ -90,33 +80,6 @@ def test_pfa_r_forgets_its_start():
             R_limit = p.weight.t() @ p.B.t()
             rel = (p.R - R_limit).norm() / R_limit.norm()
             assert rel < 0.02, (name, rel.item())
-
-
-def train_two_epochs(model, training, steps_per_epoch=150, dtype=torch.float32):
-    """SGD over two 'epochs' (the first with its own weight decay), lr halved in between."""
-    opt = make_optimizer(model, training)
-    model.attach_optimizer(opt)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [1], 0.5)
-    for epoch in range(2):
-        set_epoch_weight_decay(opt, epoch)
-        for x, y in teacher_batches(steps_per_epoch, seed=10 + epoch):
-            opt.zero_grad()
-            model.loss(model(x.to(dtype)), y).backward()
-            opt.step()
-        sched.step()
-    return model
-
-
-def train_alike(implicit, explicit, training, tensor):
-    """Train both for two epochs; W and the plastic feedback ``tensor`` (R or B, the implicit one
-    rebuilt on demand) agree to float32 tolerance."""
-    train_two_epochs(explicit, training)
-    train_two_epochs(implicit, training)
-    for name, p in implicit.projections.items():
-        ref = explicit.projections[name]
-        torch.testing.assert_close(p.weight, ref.weight, rtol=1e-4, atol=1e-5)
-        if p.sends_error:
-            torch.testing.assert_close(p.rule.tensor(p, tensor), getattr(ref, tensor), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("cls", [PFA, PFAo])

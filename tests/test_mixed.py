@@ -7,7 +7,7 @@ from circuits.errors import CircuitError
 from circuits.train import make_optimizer
 from connectomes import Conv2d, Dense
 from connectomes.reciprocity import circuit_reciprocity, feedback_routes
-from helpers import small_mlp
+from helpers import TEACHER_SIZES, small_mlp, train_alike
 from plasticity import FA, KP, PFA, Projection, make_rule, mixed
 from plasticity.mixed import GROUPS
 from populations import Input, Layer, Readout
@@ -201,11 +201,9 @@ def test_a_mixed_circuit_trains_and_its_connectome_has_every_tensor():
 def test_implicit_route_trains_like_the_explicit_one(groups):
     """B_kp = mask_kp ⊙ Wᵀ + a E₀_kp and R = (mask_pfa ⊙ Wᵀ)Bᵀ + a E₀_R under one SGD setting:
     the same weights as updating B_kp and R step by step (momentum, first-epoch decay, lr drop)."""
-    from test_equivalences import SIZES as EQ_SIZES, train_alike
-
     training = Training(lr=0.05, momentum=0.9, weight_decay=1e-3, first_epoch_weight_decay=0.03)
-    explicit = small_mlp(mixed(groups, expansion=3, seed=5), EQ_SIZES, activation="relu").compile()
-    implicit = small_mlp(mixed(groups, expansion=3, seed=5), EQ_SIZES, activation="relu").compile(implicit_feedback=True)
+    explicit = small_mlp(mixed(groups, expansion=3, seed=5), TEACHER_SIZES, activation="relu").compile()
+    implicit = small_mlp(mixed(groups, expansion=3, seed=5), TEACHER_SIZES, activation="relu").compile(implicit_feedback=True)
     assert all(p.implicit for p in implicit.projections.values() if p.sends_error)
     assert not implicit.feedback_parameters()
     train_alike(implicit, explicit, training, "R" if "pfa" in groups else "B_kp")  # W and that tensor agree
