@@ -19,6 +19,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 
@@ -35,11 +36,48 @@ RULES = ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pf
 # an explicit parameter (cheapest explicit order, no implicit closed form)
 VARIANTS = {"pfa (explicit ē route)": ("pfa", {"route": "explicit"}, False),
             "pfa (R as parameter)": ("pfa", {}, False)}
+REFERENCE_FA = "reference: FA as a minimal autograd.Function (no circuit)"
 WORKLOADS = {
     # name: (circuit factory, plain nn.Module factory, input shape, default batch)
     "mlp": (zoo.mlp, zoo.PlainMLP, (1, 28, 28), 64, "MLP 784-512-512-10"),
     "resnet20": (zoo.resnet20, lambda: zoo.PlainResNetCifar(20), (3, 32, 32), 128, "ResNet-20 on 32×32"),
 }
+
+
+class _MinimalFA(torch.autograd.Function):
+    """FA in the fewest Python lines PyTorch allows: y = x Wᵀ + b, e_in = δ Bᵀ (B: pre × post)."""
+
+    @staticmethod
+    def forward(ctx, x, W, b, B):
+        ctx.save_for_backward(x, B)
+        return nn.functional.linear(x, W, b)
+
+    @staticmethod
+    def backward(ctx, delta):
+        x, B = ctx.saved_tensors
+        e_in = nn.functional.linear(delta, B) if ctx.needs_input_grad[0] else None
+        return e_in, delta.t().mm(x), delta.sum(0), None
+
+
+class MinimalFAMLP(zoo.PlainMLP):
+    """The plain MLP with FA written by hand as one small autograd.Function per layer that
+    sends errors: the cost of a Python autograd.Function itself, without the circuit runtime
+    (a reference row for the MLP: what any PyTorch FA implementation pays)."""
+
+    def __init__(self, sizes=(784, 512, 512, 10)):
+        super().__init__(sizes)
+        g = torch.Generator().manual_seed(0)
+        for i, layer in enumerate(self.layers[1:], start=1):
+            bound = (6 / sum(layer.weight.shape)) ** 0.5
+            self.register_buffer(f"B{i}", (torch.rand(layer.in_features, layer.out_features, generator=g) * 2 - 1) * bound)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == 0 else _MinimalFA.apply(x, layer.weight, layer.bias, getattr(self, f"B{i}"))
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x
 
 
 def make_step(model, optimizer, loss_fn, batches):
@@ -64,6 +102,10 @@ def workloads(name, device, batch_size, rules=RULES):
     plain = plain_fn().to(device)
     opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     steps = {"plain PyTorch BP": make_step(plain, opt, nn.functional.cross_entropy, batches)}
+    if name == "mlp" and "fa" in rules:
+        ref = MinimalFAMLP().to(device)
+        ref_opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        steps[REFERENCE_FA] = make_step(ref, ref_opt, nn.functional.cross_entropy, batches)
     specs = [(r, r, {}, True) for r in rules] + [(k, *v) for k, v in VARIANTS.items() if v[0] in rules]
     for label, rule, options, implicit in specs:
         model = circuit_fn(feedback=make_rule(rule, **options)).compile(implicit_feedback=implicit).to(device)
@@ -96,6 +138,16 @@ def measure(steps, device, reps, per_rep, warmup):
             sync(device)
             times[k].append((time.perf_counter() - t0) / per_rep)
     return times
+
+
+def git_commit() -> str | None:
+    """The commit of the code being timed (with "+changes" if the tree differs from it)."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True, check=True).stdout
+        dirty = run("status", "--porcelain", "--untracked-files=no").strip()
+        return run("rev-parse", "--short", "HEAD").strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def targets(workload: str) -> dict[str, float]:
@@ -157,7 +209,8 @@ def main(argv=None):
             "workload": f"{WORKLOADS[name][4]}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
             "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "reps": args.reps, "steps_per_rep": per_rep, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+            "reps": args.reps, "steps_per_rep": per_rep, "date": time.strftime("%Y-%m-%d"),
+            "commit": git_commit(), "rows": rows}
         os.makedirs(args.out, exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
@@ -175,7 +228,8 @@ def write_markdown(data, path):
     for key, r in data.items():
         lines += [f"## {key}: {r['workload']}", "",
                   f"{r['device']} ({r['device_name']}, {r['threads']} threads, {r['cpus']} CPUs), torch {r['torch']}, "
-                  f"{r['reps']} × {r['steps_per_rep']} steps, {r['date']}", "",
+                  f"{r['reps']} × {r['steps_per_rep']} steps, {r['date']}"
+                  + (f", commit {r['commit']}" if r.get("commit") else ""), "",
                   "| workload | median step (ms) | IQR (ms) | ratio to plain BP | ratio quartiles | target |",
                   "|---|---|---|---|---|---|"]
         for k, v in r["rows"].items():

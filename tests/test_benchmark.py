@@ -12,7 +12,8 @@ def test_step_time_writes_paired_ratios_and_targets(tmp_path):
                     "--warmup", "1", "--out", str(tmp_path), "--tag", "test"])
     data = json.load(open(tmp_path / "step_time.json"))["mlp-test"]
     rows = data["rows"]
-    assert set(rows) == {"plain PyTorch BP", "fa", "pfa", "pfa (explicit ē route)", "pfa (R as parameter)"}
+    assert set(rows) == {"plain PyTorch BP", "fa", "pfa", "pfa (explicit ē route)", "pfa (R as parameter)",
+                         step_time.REFERENCE_FA}
     assert rows["plain PyTorch BP"]["ratio_to_plain_bp"] == 1.0
     for row in rows.values():
         assert row["median_ms"] > 0 and row["ratio_q1"] <= row["ratio_to_plain_bp"] <= row["ratio_q3"]
