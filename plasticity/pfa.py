@@ -28,7 +28,8 @@ setting; route "auto" only): since ΔR = ΔWᵀBᵀ and SGD with momentum and we
 the difference R − WᵀBᵀ only ever shrinks by a scalar: R_t = W_tᵀBᵀ + a_t E₀ with
 E₀ = R₀ − W₀ᵀBᵀ, where a_t follows the optimizer's own recurrence (``after_step``). Then
 R B = Wᵀ(BᵀB) + a_t E₀B (contracted over C_out, per group for convolutions), so e_in costs
-about what BP's does and R never needs an update; R is rebuilt on demand.
+about what BP's does and R never needs an update; R is rebuilt on demand. With a semi-orthogonal
+B (PFA-o, N̄ ≥ C_out) or B = I, BᵀB = I and the product with it is skipped.
 ``plasticity.base.advance_decay`` gives the recurrence of a_t.
 """
 import math
@@ -167,10 +168,18 @@ class PFA(Rule):
                              alpha=proj.state["a"])
         return super().tensor(proj, name)
 
+    def orthonormal(self, proj) -> bool:
+        """BᵀB = I by construction (semi-orthogonal B with N̄ ≥ C_out per group, or B = I): the
+        implicit route then skips the product with BᵀB (equal to it within float rounding)."""
+        g = groups_of(proj.geometry)
+        return self.options["B_init"] in ("orthogonal", "identity") and proj.B.shape[0] // g >= proj.B.shape[1]
+
     def feedback_tensor(self, proj, W):
         """R B in feedback layout (the path that replaces Wᵀ)."""
         g = groups_of(proj.geometry)
         if proj.implicit:  # R B = Wᵀ BᵀB + a E₀B
+            if self.orthonormal(proj):  # R B = Wᵀ + a E₀B
+                return torch.add(W.transpose(0, 1), proj.E0B, alpha=proj.state["a"])
             if W.dim() == 2:
                 return torch.addmm(proj.E0B, W.t(), proj.BtB, beta=proj.state["a"])
             BtB_W = mix(proj.BtB, W, g)  # (BᵀB) W, group by group (each block is symmetric)
@@ -209,9 +218,10 @@ class PFA(Rule):
             a = proj.state["a"]
             n, (n_out, n_in) = delta.shape[0], W.shape
             if n * (n_out + n_in) <= n_in * n_out:  # per sample: (δ BᵀB) W + a δ (E₀B)ᵀ
-                e_in = torch.addmm((delta @ proj.BtB) @ W, delta, proj.E0B.t(), alpha=a)
+                delta_BtB = delta if self.orthonormal(proj) else delta @ proj.BtB
+                e_in = torch.addmm(delta_BtB @ W, delta, proj.E0B.t(), alpha=a)
             else:  # once per step: δ (Wᵀ BᵀB + a E₀B)ᵀ
-                e_in = F.linear(delta, torch.addmm(proj.E0B, W.t(), proj.BtB, beta=a))
+                e_in = F.linear(delta, self.feedback_tensor(proj, W))
             e_in = e_in.view(x.shape)
         elif need_e:  # a kernel: R B once per step (C_out·C_out/g·C_in/g·k² multiply-adds), then as BP
             e_in = proj.geometry.feedback(delta, self.feedback_tensor(proj, W), x.shape)

@@ -146,3 +146,28 @@ def test_batch_manhattan_steps_by_the_sign():
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), before[n] - 0.01 * grads[n].sign(), rtol=0, atol=1e-15)
     assert "projections.h1->h2.R" in grads  # plastic feedback steps by its sign too
+
+
+@pytest.mark.parametrize("cls,orthonormal", [(PFA, False), (PFAo, True)])
+def test_implicit_route_skips_BtB_only_when_it_is_the_identity(cls, orthonormal):
+    """PFA-o's B is semi-orthogonal (BᵀB = I), so its implicit e_in skips that product; the
+    shortcut gives the full formula's R B and e_in within float32 rounding."""
+    model = small_mlp(cls(expansion=4), SIZES, activation="relu").compile(implicit_feedback=True)
+    opt = make_optimizer(model, Training(lr=0.05, momentum=0.9, weight_decay=1e-3))
+    model.attach_optimizer(opt)
+    for x, y in teacher_batches(5):  # a ≠ 1 and W ≠ W₀
+        opt.zero_grad()
+        model.loss(model(x.float()), y).backward()
+        opt.step()
+    for p in model.projections.values():
+        if not p.sends_error:
+            continue
+        assert p.rule.orthonormal(p) is orthonormal
+        W = p.weight.detach()
+        full = torch.addmm(p.E0B, W.t(), p.BtB, beta=p.state["a"])  # Wᵀ BᵀB + a E₀B
+        torch.testing.assert_close(p.effective_feedback(), full, rtol=1e-5, atol=1e-6)
+        x, delta = torch.randn(3, W.shape[1]), torch.randn(3, W.shape[0])  # a batch small enough for
+        e_in, _, _ = p.rule.backward(p, x, W, delta, [], True)              # the per-sample order
+        torch.testing.assert_close(e_in, delta @ full.t(), rtol=1e-5, atol=1e-6)
+        if orthonormal:
+            torch.testing.assert_close(p.BtB, torch.eye(p.BtB.shape[0]), rtol=0, atol=1e-5)
