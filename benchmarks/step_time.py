@@ -237,7 +237,7 @@ def write_markdown(data, path):
             target = ""
             if "target" in v:
                 target = f"≤ {v['target']:.2f} " + ("met" if v["ratio_to_plain_bp"] <= v["target"] else "**not met**")
-            lines.append(f"| {k} | {v['median_ms']:.3f} | {v['iqr_ms']:.3f} | {v['ratio_to_plain_bp']:.2f} | {quart} | {target} |")
+            lines.append(f"| {k} | {v['median_ms']:.3f} | {v['iqr_ms']:.3f} | {v['ratio_to_plain_bp']:.3f} | {quart} | {target} |")
         lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
