@@ -171,7 +171,7 @@ class RuleFunction(torch.autograd.Function):
         # δ arrives in y's dtype: anything beyond the rule's own backward (mixed precision, a
         # sparse W's mask, an implicit rule without its optimizer) is decided here, once
         ctx.plain = (y.dtype == W.dtype and (bias is None or bias.dtype == W.dtype)
-                     and not proj.sparse and not (proj.implicit and not proj.attached))
+                     and proj.mask_W is None and not (proj.implicit and not proj.attached))
         ctx.save_for_backward(x, W, *plastic)
         return y
 
@@ -311,7 +311,6 @@ class Projection(nn.Module):
             weight.mul_(mask.to(weight.dtype))
         self.weight = nn.Parameter(weight)
         self.register_buffer("mask_W", mask)  # None (dense) is not in the state_dict
-        self.sparse = mask is not None  # (a plain attribute: read every step, cheaper than the buffer)
         self.implicit = bool(implicit and sends_error and rule.supports_implicit and mask is None)
         self.broadcast: ErrorBroadcast | None = None
         if sends_error:
@@ -330,7 +329,7 @@ class Projection(nn.Module):
     def masked_weight(self) -> torch.Tensor:
         """W for a plain autograd op (post × pre): W itself, or mask_W ⊙ W with a sparse W, so
         that autograd masks W's gradient (and the error Wᵀδ uses only existing synapses)."""
-        return self.weight * self.mask_W if self.sparse else self.weight
+        return self.weight if self.mask_W is None else self.weight * self.mask_W
 
     def feedback_parameters(self) -> list[nn.Parameter]:
         """Plastic feedback tensors (their own optimizer parameter group)."""
