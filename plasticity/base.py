@@ -125,10 +125,8 @@ class Rule:
 
     def forward(self, proj: "Projection", x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """The post cells' input W x (+ ``bias``, the post population's, fused into the op)."""
-        names = self.plastic_tensors(proj)
-        if not names:
-            return RuleFunction.apply(x, proj.weight, bias, proj)
-        return RuleFunction.apply(x, proj.weight, bias, proj, *[getattr(proj, n) for n in names])
+        plastic = [getattr(proj, n) for n in self.plastic_tensors(proj)]
+        return RuleFunction.apply(x, proj.weight, bias, proj, *plastic)
 
     def feedback_tensor(self, proj: "Projection", W: torch.Tensor) -> torch.Tensor | None:
         """The effective feedback in feedback layout (pre × post), e_in = B δ; None if the rule
@@ -146,7 +144,7 @@ class Rule:
         geometry = proj.geometry
         e_in = geometry.feedback(delta, self.feedback_tensor(proj, W), x.shape) if need_e else None
         grad_W = geometry.weight_grad(x, delta)
-        return e_in, grad_W, (self.feedback_grads(proj, x, delta, grad_W) if self.plastic else [])
+        return e_in, grad_W, self.feedback_grads(proj, x, delta, grad_W)
 
 
 class RuleFunction(torch.autograd.Function):
@@ -165,31 +163,15 @@ class RuleFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W, bias, proj, *plastic):
-        y = proj.geometry.forward(x, W, bias)
         ctx.proj = proj
         ctx.bias_dtype = None if bias is None else bias.dtype
-        # δ arrives in y's dtype: anything beyond the rule's own backward (mixed precision, a
-        # sparse W's mask, an implicit rule without its optimizer) is decided here, once
-        ctx.plain = (y.dtype == W.dtype and (bias is None or bias.dtype == W.dtype)
-                     and proj.mask_W is None and not (proj.implicit and not proj.attached))
         ctx.save_for_backward(x, W, *plastic)
-        return y
+        return proj.geometry.forward(x, W, bias)
 
     @staticmethod
     def backward(ctx, delta):
         x, W, *plastic = ctx.saved_tensors
         proj = ctx.proj
-        if ctx.plain:  # the common step: one call into the rule, nothing else
-            e_in, grad_W, grads = proj.rule.backward(proj, x, W, delta, plastic, ctx.needs_input_grad[0])
-            grad_bias = proj.geometry.bias_grad(delta) if ctx.needs_input_grad[2] else None
-        else:
-            e_in, grad_W, grads, grad_bias = RuleFunction.general_backward(ctx, proj, x, W, delta, plastic)
-        if len(grads) < len(plastic):
-            grads = [*grads, *[None] * (len(plastic) - len(grads))]
-        return (e_in, grad_W, grad_bias, None, *grads)
-
-    @staticmethod
-    def general_backward(ctx, proj, x, W, delta, plastic):
         if proj.implicit and not proj.attached:
             raise RuntimeError(f"projection {proj.name!r} holds its plastic feedback ({proj.rule.name}) implicitly "
                                "and needs an optimizer: call CompiledCircuit.attach_optimizer(optimizer) before training")
@@ -206,8 +188,10 @@ class RuleFunction(torch.autograd.Function):
             grad_W = grad_W * proj.mask_W.to(grad_W.dtype)
         grad_bias = None
         if ctx.needs_input_grad[2]:
-            grad_bias = proj.geometry.bias_grad(delta).to(ctx.bias_dtype)
-        return e_in, grad_W, grads, grad_bias
+            grad_bias = proj.geometry.bias_grad(delta)
+            if grad_bias.dtype != ctx.bias_dtype:
+                grad_bias = grad_bias.to(ctx.bias_dtype)
+        return (e_in, grad_W, grad_bias, None, *grads, *[None] * (len(plastic) - len(grads)))
 
 
 def advance_decay(state: dict, group: dict) -> None:
