@@ -28,6 +28,7 @@ from torch import nn
 
 from circuits import Training, zoo
 from circuits.train import make_optimizer
+from connectomes.geometry import xavier_uniform
 from plasticity import make_rule
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,9 +68,8 @@ class MinimalFAMLP(zoo.PlainMLP):
     def __init__(self, sizes=(784, 512, 512, 10)):
         super().__init__(sizes)
         g = torch.Generator().manual_seed(0)
-        for i, layer in enumerate(self.layers[1:], start=1):
-            bound = (6 / sum(layer.weight.shape)) ** 0.5
-            self.register_buffer(f"B{i}", (torch.rand(layer.in_features, layer.out_features, generator=g) * 2 - 1) * bound)
+        for i, layer in enumerate(self.layers[1:], start=1):  # FA's B: Glorot, pre × post
+            self.register_buffer(f"B{i}", xavier_uniform((layer.in_features, layer.out_features), g))
 
     def forward(self, x):
         x = x.flatten(1)
