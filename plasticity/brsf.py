@@ -1,9 +1,10 @@
 """brSF (Moskovitz et al. 2018): e_in = (|M_t| ⊙ sign(Wᵀ)) δ with fresh magnitudes M_t drawn
 every batch from Glorot-uniform U(−a, a) (the default torch generator of W's device).
 
-The magnitudes |M_t| ~ U(0, a) are drawn with 16 random bits each (65,536 evenly spaced levels),
-cut from 64-bit random words: drawing them costs a quarter of a float draw, less than the
-matrix product they feed. For metrics the feedback is reported at its expected value
+The magnitudes |M_t| ~ U(0, a) are drawn as one random byte each: 256 evenly spaced levels
+(k + ½)·a/256, k uniform in 0..255, cut from 64-bit random words. Their mean is exactly a/2 and
+their variance a²/12 · (1 − 1/65536); the draw costs an eighth of a float draw (a float per
+synapse from torch's CPU generator would cost more than the matrix product it feeds). For metrics the feedback is reported at its expected value
 E|M_t| ⊙ sign(Wᵀ) = (a/2) sign(Wᵀ)."""
 import math
 
@@ -12,19 +13,20 @@ import torch
 from plasticity.base import FeedbackEdge, Rule, fans
 
 
-LEVELS = 65536
+LEVELS = 256
 
 
 def draw_levels(like: torch.Tensor) -> torch.Tensor:
-    """Fresh magnitudes in units of 1/65536, shaped like ``like``: k + ½, k uniform in 0..65535."""
+    """Fresh magnitudes in units of 1/256, shaped and typed like ``like``: k + ½, k uniform in 0..255."""
     n = like.numel()
-    words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=like.device)
-    k = words.view(torch.int16)[:n].view(like.shape).to(like.dtype)  # −32768..32767
-    return k.add_(LEVELS / 2 + 0.5)
+    # random_ from int64's minimum with no upper end: all 64 bits of every word random
+    words = torch.empty((n + 7) // 8, dtype=torch.int64, device=like.device).random_(-2**63, None)
+    k = words.view(torch.int8)[:n].view(like.shape)  # −128..127, one byte each
+    return torch.add(k, LEVELS / 2 + 0.5).to(like.dtype)  # one pass: int8 → float, + 128.5
 
 
 def draw_unit_magnitudes(like: torch.Tensor) -> torch.Tensor:
-    """Fresh uniform values in (0, 1) shaped like ``like``: (k + ½)/65536, k uniform in 0..65535."""
+    """Fresh uniform values in (0, 1) shaped like ``like``: (k + ½)/256, k uniform in 0..255."""
     return draw_levels(like).mul_(1 / LEVELS)
 
 
@@ -47,7 +49,7 @@ class BRSF(Rule):
     def backward(self, proj, x, W, delta, plastic, need_e):
         e_in = None
         if need_e:
-            # |M_t| ⊙ sign(W) in W's layout, in units of a/65536 (the scale goes on the smaller δ)
+            # |M_t| ⊙ sign(W) in W's layout, in units of a/256 (the scale goes on the smaller δ)
             Bt = draw_levels(W).mul_(self.signs(proj, W))
             e_in = proj.geometry.feedback(delta * (proj.magnitude_bound / LEVELS), Bt.transpose(0, 1), x.shape)
         return e_in, proj.geometry.weight_grad(x, delta), []

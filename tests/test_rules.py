@@ -253,6 +253,11 @@ def test_brsf_magnitudes_are_uniform():
     counts = torch.histc(u.float(), bins=10, min=0, max=1)
     assert (counts / u.numel() - 0.1).abs().max() < 0.005
     assert not torch.equal(u, draw_unit_magnitudes(u))
+    # one byte each: the 256 levels (k + ½)/256, every one drawn about equally often
+    k = u * 256 - 0.5
+    assert torch.equal(k, k.round())
+    level_counts = torch.bincount(k.long().flatten(), minlength=256)
+    assert level_counts.numel() == 256 and (level_counts / u.numel() * 256 - 1).abs().max() < 0.2
 
 
 @pytest.mark.parametrize("rule", ["bp", "fa", "pfa"])
