@@ -20,16 +20,17 @@ from torch import nn
 
 from circuits.errors import CircuitError
 from connectomes.analysis import alignment_deg, angle_deg, norm_ratio, sign_concordance
+from connectomes.geometry import Geometry
 from plasticity import BP, ErrorBroadcast, Projection
-from populations import ACTIVATIONS, Input, Readout
+from populations import ACTIVATIONS, Input, Layer, Readout
 
 
 class PlanStep(NamedTuple):
     """One population of the forward pass: its incoming projections as (name, pre population,
     geometry, carries the population's bias), and whether the bias is added on its own."""
 
-    population: object
-    incoming: list
+    population: Layer
+    incoming: list[tuple[str, str, Geometry, bool]]
     add_bias: bool
 
 
