@@ -4,6 +4,7 @@ into its own run directory ``OUT/runs/CELL``; a finished cell is skipped and a s
 resumed from its checkpoint, so an interrupted sweep continues where it stopped."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -72,3 +73,33 @@ def run_cells_from_args(file: str, cells: dict[str, Rule], args) -> dict[str, li
 
     return run_cells(file, cells, args.out, data_root=args.data_root, seed=args.seed, epochs=args.epochs,
                      sets=parse_sets(args.set), device=args.device, progress=not args.no_progress)
+
+
+def write_report(out: str, stem: str, data: dict, fig, lines: list[str], caption: str) -> str:
+    """Write a sweep's results to ``out``: STEM.json (``data``), STEM.png (the matplotlib
+    ``fig``, closed afterwards) and STEM.md (``lines``, then the figure under ``caption``), each
+    atomically (a temporary file, then a rename). Returns the markdown."""
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, stem)
+
+    def replace(suffix, write):
+        tmp = f"{path}.tmp{suffix}"  # matplotlib picks the format from the suffix
+        write(tmp)
+        os.replace(tmp, path + suffix)
+
+    def dump(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+    replace(".json", dump)
+    fig.tight_layout()
+    replace(".png", lambda tmp: fig.savefig(tmp, dpi=120))
+    plt.close(fig)
+    text = "\n".join([*lines, "", f"![{caption}]({stem}.png)", ""])
+
+    def markdown(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    replace(".md", markdown)
+    return text

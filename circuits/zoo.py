@@ -91,14 +91,7 @@ def resnet_cifar(depth: int, num_classes=10, name=None, seed=0, feedback=None) -
     n = (depth - 2) // 6
     c = Circuit(name or f"resnet{depth}", seed=seed)
     x = _conv(c, c.add(Input("image", (3, 32, 32))), "stem", 16, 3, padding=1)
-    for stage, channels in enumerate((16, 32, 64), start=1):
-        for block in range(n):
-            stride = 2 if stage > 1 and block == 0 else 1
-            x = _basic_block(c, x, f"s{stage}b{block}", channels, stride, shortcut="A")
-    pool = c.add(Layer("pool", 64, activation="identity", bias=False))
-    c.connect(x, pool, GlobalAvgPool())
-    y = c.add(Readout("classes", num_classes))
-    c.connect(pool, y, Dense())
+    _stages_and_readout(c, x, (16, 32, 64), n, "A", num_classes)
     return _finish(c, feedback)
 
 
@@ -122,16 +115,20 @@ def resnet18(num_classes=1000, image_size=224, seed=0, feedback=None) -> Circuit
     pool_geometry = MaxPool2d(3, stride=2, padding=1)
     pooled = c.add(Layer("stem_pool", (64, *pool_geometry.output_hw(*x.shape[1:])), activation="identity", bias=False))
     c.connect(x, pooled, pool_geometry)
-    x = pooled
-    for stage, channels in enumerate((64, 128, 256, 512), start=1):
-        for block in range(2):
-            stride = 2 if stage > 1 and block == 0 else 1
-            x = _basic_block(c, x, f"s{stage}b{block}", channels, stride, shortcut="B")
-    pool = c.add(Layer("pool", 512, activation="identity", bias=False))
-    c.connect(x, pool, GlobalAvgPool())
-    y = c.add(Readout("classes", num_classes))
-    c.connect(pool, y, Dense())
+    _stages_and_readout(c, pooled, (64, 128, 256, 512), 2, "B", num_classes)
     return _finish(c, feedback)
+
+
+def _stages_and_readout(c: Circuit, x, widths, blocks: int, shortcut: str, num_classes: int) -> None:
+    """ResNet stages of ``blocks`` BasicBlocks each (stride 2 into every stage after the first),
+    then global average pooling and the readout."""
+    for stage, channels in enumerate(widths, start=1):
+        for block in range(blocks):
+            stride = 2 if stage > 1 and block == 0 else 1
+            x = _basic_block(c, x, f"s{stage}b{block}", channels, stride, shortcut=shortcut)
+    pool = c.add(Layer("pool", widths[-1], activation="identity", bias=False))
+    c.connect(x, pool, GlobalAvgPool())
+    c.connect(pool, c.add(Readout("classes", num_classes)), Dense())
 
 
 # -- plain PyTorch references: the same networks as ordinary nn.Modules trained by autograd, for

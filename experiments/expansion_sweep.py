@@ -10,7 +10,6 @@ compiled with implicit R (R = WᵀBᵀ + a E₀) and a = 0, i.e. after the decay
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -18,6 +17,7 @@ import statistics
 import torch
 
 from circuits import zoo
+from circuits.sweep import write_report
 from plasticity import PFA, PFAo
 
 EXPANSIONS = (1, 2, 5, 10, 20, 50, 100)
@@ -51,9 +51,6 @@ def write(result: dict, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "expansion_sweep.json"), "w") as f:
-        json.dump(result, f, indent=2)
     rows = result["rows"]
     ks = [r["expansion"] for r in rows]
     fine = [1 + i * 0.25 for i in range(397)]
@@ -66,9 +63,6 @@ def write(result: dict, out: str) -> None:
     ax.set_xlabel("expansion N̄ / N_out")
     ax.set_ylabel("path alignment after decay (deg)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "expansion_sweep.png"), dpi=120)
-    plt.close(fig)
     lines = ["# Path alignment against expansion (the PFA paper's Fig. 3)", "",
              f"Middle projection of a {result['n']}-{result['n']}-{result['n']}-10 circuit, i.i.d. Glorot W, "
              f"R's start decayed (R = WᵀBᵀ), {result['seeds']} seeds. Written by `experiments/expansion_sweep.py`.", "",
@@ -76,9 +70,7 @@ def write(result: dict, out: str) -> None:
     for r in rows:
         lines.append(f"| {r['expansion']} | {r['theory_deg']:.2f} | {r['pfa_mean_deg']:.2f} ± {r['pfa_sd_deg']:.2f} | "
                      f"{r['pfa_mean_deg'] - r['theory_deg']:+.2f} | {r['pfa_o_mean_deg']:.2f} |")
-    lines += ["", "![path alignment against expansion](expansion_sweep.png)", ""]
-    with open(os.path.join(out, "expansion_sweep.md"), "w") as f:
-        f.write("\n".join(lines))
+    write_report(out, "expansion_sweep", result, fig, lines, "path alignment against expansion")
 
 
 def main(argv=None):

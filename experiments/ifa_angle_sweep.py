@@ -11,12 +11,11 @@ The circuit and training are experiments/mnist_mlp.py's; each angle trains into 
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from circuits.run import load_experiment
-from circuits.sweep import final, run_cells_from_args, sweep_parser
+from circuits.sweep import final, run_cells_from_args, sweep_parser, write_report
 from plasticity import IFA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,9 +36,6 @@ def write(rows: list[dict], out: str, note: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "ifa_angle_sweep.json"), "w") as f:
-        json.dump({"rows": rows}, f, indent=2)
     angles = [r["angle"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     axes[0].plot(angles, [100 * r["test_acc"] for r in rows], "o-")
@@ -52,9 +48,6 @@ def write(rows: list[dict], out: str, note: str) -> str:
     for ax in axes:
         ax.set_xlabel("IFA initial angle θ (deg)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "ifa_angle_sweep.png"), dpi=120)
-    plt.close(fig)
     lines = ["# IFA: initial feedback angle against learning (MNIST)", "", note, "",
              "| θ (deg) | initial alignment h1→h2, h2→digits (deg) | final alignment h1→h2, h2→digits (deg) | final test accuracy | epochs | wall time (s) |",
              "|---|---|---|---|---|---|"]
@@ -62,11 +55,8 @@ def write(rows: list[dict], out: str, note: str) -> str:
         a0, a1 = r["initial_alignment_deg"], r["final_alignment_deg"]
         lines.append(f"| {r['angle']:g} | {a0['h1->h2']:.2f}, {a0['h2->digits']:.2f} | {a1['h1->h2']:.1f}, "
                      f"{a1['h2->digits']:.1f} | {100 * r['test_acc']:.2f}% | {r['epochs']} | {r['seconds']:.0f} |")
-    lines += ["", "![accuracy and alignment against the initial angle](ifa_angle_sweep.png)", ""]
-    text = "\n".join(lines)
-    with open(os.path.join(out, "ifa_angle_sweep.md"), "w") as f:
-        f.write(text)
-    return text
+    return write_report(out, "ifa_angle_sweep", {"rows": rows}, fig, lines,
+                        "accuracy and alignment against the initial angle")
 
 
 def main(argv=None):

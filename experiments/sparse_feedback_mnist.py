@@ -12,11 +12,10 @@ accuracy and h1→h2 alignment against density) go to OUT.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from circuits.sweep import final, run_cells_from_args, sweep_parser
+from circuits.sweep import final, run_cells_from_args, sweep_parser, write_report
 from connectomes import FixedProbability
 from plasticity import make_rule
 
@@ -50,9 +49,6 @@ def write(result: dict, out: str, note: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "sparse_feedback.json"), "w") as f:
-        json.dump(result, f, indent=2)
     rows = result["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, r in enumerate(dict.fromkeys(row["rule"] for row in rows)):
@@ -67,9 +63,6 @@ def write(result: dict, out: str, note: str = "") -> str:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "sparse_feedback.png"), dpi=120)
-    plt.close(fig)
     lines = ["# Sparse feedback on MNIST", "", note, "",
              "| rule | density p | epochs | final test accuracy | h1→h2 alignment (deg) | h2→digits alignment (deg) | wall time (s) |",
              "|---|---|---|---|---|---|---|"]
@@ -77,11 +70,7 @@ def write(result: dict, out: str, note: str = "") -> str:
         a1, a2 = (f"{a:.1f}" if a == a else "—" for a in (row["alignment_h1_h2_deg"], row["alignment_h2_digits_deg"]))
         lines.append(f"| {row['rule']} | {row['density']:g} | {row['epochs']} | {100 * row['test_acc']:.2f}% | "
                      f"{a1} | {a2} | {row['seconds']:.0f} |")
-    lines += ["", "![accuracy and alignment against feedback density](sparse_feedback.png)", ""]
-    text = "\n".join(lines)
-    with open(os.path.join(out, "sparse_feedback.md"), "w") as f:
-        f.write(text)
-    return text
+    return write_report(out, "sparse_feedback", result, fig, lines, "accuracy and alignment against feedback density")
 
 
 def main(argv=None):
