@@ -3,8 +3,8 @@ every batch from Glorot-uniform U(−a, a) (the default torch generator of W's d
 
 The magnitudes |M_t| ~ U(0, a) are drawn as one random byte each: 256 evenly spaced levels
 (k + ½)·a/256, k uniform in 0..255, cut from 64-bit random words. Their mean is exactly a/2 and
-their variance a²/12 · (1 − 1/65536); the draw costs an eighth of a float draw (a float per
-synapse from torch's CPU generator would cost more than the matrix product it feeds). For
+their variance a²/12 · (1 − 1/65536); a byte is an eighth of a word (a float per synapse from
+torch's CPU generator, `torch.rand`, would cost more than the matrix product it feeds). For
 metrics the feedback is reported at its expected value E|M_t| ⊙ sign(Wᵀ) = (a/2) sign(Wᵀ)."""
 import math
 
