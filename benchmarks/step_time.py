@@ -38,6 +38,7 @@ RULES = ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pf
 VARIANTS = {"pfa (explicit ē route)": ("pfa", {"route": "explicit"}, False),
             "pfa (R as parameter)": ("pfa", {}, False)}
 REFERENCE_FA = "reference: FA as a minimal autograd.Function (no circuit)"
+REFERENCE_FA_WT = "reference: the same Function with B = Wᵀ (no second matrix)"
 WORKLOADS = {
     # name: (circuit factory, plain nn.Module factory, input shape, default batch)
     "mlp": (zoo.mlp, zoo.PlainMLP, (1, 28, 28), 64, "MLP 784-512-512-10"),
@@ -62,19 +63,29 @@ class _MinimalFA(torch.autograd.Function):
 
 class MinimalFAMLP(zoo.PlainMLP):
     """The plain MLP with FA written by hand as one small autograd.Function per layer that
-    sends errors: the cost of a Python autograd.Function itself, without the circuit runtime
-    (a reference row for the MLP: what any PyTorch FA implementation pays)."""
+    sends errors: what any PyTorch FA implementation pays, without the circuit runtime (a
+    reference row for the MLP).
 
-    def __init__(self, sizes=(784, 512, 512, 10)):
+    ``transported=True`` hands the Function Wᵀ (a view of W) as its B: the same Python
+    backward and the same products as BP, but no second matrix to read, so the two reference
+    rows split FA's cost into the Function's own and that of reading B."""
+
+    def __init__(self, sizes=(784, 512, 512, 10), transported=False):
         super().__init__(sizes)
+        self.transported = transported
         g = torch.Generator().manual_seed(0)
         for i, layer in enumerate(self.layers[1:], start=1):  # FA's B: Glorot, pre × post
-            self.register_buffer(f"B{i}", xavier_uniform((layer.in_features, layer.out_features), g))
+            if not transported:
+                self.register_buffer(f"B{i}", xavier_uniform((layer.in_features, layer.out_features), g))
 
     def forward(self, x):
         x = x.flatten(1)
         for i, layer in enumerate(self.layers):
-            x = layer(x) if i == 0 else _MinimalFA.apply(x, layer.weight, layer.bias, getattr(self, f"B{i}"))
+            if i == 0:  # the first layer sends no error: plain autograd
+                x = layer(x)
+            else:
+                B = layer.weight.detach().t() if self.transported else getattr(self, f"B{i}")
+                x = _MinimalFA.apply(x, layer.weight, layer.bias, B)
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
         return x
@@ -103,9 +114,10 @@ def workloads(name, device, batch_size, rules=RULES):
     opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     steps = {"plain PyTorch BP": make_step(plain, opt, nn.functional.cross_entropy, batches)}
     if name == "mlp" and "fa" in rules:
-        ref = MinimalFAMLP().to(device)
-        ref_opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        steps[REFERENCE_FA] = make_step(ref, ref_opt, nn.functional.cross_entropy, batches)
+        for label, transported in ((REFERENCE_FA, False), (REFERENCE_FA_WT, True)):
+            ref = MinimalFAMLP(transported=transported).to(device)
+            ref_opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+            steps[label] = make_step(ref, ref_opt, nn.functional.cross_entropy, batches)
     specs = [(r, r, {}, True) for r in rules] + [(k, *v) for k, v in VARIANTS.items() if v[0] in rules]
     for label, rule, options, implicit in specs:
         model = circuit_fn(feedback=make_rule(rule, **options)).compile(implicit_feedback=implicit).to(device)

@@ -13,13 +13,31 @@ def test_step_time_writes_paired_ratios_and_targets(tmp_path):
     data = json.load(open(tmp_path / "step_time.json"))["mlp-test"]
     rows = data["rows"]
     assert set(rows) == {"plain PyTorch BP", "fa", "pfa", "pfa (explicit ē route)", "pfa (R as parameter)",
-                         step_time.REFERENCE_FA}
+                         step_time.REFERENCE_FA, step_time.REFERENCE_FA_WT}
     assert rows["plain PyTorch BP"]["ratio_to_plain_bp"] == 1.0
     assert rows["plain PyTorch BP"]["ratio_q1"] == rows["plain PyTorch BP"]["ratio_q3"] == 1.0  # paired with itself
     assert all(row["median_ms"] > 0 and "ratio_q1" in row and "ratio_q3" in row for row in rows.values())
     assert rows["fa"]["target"] == 1.10 and rows["pfa"]["target"] == 1.6
     table = (tmp_path / "step_time.md").read_text()
     assert "| fa |" in table and "≤ 1.10" in table
+
+
+def test_reference_rows_are_fa_and_with_b_transported_exact_bp():
+    """The reference with B = Wᵀ gives autograd's gradients (it differs from BP only in running
+    a Python Function); the FA reference sends errors through its own B."""
+    import torch
+    from circuits import zoo
+    x, y = torch.randn(5, 784, dtype=torch.float64), torch.randint(0, 10, (5,))
+    grads = {}
+    for name, make in [("plain", zoo.PlainMLP), ("wt", lambda: step_time.MinimalFAMLP(transported=True)),
+                       ("fa", step_time.MinimalFAMLP)]:
+        torch.manual_seed(0)
+        model = make().double()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads[name] = [p.grad for p in model.layers.parameters()]
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-14) for a, b in zip(grads["plain"], grads["wt"]))
+    assert torch.equal(grads["plain"][-1], grads["fa"][-1])  # the readout's Δb: the same δ
+    assert not torch.allclose(grads["plain"][0], grads["fa"][0])  # the first layer's ΔW: errors through B
 
 
 def test_step_time_rejects_an_unknown_rule(tmp_path, capsys):
