@@ -7,7 +7,7 @@ so a slow spell of the machine hits all of them alike. A rule's ratio is the med
 repetitions of (its step time / plain BP's step time in the same repetition), with the
 interquartile range of those ratios beside it; the issue's targets are listed with the result.
 
-    python benchmarks/step_time.py                     # CPU, MLP and ResNet-20
+    python benchmarks/step_time.py                     # CPU: MLP, ResNet-20 and the host overhead
     python benchmarks/step_time.py --workload mlp --reps 60 --rules fa,kp
     python benchmarks/step_time.py --device cuda --tag gpu   # writes benchmarks/results/step_time.{json,md}
 """
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -39,10 +40,25 @@ VARIANTS = {"pfa (explicit ē route)": ("pfa", {"route": "explicit"}, False),
             "pfa (R as parameter)": ("pfa", {}, False)}
 REFERENCE_FA = "reference: FA as a minimal autograd.Function (no circuit)"
 REFERENCE_FA_WT = "reference: the same Function with B = Wᵀ (no second matrix)"
+
+
+class Workload(NamedTuple):
+    circuit: Callable  # circuit factory, taking feedback=
+    plain: Callable  # the same network as a plain nn.Module
+    input_shape: tuple
+    batch: int  # default batch size
+    label: str
+    mlp_sizes: tuple | None = None  # an MLP's layer sizes: the minimal-FA reference rows run on it
+
+
+MLP, TINY = (784, 512, 512, 10), (16, 16, 16, 10)
 WORKLOADS = {
-    # name: (circuit factory, plain nn.Module factory, input shape, default batch)
-    "mlp": (zoo.mlp, zoo.PlainMLP, (1, 28, 28), 64, "MLP 784-512-512-10"),
-    "resnet20": (zoo.resnet20, lambda: zoo.PlainResNetCifar(20), (3, 32, 32), 128, "ResNet-20 on 32×32"),
+    "mlp": Workload(zoo.mlp, zoo.PlainMLP, (1, 28, 28), 64, "MLP 784-512-512-10", MLP),
+    "resnet20": Workload(zoo.resnet20, lambda: zoo.PlainResNetCifar(20), (3, 32, 32), 128, "ResNet-20 on 32×32"),
+    # products that cost next to nothing: what is left is the host's own work a step (Python,
+    # dispatch, kernel launches), which is what a small network's step costs on a GPU
+    "overhead": Workload(lambda feedback=None: zoo.mlp(TINY, feedback=feedback), lambda: zoo.PlainMLP(TINY),
+                         (16,), 4, "MLP 16-16-16-10 (the host's per-step overhead; no targets)", TINY),
 }
 
 
@@ -105,7 +121,8 @@ def make_step(model, optimizer, loss_fn, batches):
 
 def workloads(name, device, batch_size, rules=RULES):
     """{label: one training step} for plain PyTorch BP and each of ``rules`` on workload ``name``."""
-    circuit_fn, plain_fn, shape, _, _ = WORKLOADS[name]
+    work = WORKLOADS[name]
+    circuit_fn, plain_fn, shape = work.circuit, work.plain, work.input_shape
     training = Training(lr=0.01, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(batch_size, *shape, generator=g).to(device),
@@ -113,9 +130,9 @@ def workloads(name, device, batch_size, rules=RULES):
     plain = plain_fn().to(device)
     opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     steps = {"plain PyTorch BP": make_step(plain, opt, nn.functional.cross_entropy, batches)}
-    if name == "mlp" and "fa" in rules:
+    if work.mlp_sizes and "fa" in rules:
         for label, transported in ((REFERENCE_FA, False), (REFERENCE_FA_WT, True)):
-            ref = MinimalFAMLP(transported=transported).to(device)
+            ref = MinimalFAMLP(work.mlp_sizes, transported=transported).to(device)
             ref_opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
             steps[label] = make_step(ref, ref_opt, nn.functional.cross_entropy, batches)
     specs = [(r, r, {}, True) for r in rules] + [(k, *v) for k, v in VARIANTS.items() if v[0] in rules]
@@ -164,6 +181,8 @@ def git_commit() -> str | None:
 
 def targets(workload: str) -> dict[str, float]:
     """The speed targets of issue 4 (ratio to plain BP), by row label."""
+    if workload == "overhead":
+        return {}
     t = {"bp": 1.03, "fa": 1.10, "dfa": 1.10, "usf": 1.10, "frsf": 1.10, "kp": 1.10, "brsf": 1.25}
     pfa = 1.6 if workload == "mlp" else 1.25
     return {**t, "pfa": pfa, "pfa-o": pfa}
@@ -189,7 +208,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rules", default=",".join(RULES), help="comma-separated rules to time (default: all)")
     ap.add_argument("--reps", type=int, default=40)
-    ap.add_argument("--steps", type=int, default=10, help="steps per repetition (MLP; ResNet-20 takes a tenth, at least 1)")
+    ap.add_argument("--steps", type=int, default=10, help="steps per repetition (MLP; ResNet-20 takes a tenth, at least 1; "
+                         "the overhead MLP five times as many)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch-size", type=int, help="default: 64 for the MLP, 128 for ResNet-20")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
@@ -206,8 +226,8 @@ def main(argv=None):
     data = json.load(open(path)) if os.path.exists(path) else {}
     for name in (WORKLOADS if args.workload == "all" else [args.workload]):
         torch.manual_seed(0)
-        batch = args.batch_size or WORKLOADS[name][3]
-        per_rep = args.steps if name == "mlp" else max(1, args.steps // 10)
+        batch = args.batch_size or WORKLOADS[name].batch
+        per_rep = {"mlp": args.steps, "overhead": 5 * args.steps}.get(name, max(1, args.steps // 10))
         steps = workloads(name, args.device, batch, rules)
         print(f"{name}: {len(steps)} workloads × {args.reps} repetitions × {per_rep} steps", flush=True)
         rows = summarise(measure(steps, args.device, args.reps, per_rep, args.warmup))
@@ -218,7 +238,7 @@ def main(argv=None):
         device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                        else platform.processor() or platform.machine())
         data[f"{name}-{args.tag}"] = {
-            "workload": f"{WORKLOADS[name][4]}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
+            "workload": f"{WORKLOADS[name].label}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
             "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "reps": args.reps, "steps_per_rep": per_rep, "date": time.strftime("%Y-%m-%d"),

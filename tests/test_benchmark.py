@@ -22,6 +22,15 @@ def test_step_time_writes_paired_ratios_and_targets(tmp_path):
     assert "| fa |" in table and "≤ 1.10" in table
 
 
+def test_overhead_workload_has_reference_rows_and_no_targets(tmp_path):
+    step_time.main(["--workload", "overhead", "--rules", "fa", "--reps", "2", "--steps", "1",
+                    "--warmup", "1", "--out", str(tmp_path), "--tag", "test"])
+    data = json.load(open(tmp_path / "step_time.json"))["overhead-test"]
+    assert set(data["rows"]) == {"plain PyTorch BP", "fa", step_time.REFERENCE_FA, step_time.REFERENCE_FA_WT}
+    assert data["steps_per_rep"] == 5 and "16-16-16-10" in data["workload"]
+    assert not any("target" in row for row in data["rows"].values())
+
+
 def test_reference_rows_are_fa_and_with_b_transported_exact_bp():
     """The reference with B = Wᵀ gives autograd's gradients (it differs from BP only in running
     a Python Function); the FA reference sends errors through its own B."""
