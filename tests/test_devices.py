@@ -97,7 +97,7 @@ def test_noisy_rules_repeat_under_one_seed_on_the_device(rule, device):
         runs.append((train(model, data, device, torch.float32), model.state_dict()))
     (losses, state), (again, state_again) = runs
     # the same draws; the values agree to rounding (cuDNN may sum a kernel's gradient in any order)
-    assert losses == pytest.approx(again, rel=1e-6) and all(torch.isfinite(torch.tensor(losses)))
+    assert losses == pytest.approx(again, rel=1e-5) and all(torch.isfinite(torch.tensor(losses)))
     for name, tensor in state.items():
         if isinstance(tensor, torch.Tensor):
             torch.testing.assert_close(tensor, state_again[name], rtol=1e-5, atol=1e-6, msg=name)
