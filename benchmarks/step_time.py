@@ -86,7 +86,7 @@ class MinimalFAMLP(zoo.PlainMLP):
     backward and the same products as BP, but no second matrix to read, so the two reference
     rows split FA's cost into the Function's own and that of reading B."""
 
-    def __init__(self, sizes=(784, 512, 512, 10), transported=False):
+    def __init__(self, sizes=MLP, transported=False):
         super().__init__(sizes)
         self.transported = transported
         g = torch.Generator().manual_seed(0)
@@ -211,7 +211,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10, help="steps per repetition (MLP; ResNet-20 takes a tenth, at least 1; "
                          "the overhead MLP five times as many)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, help="default: 64 for the MLP, 128 for ResNet-20")
+    ap.add_argument("--batch-size", type=int, help="default: 64 for the MLP, 128 for ResNet-20, 4 for the overhead MLP")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     ap.add_argument("--tag", default="cpu", help="key of this run in the results file")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))

@@ -45,7 +45,7 @@ def test_reference_rows_are_fa_and_with_b_transported_exact_bp():
         torch.nn.functional.cross_entropy(model(x), y).backward()
         grads[name] = [p.grad for p in model.layers.parameters()]
     assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-14) for a, b in zip(grads["plain"], grads["wt"]))
-    assert torch.equal(grads["plain"][-1], grads["fa"][-1])  # the readout's Δb: the same δ
+    assert torch.allclose(grads["plain"][-1], grads["fa"][-1], rtol=1e-12, atol=1e-14)  # the readout's Δb: the same δ
     assert not torch.allclose(grads["plain"][0], grads["fa"][0])  # the first layer's ΔW: errors through B
 
 
