@@ -17,6 +17,8 @@ def test_step_time_writes_paired_ratios_and_targets(tmp_path):
     assert rows["plain PyTorch BP"]["ratio_to_plain_bp"] == 1.0
     assert rows["plain PyTorch BP"]["ratio_q1"] == rows["plain PyTorch BP"]["ratio_q3"] == 1.0  # paired with itself
     assert all(row["median_ms"] > 0 and "ratio_q1" in row and "ratio_q3" in row for row in rows.values())
+    assert all(len(row["times_ms"]) == 3 and row["ratio_ci95"][0] <= row["ratio_to_plain_bp"] <= row["ratio_ci95"][1]
+               for row in rows.values())
     assert rows["fa"]["target"] == 1.10 and rows["pfa"]["target"] == 1.6
     table = (tmp_path / "step_time.md").read_text()
     assert "| fa |" in table and "≤ 1.10" in table
@@ -47,6 +49,18 @@ def test_reference_rows_are_fa_and_with_b_transported_exact_bp():
     assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-14) for a, b in zip(grads["plain"], grads["wt"]))
     assert torch.allclose(grads["plain"][-1], grads["fa"][-1], rtol=1e-12, atol=1e-14)  # the readout's Δb: the same δ
     assert not torch.allclose(grads["plain"][0], grads["fa"][0])  # the first layer's ΔW: errors through B
+
+
+def test_the_verdict_reads_the_interval_of_the_median():
+    ratios = [1.0 + 0.01 * i for i in range(21)]  # median 1.10
+    lo, hi = step_time.median_ci(ratios)
+    assert lo < 1.10 < hi and step_time.median_ci([1.2] * 9) == (1.2, 1.2)
+    row = {"ratio_to_plain_bp": 1.08, "target": 1.10}
+    assert step_time.verdict({**row, "ratio_ci95": (1.05, 1.09)}) == "met"
+    assert step_time.verdict({**row, "ratio_ci95": (1.11, 1.15)}) == "**not met**"
+    assert step_time.verdict({**row, "ratio_ci95": (1.05, 1.12)}) == "within noise (met by the median)"
+    assert step_time.verdict({**row, "ratio_to_plain_bp": 1.11, "ratio_ci95": (1.05, 1.12)}) == \
+        "within noise (not met by the median)"
 
 
 def test_step_time_rejects_an_unknown_rule(tmp_path, capsys):
