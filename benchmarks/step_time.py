@@ -48,17 +48,20 @@ class Workload(NamedTuple):
     input_shape: tuple
     batch: int  # default batch size
     label: str
+    steps_scale: float  # steps a repetition, as a multiple of --steps (at least 1)
+    pfa_target: float | None  # issue 4's PFA/PFA-o target here; None: a diagnostic, no targets
     mlp_sizes: tuple | None = None  # an MLP's layer sizes: the minimal-FA reference rows run on it
 
 
 MLP, TINY = (784, 512, 512, 10), (16, 16, 16, 10)
 WORKLOADS = {
-    "mlp": Workload(zoo.mlp, zoo.PlainMLP, (1, 28, 28), 64, "MLP 784-512-512-10", MLP),
-    "resnet20": Workload(zoo.resnet20, lambda: zoo.PlainResNetCifar(20), (3, 32, 32), 128, "ResNet-20 on 32×32"),
+    "mlp": Workload(zoo.mlp, zoo.PlainMLP, (1, 28, 28), 64, "MLP 784-512-512-10", 1, 1.6, MLP),
+    "resnet20": Workload(zoo.resnet20, lambda: zoo.PlainResNetCifar(20), (3, 32, 32), 128, "ResNet-20 on 32×32",
+                         0.1, 1.25),
     # products that cost next to nothing: what is left is the host's own work a step (Python,
     # dispatch, kernel launches), which is what a small network's step costs on a GPU
     "overhead": Workload(lambda feedback=None: zoo.mlp(TINY, feedback=feedback), lambda: zoo.PlainMLP(TINY),
-                         (16,), 4, "MLP 16-16-16-10 (the host's per-step overhead; no targets)", TINY),
+                         (16,), 4, "MLP 16-16-16-10 (the host's per-step overhead; no targets)", 5, None, TINY),
 }
 
 
@@ -181,10 +184,10 @@ def git_commit() -> str | None:
 
 def targets(workload: str) -> dict[str, float]:
     """The speed targets of issue 4 (ratio to plain BP), by row label."""
-    if workload == "overhead":
+    pfa = WORKLOADS[workload].pfa_target
+    if pfa is None:
         return {}
     t = {"bp": 1.03, "fa": 1.10, "dfa": 1.10, "usf": 1.10, "frsf": 1.10, "kp": 1.10, "brsf": 1.25}
-    pfa = 1.6 if workload == "mlp" else 1.25
     return {**t, "pfa": pfa, "pfa-o": pfa}
 
 
@@ -247,7 +250,7 @@ def main(argv=None):
     for name in (WORKLOADS if args.workload == "all" else [args.workload]):
         torch.manual_seed(0)
         batch = args.batch_size or WORKLOADS[name].batch
-        per_rep = {"mlp": args.steps, "overhead": 5 * args.steps}.get(name, max(1, args.steps // 10))
+        per_rep = max(1, int(args.steps * WORKLOADS[name].steps_scale))
         steps = workloads(name, args.device, batch, rules)
         print(f"{name}: {len(steps)} workloads × {args.reps} repetitions × {per_rep} steps", flush=True)
         rows = summarise(measure(steps, args.device, args.reps, per_rep, args.warmup))
