@@ -194,14 +194,28 @@ class RuleFunction(torch.autograd.Function):
         return (e_in, grad_W, grad_bias, None, *grads, *[None] * (len(plastic) - len(grads)))
 
 
-def advance_decay(state: dict, group: dict) -> None:
-    """Advance the scalar a of a plastic feedback tensor held as F_t = L(W_t) + a_t E₀.
+def start_decay(proj: "Projection") -> None:
+    """Hold the scalar a_t of an implicit feedback tensor F_t = L(W_t) + a_t E₀, starting at 1.
+
+    The recurrence runs on Python floats in ``proj.state`` (exact; saved as the projection's
+    extra state). The training step reads their copy ``proj.a_t``, a 0-d buffer of W's dtype
+    and device written in place after each step, so a compiled step (``torch.compile``, CUDA
+    graphs) sees a_t change without being traced again.
+    """
+    proj.state = {"a": 1.0, "g": 0.0, "steps": 0}
+    proj.register_buffer("a_t", torch.ones((), dtype=proj.weight.dtype, device=proj.weight.device),
+                         persistent=False)
+
+
+def advance_decay(proj: "Projection", group: dict) -> None:
+    """Advance a_t by one optimizer step of ``group`` (see ``start_decay``).
 
     When the feedback's change is a fixed linear map L of ΔW (KP: L = transpose; PFA: ΔR =
     ΔWᵀBᵀ) and W and F share one SGD setting, F − L(W) = a E₀ moves exactly as torch.optim.SGD
     moves any parameter whose gradient is zero: d = wd·a; momentum g ← μ g + (1 − dampening) d
     (g ← d on the first step); a ← a − lr·(g, or d + μ g with Nesterov).
     """
+    state = proj.state
     d = group["weight_decay"] * state["a"]
     mu = group["momentum"]
     step = d
@@ -210,10 +224,7 @@ def advance_decay(state: dict, group: dict) -> None:
         step = d + mu * state["g"] if group["nesterov"] else state["g"]
     state["a"] -= group["lr"] * step
     state["steps"] += 1
-
-
-def initial_decay_state() -> dict:
-    return {"a": 1.0, "g": 0.0, "steps": 0}
+    proj.a_t.fill_(state["a"])
 
 
 class ErrorBroadcast:
@@ -248,7 +259,8 @@ class Projection(nn.Module):
     ``sends_error`` is False when the pre population is an input: then no feedback tensor is
     made and the projection runs as a plain autograd op (ΔW = δ xᵀ is the same for every rule).
     ``implicit``: a rule that supports it keeps its plastic feedback as a closed form of W and a
-    few scalars advanced after each optimizer step (``CompiledCircuit.attach_optimizer``).
+    few scalars advanced after each optimizer step (``CompiledCircuit.attach_optimizer``;
+    ``start_decay``).
     ``weight``: the initial W (e.g. from a converted torch model) instead of the seeded
     Glorot draw; it is in place before the rule makes its feedback tensors.
     ``connector`` (sparse forward synapses, e.g. ``FixedProbability(0.3)``): a fixed boolean
@@ -331,6 +343,8 @@ class Projection(nn.Module):
 
     def set_extra_state(self, state) -> None:
         self.state = dict(state)
+        if "a" in self.state and hasattr(self, "a_t"):
+            self.a_t.fill_(self.state["a"])
 
     def extra_repr(self) -> str:
         sparse = "" if self.mask_W is None else f" (sparse, {self.mask_W.float().mean().item():.3f} of synapses)"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from connectomes.geometry import xavier_uniform
-from plasticity.base import FeedbackEdge, Rule, advance_decay, feedback_shape, initial_decay_state
+from plasticity.base import FeedbackEdge, Rule, advance_decay, feedback_shape, start_decay
 
 
 class KP(Rule):
@@ -31,7 +31,7 @@ class KP(Rule):
         # contiguous like W (B.transpose(0, 1) − W would keep Bᵀ's strides, and W + a·E0t
         # would then read two layouts: several times slower than one contiguous pass)
         proj.register_buffer("E0t", (B.transpose(0, 1) - proj.weight.detach()).contiguous())
-        proj.state = initial_decay_state()
+        start_decay(proj)
 
     def tensor(self, proj, name):
         if name == "B" and proj.implicit:
@@ -40,11 +40,11 @@ class KP(Rule):
 
     def feedback_tensor(self, proj, W):
         if proj.implicit:
-            return torch.add(W, proj.E0t, alpha=proj.state["a"]).transpose(0, 1)
+            return torch.addcmul(W, proj.E0t, proj.a_t).transpose(0, 1)
         return proj.B
 
     def feedback_grads(self, proj, x, delta, grad_W):
         return [] if proj.implicit else [grad_W.transpose(0, 1)]
 
     def after_step(self, proj, group):
-        advance_decay(proj.state, group)
+        advance_decay(proj, group)

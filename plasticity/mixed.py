@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from connectomes.geometry import xavier_uniform
-from plasticity.base import (FeedbackEdge, Rule, advance_decay, feedback_shape, initial_decay_state,
-                             seeded_generator)
+from plasticity.base import (FeedbackEdge, Rule, advance_decay, feedback_shape, seeded_generator,
+                             start_decay)
 
 GROUPS = ("kp", "fa", "pfa", "none")
 
@@ -113,7 +113,7 @@ class Mixed(Rule):
                 proj.register_buffer("BtB", proj.B.t() @ proj.B)
                 E0 += E0_R @ proj.B
             proj.register_buffer("E0", E0)  # E₀_kp + E₀_R B, N_in × N_out
-            proj.state = initial_decay_state()
+            start_decay(proj)
 
     def tensor(self, proj, name):
         if proj.implicit and name in ("B_kp", "R"):
@@ -125,7 +125,7 @@ class Mixed(Rule):
         return super().tensor(proj, name)
 
     def after_step(self, proj, group):
-        advance_decay(proj.state, group)
+        advance_decay(proj, group)
 
     def _direct(self, proj, B_kp):
         """mask_kp ⊙ B_kp + mask_fa ⊙ B_fa (N_in × N_out), or None without direct groups."""
@@ -146,7 +146,7 @@ class Mixed(Rule):
         """mask_kp ⊙ Wᵀ + B_fa + a E₀ + (mask_pfa ⊙ Wᵀ) BᵀB (N_in × N_out); without the last term
         when ``BtB`` is False (the caller applies it per sample)."""
         Wt = W.t()
-        F_ = torch.mul(proj.E0.to(W.dtype), proj.state["a"])
+        F_ = proj.E0.to(W.dtype) * proj.a_t
         if self.has["kp"]:
             F_ += Wt * proj.mask_kp
         if self.has["fa"]:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from connectomes.geometry import xavier_uniform
-from plasticity.base import FeedbackEdge, Rule, advance_decay, initial_decay_state
+from plasticity.base import FeedbackEdge, Rule, advance_decay, start_decay
 
 B_INITS = ("xavier", "orthogonal", "identity")
 ROUTES = ("auto", "explicit", "factored")
@@ -139,7 +139,7 @@ class PFA(Rule):
         proj.register_buffer("E0", E0.contiguous())
         proj.register_buffer("BtB", unmix(B, B, g))  # BᵀB per group, stacked: C_out × C_out/g
         proj.register_buffer("E0B", unmix(B, E0.transpose(0, 1), g).transpose(0, 1).contiguous())
-        proj.state = initial_decay_state()
+        start_decay(proj)
 
     def _init_B(self, n_bar, n_out, groups, generator):
         init = self.options["B_init"]
@@ -179,11 +179,11 @@ class PFA(Rule):
         g = groups_of(proj.geometry)
         if proj.implicit:  # R B = Wᵀ BᵀB + a E₀B
             if self.orthonormal(proj):  # R B = Wᵀ + a E₀B
-                return torch.add(W.transpose(0, 1), proj.E0B, alpha=proj.state["a"])
+                return torch.addcmul(W.transpose(0, 1), proj.E0B, proj.a_t)
             if W.dim() == 2:
-                return torch.addmm(proj.E0B, W.t(), proj.BtB, beta=proj.state["a"])
+                return torch.addcmul(W.t() @ proj.BtB, proj.E0B, proj.a_t)
             BtB_W = mix(proj.BtB, W, g)  # (BᵀB) W, group by group (each block is symmetric)
-            return torch.add(BtB_W.transpose(0, 1), proj.E0B, alpha=proj.state["a"])
+            return torch.addcmul(BtB_W.transpose(0, 1), proj.E0B, proj.a_t)
         if W.dim() == 2:
             return proj.R @ proj.B
         return unmix(proj.B, proj.R.transpose(0, 1), g).transpose(0, 1)
@@ -215,11 +215,10 @@ class PFA(Rule):
         grad_W = proj.geometry.weight_grad(x, delta)
         e_in = None
         if need_e and W.dim() == 2:
-            a = proj.state["a"]
             n, (n_out, n_in) = delta.shape[0], W.shape
             if n * (n_out + n_in) <= n_in * n_out:  # per sample: (δ BᵀB) W + a δ (E₀B)ᵀ
                 delta_BtB = delta if self.orthonormal(proj) else delta @ proj.BtB
-                e_in = torch.addmm(delta_BtB @ W, delta, proj.E0B.t(), alpha=a)
+                e_in = torch.addmm(delta_BtB @ W, delta * proj.a_t, proj.E0B.t())
             else:  # once per step: δ (Wᵀ BᵀB + a E₀B)ᵀ
                 e_in = F.linear(delta, self.feedback_tensor(proj, W))
             e_in = e_in.view(x.shape)
@@ -228,7 +227,7 @@ class PFA(Rule):
         return e_in, grad_W, []
 
     def after_step(self, proj, group):
-        advance_decay(proj.state, group)
+        advance_decay(proj, group)
 
     def _routes(self, n, n_out, n_in, n_bar, need_e, kernel=1, groups=1):
         """(route for e_in, route for ΔR), the cheapest by multiply-add count.

@@ -219,3 +219,35 @@ def test_torch_compile_trains_like_eager():
     for (k, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
         if isinstance(a, torch.Tensor):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("rule", ["kp", "pfa", "pfa-o", "mixed"])
+def test_torch_compile_traces_implicit_feedback_once(rule):
+    """An implicit rule's a_t changes every step; the compiled step reads it from a buffer, so
+    dynamo traces the circuit once (were a_t a Python float, dynamo would guard on it: a new
+    graph each step until its recompile limit, then eager). aot_eager: tracing, no code made."""
+    from circuits import Training, zoo
+    from circuits.train import make_optimizer
+    from plasticity import make_rule
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    options = {"expansion": 4} if rule.startswith("pfa") else {}
+    models = []
+    for compiled in (False, True):
+        m = zoo.mlp((784, 24, 24, 10), feedback=make_rule(rule, **options)).compile(implicit_feedback=True)
+        assert all(p.implicit for p in m.projections.values() if p.sends_error)
+        opt = make_optimizer(m, Training(lr=0.05, momentum=0.9, weight_decay=1e-2))
+        m.attach_optimizer(opt)
+        torch._dynamo.reset()
+        f = torch.compile(m, backend="aot_eager") if compiled else m
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(12):
+                opt.zero_grad()
+                m.loss(f(x), y).backward()
+                opt.step()
+        models.append(m)
+    for (k, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=k)
+    proj = models[1].projections["h1->h2"]
+    assert proj.a_t.item() == pytest.approx(proj.state["a"], rel=1e-6) and proj.state["a"] < 0.999
