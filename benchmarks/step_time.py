@@ -10,6 +10,10 @@ interquartile range of those ratios beside it; the issue's targets are listed wi
     python benchmarks/step_time.py                     # CPU: MLP, ResNet-20 and the host overhead
     python benchmarks/step_time.py --workload mlp --reps 60 --rules fa,kp
     python benchmarks/step_time.py --device cuda --tag gpu   # writes benchmarks/results/step_time.{json,md}
+    python benchmarks/step_time.py --workload overhead --compile default --tag cpu-compiled
+
+``--compile MODE`` runs every model, plain BP's included, through ``torch.compile(mode=MODE)``
+(``reduce-overhead``: CUDA graphs on a GPU); the ratios are then to compiled plain BP.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from typing import Callable, NamedTuple
 
 import torch
@@ -122,8 +127,23 @@ def make_step(model, optimizer, loss_fn, batches):
     return step
 
 
-def workloads(name, device, batch_size, rules=RULES):
-    """{label: one training step} for plain PyTorch BP and each of ``rules`` on workload ``name``."""
+def compiled(model: nn.Module, mode: str) -> nn.Module:
+    """``torch.compile(model, mode=mode)``, tracing a copy of the forward's code of its own. Dynamo
+    keeps its graphs per code object, and every circuit runs ``CompiledCircuit.forward``: with
+    the whole table compiled in one process, each call would first test the guards of the other
+    circuits' graphs (measured: 1.3 ms a step where one compiled circuit takes 0.75)."""
+    f = type(model).forward
+    own = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    model.forward = types.MethodType(own, model)
+    return torch.compile(model, mode=mode)
+
+
+def workloads(name, device, batch_size, rules=RULES, compile_mode=None):
+    """{label: one training step} for plain PyTorch BP and each of ``rules`` on workload ``name``;
+    each model's forward through ``torch.compile(mode=compile_mode)`` unless that is None."""
+    def run(model):
+        return model if compile_mode is None else compiled(model, compile_mode)
+
     work = WORKLOADS[name]
     circuit_fn, plain_fn, shape = work.circuit, work.plain, work.input_shape
     training = Training(lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -132,18 +152,18 @@ def workloads(name, device, batch_size, rules=RULES):
                 torch.randint(0, 10, (batch_size,), generator=g).to(device)) for _ in range(4)]
     plain = plain_fn().to(device)
     opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    steps = {"plain PyTorch BP": make_step(plain, opt, nn.functional.cross_entropy, batches)}
+    steps = {"plain PyTorch BP": make_step(run(plain), opt, nn.functional.cross_entropy, batches)}
     if work.mlp_sizes and "fa" in rules:
         for label, transported in ((REFERENCE_FA, False), (REFERENCE_FA_WT, True)):
             ref = MinimalFAMLP(work.mlp_sizes, transported=transported).to(device)
             ref_opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-            steps[label] = make_step(ref, ref_opt, nn.functional.cross_entropy, batches)
+            steps[label] = make_step(run(ref), ref_opt, nn.functional.cross_entropy, batches)
     specs = [(r, r, {}, True) for r in rules] + [(k, *v) for k, v in VARIANTS.items() if v[0] in rules]
     for label, rule, options, implicit in specs:
         model = circuit_fn(feedback=make_rule(rule, **options)).compile(implicit_feedback=implicit).to(device)
         opt = make_optimizer(model, training)
         model.attach_optimizer(opt)
-        steps[label] = make_step(model, opt, model.loss, batches)
+        steps[label] = make_step(run(model), opt, model.loss, batches)
     return steps
 
 
@@ -236,6 +256,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch-size", type=int, help="default: 64 for the MLP, 128 for ResNet-20, 4 for the overhead MLP")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
+    ap.add_argument("--compile", metavar="MODE", choices=["default", "reduce-overhead", "max-autotune"],
+                    help="torch.compile every model, plain BP's too, with this mode (default: eager)")
     ap.add_argument("--tag", default="cpu", help="key of this run in the results file")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
@@ -251,7 +273,7 @@ def main(argv=None):
         torch.manual_seed(0)
         batch = args.batch_size or WORKLOADS[name].batch
         per_rep = max(1, int(args.steps * WORKLOADS[name].steps_scale))
-        steps = workloads(name, args.device, batch, rules)
+        steps = workloads(name, args.device, batch, rules, args.compile)
         print(f"{name}: {len(steps)} workloads × {args.reps} repetitions × {per_rep} steps", flush=True)
         rows = summarise(measure(steps, args.device, args.reps, per_rep, args.warmup))
         goal = targets(name)
@@ -264,7 +286,7 @@ def main(argv=None):
             "workload": f"{WORKLOADS[name].label}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
             "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "reps": args.reps, "steps_per_rep": per_rep, "date": time.strftime("%Y-%m-%d"),
+            "compile": args.compile, "reps": args.reps, "steps_per_rep": per_rep, "date": time.strftime("%Y-%m-%d"),
             "commit": git_commit(), "rows": rows}
         os.makedirs(args.out, exist_ok=True)
         tmp = path + ".tmp"
@@ -283,8 +305,9 @@ def write_markdown(data, path):
              "target = issue 4's goal for the rule, met or not when that interval lies on one side of it.", ""]
     for key, r in data.items():
         lines += [f"## {key}: {r['workload']}", "",
-                  f"{r['device']} ({r['device_name']}, {r['threads']} threads, {r['cpus']} CPUs), torch {r['torch']}, "
-                  f"{r['reps']} × {r['steps_per_rep']} steps, {r['date']}"
+                  f"{r['device']} ({r['device_name']}, {r['threads']} threads, {r['cpus']} CPUs), torch {r['torch']}"
+                  + (f", torch.compile(mode={r['compile']!r}) for every model" if r.get("compile") else "")
+                  + f", {r['reps']} × {r['steps_per_rep']} steps, {r['date']}"
                   + (f", commit {r['commit']}" if r.get("commit") else ""), "",
                   "| workload | median step (ms) | IQR (ms) | ratio to plain BP | 95% interval | ratio quartiles | target |",
                   "|---|---|---|---|---|---|---|"]

@@ -5,7 +5,8 @@ The magnitudes |M_t| ~ U(0, a) are drawn as one random byte each: 256 evenly spa
 (k + ½)·a/256, k uniform in 0..255, cut from 64-bit random words. Their mean is exactly a/2 and
 their variance a²/12 · (1 − 1/65536); a byte is an eighth of a word (a float per synapse from
 torch's CPU generator, `torch.rand`, would cost more than the matrix product it feeds). For
-metrics the feedback is reported at its expected value E|M_t| ⊙ sign(Wᵀ) = (a/2) sign(Wᵀ)."""
+metrics the feedback is reported at its expected value E|M_t| ⊙ sign(Wᵀ) = (a/2) sign(Wᵀ).
+Under ``torch.compile`` the same levels come from ``torch.randint`` (the compiler's generator)."""
 import math
 
 import torch
@@ -18,6 +19,8 @@ LEVELS = 256
 
 def draw_levels(like: torch.Tensor) -> torch.Tensor:
     """Fresh magnitudes in units of 1/256, shaped and typed like ``like``: k + ½, k uniform in 0..255."""
+    if torch.compiler.is_compiling():  # dynamo does not trace random_; the compiler's own generator draws
+        return torch.randint(0, LEVELS, like.shape, device=like.device).to(like.dtype).add_(0.5)
     n = like.numel()
     # random_ from int64's minimum with no upper end: all 64 bits of every word random
     words = torch.empty((n + 7) // 8, dtype=torch.int64, device=like.device).random_(-2**63, None)

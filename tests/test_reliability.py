@@ -251,3 +251,25 @@ def test_torch_compile_traces_implicit_feedback_once(rule):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=k)
     proj = models[1].projections["h1->h2"]
     assert proj.a_t.item() == pytest.approx(proj.state["a"], rel=1e-6) and proj.state["a"] < 0.999
+
+
+def test_torch_compile_draws_fresh_brsf_magnitudes_every_step():
+    """Compiled, brSF draws its levels with torch.randint (dynamo does not trace random_): still
+    fresh every backward pass, so the same batch gives a different ΔW upstream each time, by
+    about as much as eager's draws make it differ."""
+    from circuits import zoo
+    from plasticity import make_rule
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    m = zoo.mlp((784, 24, 24, 10), feedback=make_rule("brsf")).compile()
+
+    def spread(model):  # mean ‖ΔW₁ − ΔW₁'‖ / ‖ΔW₁‖ over consecutive passes on the same batch
+        grads = []
+        for _ in range(4):
+            m.zero_grad()
+            m.loss(model(x), y).backward()
+            grads.append(m.projections["pixels->h1"].weight.grad.clone())
+        return sum(((a - b).norm() / a.norm()).item() for a, b in zip(grads, grads[1:])) / 3
+
+    compiled, eager = spread(torch.compile(m)), spread(m)
+    assert compiled > 0.05 and 1 / 3 < compiled / eager < 3, (compiled, eager)
