@@ -27,12 +27,14 @@ from tqdm.auto import tqdm
 
 from circuits import data as datasets
 from circuits import distributed
+from circuits.errors import ConfigError
 from circuits.training import Training
 from connectomes.files import write_connectome, write_graph
 from plasticity import set_epoch_weight_decay
 from plasticity.optim import BatchManhattanSGD
 
 CHECKPOINT_VERSION = 1
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 
 
 class TrainingDiverged(RuntimeError):
@@ -160,6 +162,9 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
     ``resume``: continue from ``run_dir/checkpoint.pt`` (``training.epochs`` is the total).
     ``checkpoint_every``: also checkpoint every k steps. Returns the metrics, one dict per epoch.
     """
+    if training.compile not in COMPILE_MODES:
+        raise ConfigError(f"training setting compile={training.compile!r}: not a torch.compile mode "
+                          f"(one of {', '.join(map(repr, COMPILE_MODES))})")
     device = distributed.setup(device)
     rank, world = distributed.world()
     main = rank == 0
@@ -221,6 +226,8 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
             broadcast_buffers=False)
+    if training.compile:
+        net = torch.compile(net, mode=training.compile)
 
     def checkpoint(epoch, step, partial):
         if main:

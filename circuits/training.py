@@ -21,7 +21,9 @@ class Training:
     training set (smoke runs and tests). ``implicit_feedback``: let PFA hold R as
     WᵀBᵀ + a_t E₀ (exact, and as fast as BP) whenever W and R share their SGD settings.
     ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016). ``amp``: forward and
-    backward under bfloat16 autocast (None: on for CUDA devices, off on the CPU).
+    backward under bfloat16 autocast (None: on for CUDA devices, off on the CPU). ``compile``: run
+    the training forward (and with it every rule's backward) through ``torch.compile`` with this
+    mode: "default", "reduce-overhead" (CUDA graphs on a GPU) or "max-autotune" (None: eager).
     """
 
     def implicit_feedback_ok(self) -> bool:
@@ -47,6 +49,7 @@ class Training:
     implicit_feedback: bool = True
     batch_manhattan: bool = False
     amp: bool | None = None
+    compile: str | None = None
     per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def resolve(self, rule: str) -> "Training":

@@ -79,11 +79,12 @@ class WM(Rule):
 
     def feedback_grads(self, proj, x, delta, grad_W):
         o = self.options
-        passes = proj.state.get("backward_passes", 0)
-        proj.state["backward_passes"] = passes + 1
         B = proj.B.detach().to(delta.dtype)
-        if passes % o["mirror_every"]:
-            return [torch.zeros_like(B)]
+        if o["mirror_every"] > 1:  # count passes only when some skip (a Python side effect torch.compile breaks on)
+            passes = proj.state.get("backward_passes", 0)
+            proj.state["backward_passes"] = passes + 1
+            if passes % o["mirror_every"]:
+                return [torch.zeros_like(B)]
         W = proj.weight.detach().to(delta.dtype)
         C = mirror_estimate(proj.geometry, W, self.noise(proj, x).to(delta.dtype), o["noise_std"])
         return [noise_alignment_grad(C, B, o["rate"], o["decay"])]

@@ -273,3 +273,22 @@ def test_torch_compile_draws_fresh_brsf_magnitudes_every_step():
 
     compiled, eager = spread(torch.compile(m)), spread(m)
     assert compiled > 0.05 and 1 / 3 < compiled / eager < 3, (compiled, eager)
+
+
+def test_training_under_torch_compile_follows_eager(tmp_path, data_root):
+    """--set compile=default trains through torch.compile (PFA, implicit R) as eager training
+    does; a mode torch.compile does not know is refused before anything is written."""
+    exp = experiment(tmp_path, train_size=640)
+    runs = {}
+    for mode in ("none", "default"):
+        out = tmp_path / mode
+        r = cli(exp, "--rule", "pfa", "--epochs", "1", "--data-root", data_root, "--out", str(out),
+                "--set", f"compile={mode}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[mode] = load_checkpoint(str(out / "checkpoint.pt"))
+    assert runs["default"]["step"] == runs["none"]["step"]
+    for k, v in runs["none"]["model"].items():
+        if isinstance(v, torch.Tensor):
+            torch.testing.assert_close(runs["default"]["model"][k], v, rtol=1e-3, atol=1e-4, msg=k)
+    r = cli(exp, "--rule", "pfa", "--data-root", data_root, "--out", str(tmp_path / "bad"), "--set", "compile=fast")
+    assert r.returncode != 0 and "compile='fast'" in r.stderr and not (tmp_path / "bad").exists()
