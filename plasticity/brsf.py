@@ -6,7 +6,7 @@ The magnitudes |M_t| ~ U(0, a) are drawn as one random byte each: 256 evenly spa
 their variance a²/12 · (1 − 1/65536); a byte is an eighth of a word (a float per synapse from
 torch's CPU generator, `torch.rand`, would cost more than the matrix product it feeds). For
 metrics the feedback is reported at its expected value E|M_t| ⊙ sign(Wᵀ) = (a/2) sign(Wᵀ).
-Under ``torch.compile`` the same levels come from ``torch.randint`` (the compiler's generator)."""
+Under ``torch.compile`` the draw runs as one custom op, the same code and generator."""
 import math
 
 import torch
@@ -19,8 +19,8 @@ LEVELS = 256
 
 def draw_levels(like: torch.Tensor) -> torch.Tensor:
     """Fresh magnitudes in units of 1/256, shaped and typed like ``like``: k + ½, k uniform in 0..255."""
-    if torch.compiler.is_compiling():  # dynamo does not trace random_; the compiler's own generator draws
-        return torch.randint(0, LEVELS, like.shape, device=like.device).to(like.dtype).add_(0.5)
+    if torch.compiler.is_compiling():  # dynamo does not trace random_: the draw is one opaque op there
+        return _draw_levels_op(like)
     n = like.numel()
     # random_ from int64's minimum with no upper end: all 64 bits of every word random
     words = torch.empty((n + 7) // 8, dtype=torch.int64, device=like.device).random_(-2**63, None)
@@ -28,6 +28,18 @@ def draw_levels(like: torch.Tensor) -> torch.Tensor:
     # (a conversion, then an add in place: torch.add(k, 128.5) on int8 takes a slow
     # mixed-dtype loop, 20 times as long)
     return k.to(like.dtype).add_(LEVELS / 2 + 0.5)
+
+
+@torch.library.custom_op("circuits::brsf_draw_levels", mutates_args=())
+def _draw_levels_op(like: torch.Tensor) -> torch.Tensor:
+    """``draw_levels`` as a custom op, run as it is inside a compiled step (the compiler's own
+    random numbers, one per level, measured three times as slow)."""
+    return draw_levels(like)
+
+
+@_draw_levels_op.register_fake
+def _(like):
+    return torch.empty_like(like)
 
 
 def draw_unit_magnitudes(like: torch.Tensor) -> torch.Tensor:
