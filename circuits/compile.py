@@ -21,7 +21,7 @@ from torch import nn
 from circuits.errors import CircuitError
 from connectomes.analysis import alignment_deg, angle_deg, norm_ratio, sign_concordance
 from connectomes.geometry import Geometry
-from plasticity import BP, ErrorBroadcast, Projection
+from plasticity import BP, Projection, ReadoutError
 from populations import ACTIVATIONS, Input, Layer, Readout
 
 
@@ -90,11 +90,9 @@ class CompiledCircuit(nn.Module):
                 self._plan.append(PlanStep(pop, [(pn, d["pre"], d["geometry"], pn == carrier) for pn, d in incoming],
                                            pop.name in self.biases and carrier is None))
 
-        self.broadcast = None
-        if any(p.rule.needs_readout_error for p in self.projections.values() if p.sends_error):
-            self.broadcast = ErrorBroadcast()
-            for p in self.projections.values():
-                p.broadcast = self.broadcast
+        # projections whose pre population gets its error from the readout's (DFA)
+        self._readout_fed = frozenset(n for n, p in self.projections.items()
+                                      if p.sends_error and p.rule.needs_readout_error)
 
     def _add_transfer(self, pop, initial: dict) -> None:
         """The population's bias (one per channel: shape (C, 1, 1) for (C, H, W)) and norm."""
@@ -131,6 +129,7 @@ class CompiledCircuit(nn.Module):
         # (the containers are read once: this loop runs every step, and each nn.Module
         # attribute lookup costs about a microsecond)
         projections, biases, norms, blocks = self.projections, self.biases, self.norms, self.blocks
+        readout_fed, fed = self._readout_fed, []
         for pop, incoming, add_bias in self._plan:
             total = None
             for pn, pre, geometry, carries_bias in incoming:
@@ -142,6 +141,8 @@ class CompiledCircuit(nn.Module):
                     bias = biases[pop.name].flatten() if carries_bias else None
                     out = (proj.geometry.forward(acts[pre], proj.masked_weight(), bias) if exact
                            else proj(acts[pre], bias))
+                    if readout_fed and pn in readout_fed:
+                        fed.append((proj, acts[pre]))
                 total = out if total is None else total + out
             if add_bias:
                 total = total + biases[pop.name]
@@ -149,8 +150,8 @@ class CompiledCircuit(nn.Module):
                 total = norms[pop.name](total)
             acts[pop.name] = ACTIVATIONS[pop.activation](total)
         out = acts[self.readout.name]
-        if self.broadcast is not None and out.requires_grad and not exact:
-            out = self.broadcast.tap(out)
+        if fed and out.requires_grad and not exact:
+            out = ReadoutError.apply(out, tuple(p for p, _ in fed), *(x for _, x in fed))
         return out
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ def decayed_path_alignment(rule, n: int, seed: int) -> float:
     """Path alignment of the middle projection of an n-n-n-10 circuit once R's start is gone."""
     model = zoo.mlp((n, n, n, 10), seed=seed, feedback=rule).compile(implicit_feedback=True)
     p = model.projections["h1->h2"]
-    p.state["a"] = 0.0  # R = WᵀBᵀ exactly: the initial R has decayed away
+    p.set_a_t(0.0)  # R = WᵀBᵀ exactly: the initial R has decayed away
     return model.alignment()["h1->h2"]["alignment_deg"]
 
 

@@ -64,7 +64,7 @@ class Rule:
     name = "rule"
     edges: tuple[FeedbackEdge, ...] = ()
     plastic: tuple[str, ...] = ()
-    needs_readout_error = False
+    needs_readout_error = False  # True: e_in comes from ``readout_feedback``, not ``backward``
     sparse_tensors: tuple[str, ...] = ()  # stored feedback tensors a connector may thin out
 
     def __init__(self, connector=None, **options):
@@ -146,6 +146,11 @@ class Rule:
         grad_W = geometry.weight_grad(x, delta)
         return e_in, grad_W, self.feedback_grads(proj, x, delta, grad_W)
 
+    def readout_feedback(self, proj, e_readout: torch.Tensor, x_shape: torch.Size) -> torch.Tensor:
+        """For rules with ``needs_readout_error``: e_in (shaped ``x_shape``) from the readout's
+        error (batch × readout), sent by ``ReadoutError`` instead of by ``backward``."""
+        raise NotImplementedError(f"{self.name}: needs_readout_error without readout_feedback")
+
 
 class RuleFunction(torch.autograd.Function):
     """y = geometry(x, W) + bias; backward asks the projection's rule for e_in and the local
@@ -222,35 +227,31 @@ def advance_decay(proj: "Projection", group: dict) -> None:
     if mu:
         state["g"] = d if state["steps"] == 0 else mu * state["g"] + (1 - group["dampening"]) * d
         step = d + mu * state["g"] if group["nesterov"] else state["g"]
-    state["a"] -= group["lr"] * step
     state["steps"] += 1
-    proj.a_t.fill_(state["a"])
+    proj.set_a_t(state["a"] - group["lr"] * step)
 
 
-class ErrorBroadcast:
-    """Holds the readout error e_L of the current backward pass, for non-local rules (DFA).
+class ReadoutError(torch.autograd.Function):
+    """Sends the readout's error e_L = ∂loss/∂out straight to the pre populations of the
+    projections whose rule needs it (DFA), as autograd values rather than Python state, so
+    ``torch.compile`` traces the route like any other.
 
-    ``tap(out)`` is applied to the readout activity in the forward pass; its backward stores
-    ∂loss/∂out before any projection's backward runs.
+    ``apply(out, projections, *xs)``: ``out`` the readout activity (returned as it is), ``xs``
+    the pre activity of each projection; backward gives each x its
+    ``rule.readout_feedback(proj, e_L, x.shape)`` (autograd sums them where one population feeds
+    several such projections).
     """
 
-    def __init__(self):
-        self.error: torch.Tensor | None = None
-
-    def tap(self, out: torch.Tensor) -> torch.Tensor:
-        return _Tap.apply(out, self)
-
-
-class _Tap(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, out, broadcast):
-        ctx.broadcast = broadcast
+    def forward(ctx, out, projections, *xs):
+        ctx.projections = projections
+        ctx.shapes = [x.shape for x in xs]
         return out.view_as(out)
 
     @staticmethod
-    def backward(ctx, grad):
-        ctx.broadcast.error = grad
-        return grad, None
+    def backward(ctx, e_L):
+        sent = [p.rule.readout_feedback(p, e_L, shape) for p, shape in zip(ctx.projections, ctx.shapes)]
+        return e_L, None, *sent
 
 
 class Projection(nn.Module):
@@ -308,7 +309,6 @@ class Projection(nn.Module):
         self.weight = nn.Parameter(weight)
         self.register_buffer("mask_W", mask)  # None (dense) is not in the state_dict
         self.implicit = bool(implicit and sends_error and rule.supports_implicit and mask is None)
-        self.broadcast: ErrorBroadcast | None = None
         if sends_error:
             rule.init_feedback(self, seeded_generator(seed, name, "feedback"))
             if rule.connector is not None:
@@ -343,8 +343,14 @@ class Projection(nn.Module):
 
     def set_extra_state(self, state) -> None:
         self.state = dict(state)
-        if "a" in self.state and hasattr(self, "a_t"):
-            self.a_t.fill_(self.state["a"])
+        if "a" in self.state:
+            self.set_a_t(self.state["a"])
+
+    def set_a_t(self, a: float) -> None:
+        """Set the scalar a_t of implicit feedback F = L(W) + a_t E₀ (``start_decay``): the exact
+        value in ``state`` and its copy in the buffer the training step reads."""
+        self.state["a"] = a
+        self.a_t.fill_(a)
 
     def extra_repr(self) -> str:
         sparse = "" if self.mask_W is None else f" (sparse, {self.mask_W.float().mean().item():.3f} of synapses)"

@@ -1,6 +1,7 @@
 """DFA (Nøkland 2016): each layer receives the readout error directly, e_in = B e_L, through a
-fixed random B (N_pre × N_readout). The readout error is broadcast from the readout (the
-compiled circuit taps it) rather than recomputed; no backprop runs underneath.
+fixed random B (N_pre × N_readout). The readout error is sent from the readout
+(``plasticity.ReadoutError``, which the compiled circuit puts on the readout activity) rather
+than recomputed; no backprop runs underneath. The projection's own backward sends nothing.
 
 On a convolution N_pre counts every pre cell (C·H·W, flattened C-major): B reaches each cell of
 the feature map separately (memory-heavy on large maps, but the rule as written)."""
@@ -32,8 +33,8 @@ class DFA(Rule):
         B = proj.B
         return B if B.shape == W.transpose(0, 1).shape else None
 
+    def readout_feedback(self, proj, e_readout, x_shape):
+        return F.linear(e_readout, proj.B.to(e_readout.dtype)).view(x_shape)  # B e_L
+
     def backward(self, proj, x, W, delta, plastic, need_e):
-        e_in = None
-        if need_e:
-            e_in = F.linear(proj.broadcast.error, proj.B).view(x.shape)
-        return e_in, proj.geometry.weight_grad(x, delta), []
+        return None, proj.geometry.weight_grad(x, delta), []  # e_in: readout_feedback

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from circuits.train import CheckpointError, load_checkpoint
+from plasticity import RULES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = """
@@ -221,36 +222,42 @@ def test_torch_compile_trains_like_eager():
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=k)
 
 
-@pytest.mark.parametrize("rule", ["kp", "pfa", "pfa-o", "mixed"])
-def test_torch_compile_traces_implicit_feedback_once(rule):
-    """An implicit rule's a_t changes every step; the compiled step reads it from a buffer, so
-    dynamo traces the circuit once (were a_t a Python float, dynamo would guard on it: a new
-    graph each step until its recompile limit, then eager). aot_eager: tracing, no code made."""
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_torch_compile_traces_every_rule_in_one_graph(rule):
+    """Every rule's step compiles to one graph, forward and backward, traced once: no graph
+    break (DFA's readout error travels as an autograd value; brSF's draw is one custom op) and
+    no new graph as an implicit rule's a_t changes (it is read from a buffer; a Python float
+    would be guarded on: a new graph each step until dynamo's recompile limit, then eager).
+    12 SGD steps equal eager's. aot_eager: dynamo's and AOTAutograd's tracing, no code made."""
     from circuits import Training, zoo
     from circuits.train import make_optimizer
     from plasticity import make_rule
+    from torch._dynamo.utils import counters
     torch.manual_seed(0)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     options = {"expansion": 4} if rule.startswith("pfa") else {}
     models = []
     for compiled in (False, True):
         m = zoo.mlp((784, 24, 24, 10), feedback=make_rule(rule, **options)).compile(implicit_feedback=True)
-        assert all(p.implicit for p in m.projections.values() if p.sends_error)
         opt = make_optimizer(m, Training(lr=0.05, momentum=0.9, weight_decay=1e-2))
         m.attach_optimizer(opt)
         torch._dynamo.reset()
+        counters.clear()
         f = torch.compile(m, backend="aot_eager") if compiled else m
+        torch.manual_seed(1)
         with torch._dynamo.config.patch(error_on_recompile=True):
             for _ in range(12):
                 opt.zero_grad()
                 m.loss(f(x), y).backward()
                 opt.step()
         models.append(m)
+    assert not counters["graph_break"] and counters["stats"]["unique_graphs"] == 1, dict(counters["graph_break"])
     for (k, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
         if isinstance(a, torch.Tensor):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=k)
     proj = models[1].projections["h1->h2"]
-    assert proj.a_t.item() == pytest.approx(proj.state["a"], rel=1e-6) and proj.state["a"] < 0.999
+    if proj.implicit:
+        assert proj.a_t.item() == pytest.approx(proj.state["a"], rel=1e-6) and proj.state["a"] < 0.999
 
 
 def test_torch_compile_draws_fresh_brsf_magnitudes_every_step():
