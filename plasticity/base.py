@@ -343,8 +343,8 @@ class Projection(nn.Module):
 
     def set_extra_state(self, state) -> None:
         self.state = dict(state)
-        if "a" in self.state:
-            self.set_a_t(self.state["a"])
+        if "a" in self.state and hasattr(self, "a_t"):  # (no a_t: explicit feedback; load_state_dict
+            self.set_a_t(self.state["a"])               # then names the keys that do not fit)
 
     def set_a_t(self, a: float) -> None:
         """Set the scalar a_t of implicit feedback F = L(W) + a_t E₀ (``start_decay``): the exact

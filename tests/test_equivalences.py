@@ -119,6 +119,8 @@ def test_implicit_state_survives_state_dict():
     p, q = model.projections["h1->h2"], other.projections["h1->h2"]
     assert q.state == p.state and p.state["steps"] == 40
     assert torch.equal(q.rule.tensor(q, "R"), p.rule.tensor(p, "R"))
+    assert q.a_t.item() == p.a_t.item() == pytest.approx(p.state["a"], rel=1e-6) and p.state["a"] < 0.99
+    torch.testing.assert_close(q.effective_feedback(), p.effective_feedback(), rtol=0, atol=0)  # reads a_t
 
 
 def test_implicit_needs_an_attached_sgd():
