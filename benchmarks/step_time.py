@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from circuits import Training, zoo
-from circuits.train import make_optimizer
+from circuits.train import COMPILE_MODES, make_optimizer
 from connectomes.geometry import xavier_uniform
 from plasticity import make_rule
 
@@ -256,7 +256,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch-size", type=int, help="default: 64 for the MLP, 128 for ResNet-20, 4 for the overhead MLP")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
-    ap.add_argument("--compile", metavar="MODE", choices=["default", "reduce-overhead", "max-autotune"],
+    ap.add_argument("--compile", metavar="MODE", choices=[m for m in COMPILE_MODES if m],
                     help="torch.compile every model, plain BP's too, with this mode (default: eager)")
     ap.add_argument("--tag", default="cpu", help="key of this run in the results file")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
