@@ -260,29 +260,32 @@ def test_torch_compile_traces_every_rule_in_one_graph(rule):
         assert proj.a_t.item() == pytest.approx(proj.state["a"], rel=1e-6) and proj.state["a"] < 0.999
 
 
-def test_torch_compile_draws_fresh_brsf_magnitudes_every_step():
-    """Compiled, brSF's draw is one custom op (dynamo does not trace random_) running the eager
-    code: fresh levels every backward pass, the very ones eager draws from the same seed."""
+@pytest.mark.parametrize("rule", ["brsf", "wm", "pal"])
+def test_torch_compile_draws_fresh_noise_every_step_as_eager_does(rule):
+    """Compiled, the rules that draw every step (brSF's magnitudes, WM's and PAL's noise) draw
+    through one custom op each, running the eager code (the compiler's own random numbers were
+    slower): fresh values every pass, the very ones eager draws from the same seed."""
     from circuits import zoo
     from plasticity import make_rule
     torch.manual_seed(0)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    m = zoo.mlp((784, 24, 24, 10), feedback=make_rule("brsf")).compile()
+    m = zoo.mlp((784, 24, 24, 10), feedback=make_rule(rule)).compile()
 
-    def upstream_grads(model):  # ΔW₁ of three passes over the same batch, from one seed
+    def grads(model):  # every gradient (ΔW, ΔB) of three passes over the same batch, from one seed
         torch.manual_seed(1)
-        grads = []
+        passes = []
         for _ in range(3):
             m.zero_grad()
             m.loss(model(x), y).backward()
-            grads.append(m.projections["pixels->h1"].weight.grad.clone())
-        return grads
+            passes.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+        return passes
 
-    compiled, eager = upstream_grads(torch.compile(m)), upstream_grads(m)
+    torch._dynamo.reset()
+    compiled, eager = grads(torch.compile(m)), grads(m)
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     for a, b in zip(compiled, compiled[1:]):
-        assert (a - b).norm() > 0.05 * a.norm()
+        assert (a - b).norm() > 1e-3 * a.norm()
 
 
 def test_training_under_torch_compile_follows_eager(tmp_path, data_root):
