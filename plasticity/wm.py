@@ -52,8 +52,9 @@ def draw_noise(like: torch.Tensor, n: int, noise_std: float) -> torch.Tensor:
 @torch.library.custom_op("circuits::normal_noise", mutates_args=())
 def _draw_noise_op(like: torch.Tensor, n: int, noise_std: float) -> torch.Tensor:
     """``draw_noise`` as a custom op inside a compiled step: the same draws from the same
-    generator as eager. (The compiler's own normal numbers, made element by element, measured
-    1.9 times as slow on the CPU: compiled WM on ResNet-20 took 3.8 plain BP steps, 2.0 so.)"""
+    generator as eager. (With the compiler's own normal numbers, made element by element,
+    compiled WM on the CPU's ResNet-20 took 3.3 plain BP steps, with the op 2.1: the recorded
+    runs in benchmarks/results, at bf7f70e and 8a0ada2.)"""
     return draw_noise(like, n, noise_std)
 
 
