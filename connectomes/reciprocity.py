@@ -1,19 +1,24 @@
-"""Cell-level pair statistics between two groups of cells, and for a whole circuit.
+"""Cell-level pair statistics between two groups of cells, and for a whole circuit, measured the
+way the cortical references measure them (definitions: ``docs/connectomes.md``).
 
 Orientation (as everywhere in the package, post × pre):
 
 * ``W`` — forward tensor between group A (its pre, N_A cells) and group B (its post, N_B cells),
   shape (N_B, N_A): ``W[j, i]`` is the synapse from cell i of A onto cell j of B.
 * ``F`` — the direct feedback tensor, shape (N_A, N_B): ``F[i, j]`` is the synapse from cell j of
-  B back onto cell i of A. ``None`` when there is no direct feedback (PFA routes errors through
-  its intermediate population ē; DFA from the readout): every connected pair is then
-  unidirectional.
+  B back onto cell i of A. ``None`` when the architecture has no direct feedback synapse (PFA
+  routes errors through its intermediate population ē; DFA from the readout): the reverse
+  direction then *cannot* exist, and the statistics count only the forward direction as possible.
 
-A synapse exists where ``|w| > threshold`` (default: nonzero), or where an explicit boolean mask
-says so. A cell pair (i, j) is unordered; it can hold two synapses, i→j (in W) and j→i (in F).
-Strengths are the signed weights (``absolute=True``: their magnitudes, the EPSP analogue).
+A synapse exists where ``|w| > threshold`` (default: nonzero), where a boolean mask allows it,
+and, with ``density=p``, only among the strongest |w| of its direction (the matched-density
+view: each direction keeps its ``round(p · N_A · N_B)`` strongest synapses, so that a dense
+network is compared with a sparse cortex at the cortex's connection probability).
 
-The rat cortex values to compare with are in :mod:`connectomes.reference`.
+Strengths: cortical EPSPs are excitatory amplitudes; an ANN's weights are signed. Statistics
+named ``log_…``/``lognormal_…``/``strength_…`` use excitatory synapses (w > 0) in log space, as
+Song et al. (2005) do; those named ``signed_…`` use the signed weights, as the PFA paper's
+appendix model does. A value that is undefined is NaN, and ``notes[field]`` says why.
 """
 from __future__ import annotations
 
@@ -22,10 +27,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import stats as sstats
 
-from connectomes.analysis import alignment_deg, angle_deg
-from connectomes.reference import RAT_CORTEX
+from connectomes.reference import RAT_CORTEX, references_for
+
+
+class NonFiniteWeightError(ValueError):
+    """A weight that is NaN or infinite: statistics over the rest would be silently wrong."""
 
 
 # --------------------------------------------------------------------------- small statistics
@@ -34,31 +42,54 @@ def _constant(x: np.ndarray) -> bool:
 
 
 def pearson(x, y) -> float:
-    """Pearson correlation (scipy.stats.pearsonr); NaN with fewer than 2 values or a constant input."""
+    """Pearson correlation in float64; NaN with fewer than 2 values or a constant input."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if _constant(x) or _constant(y):
         return float("nan")
-    return float(stats.pearsonr(x, y).statistic)
+    xc, yc = x - x.mean(), y - y.mean()
+    return float(np.clip(np.dot(xc, yc) / math.sqrt(np.dot(xc, xc) * np.dot(yc, yc)), -1.0, 1.0))
+
+
+def rank(a: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties at their average rank (as scipy.stats.rankdata), from one unstable
+    sort (scipy's stable sort takes several times as long on millions of values)."""
+    order = np.argsort(a)
+    s = a[order]
+    new = np.empty(s.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    out = np.empty(a.size, dtype=np.float64)
+    if new.all():
+        out[order] = np.arange(1, a.size + 1, dtype=np.float64)
+        return out
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], a.size)
+    out[order] = ((starts + 1 + ends) / 2.0)[np.cumsum(new) - 1]
+    return out
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation (scipy.stats.spearmanr, ties at their average rank); NaN as for
-    :func:`pearson`."""
+    """Spearman rank correlation (ties at their average rank, as scipy.stats.spearmanr); NaN as
+    for :func:`pearson`. Each array is ranked once."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if _constant(x) or _constant(y):
         return float("nan")
-    return float(stats.spearmanr(x, y).statistic)
+    return pearson(rank(x), rank(y))
 
 
 def lognormal_fit(weights) -> dict:
-    """Fit ln|w| ~ N(mu, sigma²) over the nonzero entries of ``weights`` (any shape).
+    """Fit ln|w| ~ N(mu, sigma²) over the nonzero entries of ``weights`` (any shape; pass the
+    excitatory synapses for a comparison with EPSPs).
 
     Returns ``mu``, ``sigma`` (ML: population sd), ``ks`` (Kolmogorov–Smirnov distance between
-    ln|w| and the fitted normal), ``ks_pvalue`` (scipy only; approximate, since mu and sigma are
-    fitted from the same data) and ``n``. NaNs when fewer than 2 nonzero weights.
+    ln|w| and the fitted normal), ``ks_pvalue`` (approximate, since mu and sigma are fitted from
+    the same data) and ``n``. NaNs when fewer than 2 nonzero weights.
     """
     w = np.abs(_numpy(weights)).ravel()
-    logw = np.log(w[w > 0])
+    return _normal_fit(np.log(w[w > 0]))
+
+
+def _normal_fit(logw: np.ndarray) -> dict:
     out = {"mu": float("nan"), "sigma": float("nan"), "ks": float("nan"),
            "ks_pvalue": float("nan"), "n": int(logw.size)}
     if logw.size < 2:
@@ -67,7 +98,7 @@ def lognormal_fit(weights) -> dict:
     out.update(mu=mu, sigma=sigma)
     if sigma == 0:
         return out
-    res = stats.kstest(logw, "norm", args=(mu, sigma))
+    res = sstats.ks_1samp(logw, sstats.norm(mu, sigma).cdf)
     out.update(ks=float(res.statistic), ks_pvalue=float(res.pvalue))
     return out
 
@@ -78,15 +109,32 @@ def _numpy(t) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
+def check_finite(t: np.ndarray, name: str, pre: str = "pre", post: str = "post") -> None:
+    """Raise :class:`NonFiniteWeightError` naming the tensor and the first non-finite cell pair
+    of ``t`` (post × pre)."""
+    bad = ~np.isfinite(t)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = (f" (the synapse from cell {idx[1]} of {pre} onto cell {idx[0]} of {post})"
+                 if len(idx) == 2 else "")
+        raise NonFiniteWeightError(f"{name}{list(idx)} = {t[idx]} is not finite{where}; "
+                                   f"{int(bad.sum())} non-finite entries in {name}")
+
+
 # --------------------------------------------------------------------------- pair statistics
+# (label, field, format): the quantities that stand beside a reference, in report order
+HEADLINE = ("connection_probability", "reciprocity_over_chance", "bidirectional_fraction",
+            "log_pearson_bidirectional", "signed_pearson_connected", "lognormal_sigma",
+            "strength_ratio_bidirectional")
+
+
 @dataclass
 class PairStats:
-    """Pair statistics of one forward tensor and its direct feedback (see the module doc).
-
-    Counts: ``n_pre`` (N_A), ``n_post`` (N_B), ``possible_pairs`` (N_A·N_B unordered pairs),
-    ``forward_synapses``, ``feedback_synapses``, ``connected_pairs`` (pairs with at least one
-    synapse), ``bidirectional_pairs``.
-    """
+    """Pair statistics of one forward tensor and its direct feedback (see the module doc and
+    ``docs/connectomes.md`` for each definition). Counts: ``possible_pairs`` (N_A·N_B unordered
+    pairs), ``forward_synapses``, ``feedback_synapses``, ``connected_pairs`` (at least one
+    synapse), ``bidirectional_pairs``, ``excitatory_bidirectional_pairs`` (both synapses w > 0).
+    ``intervals`` holds bootstrap 95% intervals when :func:`bootstrap_intervals` filled them."""
 
     n_pre: int
     n_post: int
@@ -95,127 +143,259 @@ class PairStats:
     feedback_synapses: int
     connected_pairs: int
     bidirectional_pairs: int
-    connection_probability: float   # synapses / possible ordered pairs (2·N_A·N_B)
-    bidirectional_fraction: float   # bidirectional pairs / connected pairs
-    reciprocity_ratio: float        # P(i↔j) / P(i→j)²
-    pearson_bidirectional: float    # forward vs feedback strength, bidirectional pairs only
-    spearman_bidirectional: float
-    pearson_connected: float        # over all connected pairs, an absent synapse = 0 (0 if a
-                                    # direction has no synapse at all, e.g. PFA)
-    spearman_connected: float
-    alignment_deg: float            # ∠(vec Wᵀ, vec F); 90 without direct feedback
-    lognormal_mu: float             # ln|w| over every synapse of the pair (W and F)
+    excitatory_bidirectional_pairs: int
+    feedback_possible: bool             # the architecture has a direct reverse synapse j → i
+    density: float | None               # matched density (None: synapses as they are)
+    connection_probability: float       # synapses / possible ordered pairs (reverse only where possible)
+    p_forward: float                    # forward synapses / pairs
+    p_feedback: float                   # feedback synapses / pairs (NaN: impossible)
+    bidirectional_fraction: float       # bidirectional pairs / connected pairs
+    reciprocity_over_chance: float      # P(i↔j) / (p_forward · p_feedback)
+    log_pearson_bidirectional: float    # Pearson r of (ln w_fwd, ln w_bwd), bidirectional pairs, both w > 0 (Song)
+    signed_pearson_bidirectional: float
+    signed_spearman_bidirectional: float
+    sign_agreement_bidirectional: float  # fraction of bidirectional pairs whose two weights share a sign
+    signed_pearson_connected: float     # over connected pairs, absent = 0, signed (the PFA appendix)
+    alignment_deg: float                # ∠(vec Wᵀ, vec F), absent = 0 (90 by convention without feedback synapses)
+    strength_ratio_bidirectional: float  # median w>0 in bidirectional pairs / in unidirectional pairs
+    lognormal_mu: float                 # fit of ln w over excitatory synapses (w > 0), W and F
     lognormal_sigma: float
     lognormal_ks: float
     lognormal_n: int
-    direct_feedback: bool
+    excitatory_fraction: float          # synapses with w > 0 / synapses
+    abs_lognormal_sigma: float          # sd of ln|w| over every synapse, signs folded (not Song's)
     name: str = ""
     rule: str = ""
-    route: str = ""                 # "direct", "indirect" (PFA's ē, DFA) or "none"
-    transported: bool = False       # the feedback is a function of W (BP's Wᵀ, SF's signs)
+    route: str = ""                     # "direct", "indirect" (PFA's ē, DFA), "none", or "pooled"
+    transported: bool = False           # the feedback is a function of W (BP's Wᵀ, SF's signs)
     feedback_names: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def dense(self) -> bool:
+        """Every possible synapse exists: the native view says nothing about sparsity."""
+        return self.connection_probability == 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 @dataclass
-class _Pairs:
-    """Flattened cell pairs, in W's order (index j·N_A + i)."""
+class _Block:
+    """The cell pairs of one projection, flattened in W's order (index j·N_A + i); ``empty``
+    counts further pairs with no synapse that are not stored (a bootstrap resample keeps only
+    the connected pairs it drew)."""
 
     fwd: np.ndarray      # W[j, i]
-    bwd: np.ndarray      # F[i, j] (0 without feedback)
+    bwd: np.ndarray      # F[i, j] (0 where there is no feedback tensor)
     fe: np.ndarray       # forward synapse exists
     be: np.ndarray       # feedback synapse exists
+    reverse: bool        # a feedback synapse can exist
+    empty: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.fe.size + self.empty
+
+    def connected(self) -> "_Block":
+        """The same pairs, the unconnected ones only counted."""
+        on = self.fe | self.be
+        return _Block(self.fwd[on], self.bwd[on], self.fe[on], self.be[on], self.reverse,
+                      self.size - int(on.sum()))
+
+    def resample(self, rng: np.random.Generator) -> "_Block":
+        """A bootstrap resample of all ``size`` pairs (with replacement), drawn as: how many
+        draws land on connected pairs (binomial), then which (uniform). Call on
+        :meth:`connected` blocks (empty pairs carry no values)."""
+        n_on = self.fe.size
+        k = int(rng.binomial(self.size, n_on / self.size)) if n_on else 0
+        idx = rng.integers(0, n_on, k) if k else np.zeros(0, dtype=np.int64)
+        return _Block(self.fwd[idx], self.bwd[idx], self.fe[idx], self.be[idx], self.reverse, self.size - k)
 
 
 def _exists(t: np.ndarray, threshold: float, mask) -> np.ndarray:
+    on = np.abs(t) > threshold
     if mask is not None:
         m = _numpy(mask).astype(bool)
         if m.shape != t.shape:
             raise ValueError(f"mask of shape {m.shape} does not match the tensor's {t.shape}")
-        return m & (t != 0) if threshold == 0 else m & (np.abs(t) > threshold)
-    return np.abs(t) > threshold
+        on &= m
+    return on
 
 
-def _pairs(W, F, threshold, mask, feedback_mask) -> _Pairs:
+def strongest(t: np.ndarray, exists: np.ndarray, k: int) -> np.ndarray:
+    """``exists`` restricted to the ``k`` entries of largest |t| (all of them if fewer)."""
+    flat = np.flatnonzero(exists)
+    if k >= flat.size:
+        return exists
+    keep = flat[np.argpartition(-np.abs(t.ravel()[flat]), k - 1)[:k]] if k > 0 else flat[:0]
+    out = np.zeros(t.size, dtype=bool)
+    out[keep] = True
+    return out.reshape(t.shape)
+
+
+def _block(W, F, threshold, mask, feedback_mask, density, name, feedback_name, pre, post) -> _Block:
     w = _numpy(W)
     if w.ndim != 2:
-        raise ValueError(f"cell-level pair statistics need a dense 2-D forward tensor (N_post × N_pre), "
-                         f"got shape {w.shape}")
+        raise ValueError(f"{name}: cell-level pair statistics need a dense 2-D forward tensor "
+                         f"(N_post × N_pre), got shape {w.shape}")
+    check_finite(w, name, pre, post)
     fe = _exists(w, threshold, mask)
+    if density is not None:
+        if not 0 < density <= 1:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        fe = strongest(w, fe, int(round(density * w.size)))
     if F is None:
         if feedback_mask is not None:
-            raise ValueError("feedback_mask given without a feedback tensor")
-        return _Pairs(w.ravel(), np.zeros(w.size), fe.ravel(), np.zeros(w.size, dtype=bool))
+            raise ValueError(f"{name}: feedback_mask given without a feedback tensor")
+        return _Block(w.ravel(), np.zeros(w.size), fe.ravel(), np.zeros(w.size, dtype=bool), False)
     f = _numpy(F)
     if f.shape != w.shape[::-1]:
-        raise ValueError(f"direct feedback of shape {f.shape} does not match Wᵀ of shape {w.shape[::-1]} "
-                         "(feedback is stored post × pre of its own projection: N_pre_fwd × N_post_fwd)")
-    be = _exists(f, threshold, feedback_mask).T
-    return _Pairs(w.ravel(), f.T.ravel(), fe.ravel(), be.ravel())
+        raise ValueError(f"{feedback_name}: direct feedback of shape {f.shape} does not match Wᵀ of shape "
+                         f"{w.shape[::-1]} (feedback is stored post × pre of its own projection: "
+                         "N_pre_fwd × N_post_fwd)")
+    check_finite(f, feedback_name, post, pre)
+    be = _exists(f, threshold, feedback_mask)
+    if density is not None:
+        be = strongest(f, be, int(round(density * f.size)))
+    return _Block(w.ravel(), f.T.ravel(), fe.ravel(), be.T.ravel(), True)
 
 
-def _connected_corr(corr, x, y, n_f: int, n_b: int) -> float:
-    """Correlation over connected pairs; 0 (no correlation, as PFA's 90°) when one direction
-    has no synapse at all, so that its strengths are identically absent."""
-    if x.size >= 2 and (n_f == 0 or n_b == 0):
-        return 0.0
-    return corr(x, y)
+def _nan(notes: dict, key: str, why: str) -> float:
+    notes[key] = why
+    return float("nan")
 
 
-def _stats(p: _Pairs, n_pre: int, n_post: int, *, absolute: bool, direct: bool,
-           alignment: float | None = None) -> PairStats:
-    fwd = np.abs(p.fwd) if absolute else p.fwd
-    bwd = np.abs(p.bwd) if absolute else p.bwd
-    n_pairs = int(p.fe.size)
-    n_f, n_b = int(p.fe.sum()), int(p.be.sum())
-    bi = p.fe & p.be
-    conn = p.fe | p.be
+def _median_ratio(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.median(a) / np.median(b)) if a.size and b.size else float("nan")
+
+
+def _headline(blocks: list[_Block], notes: dict | None = None, *, full: bool = False) -> dict:
+    """The statistics of the pairs of ``blocks`` taken together (chance per block, from each
+    block's own densities). ``full``: also the rank, KS and alignment statistics (slower)."""
+    notes = {} if notes is None else notes
+    if len(blocks) == 1:
+        fwd, bwd, fe, be = blocks[0].fwd, blocks[0].bwd, blocks[0].fe, blocks[0].be
+    else:
+        fwd, bwd, fe, be = (np.concatenate([getattr(b, k) for b in blocks]) for k in ("fwd", "bwd", "fe", "be"))
+    sizes = np.array([b.size for b in blocks])
+    reverse = np.array([b.reverse for b in blocks])
+    n_f_k = np.array([int(b.fe.sum()) for b in blocks])
+    n_b_k = np.array([int(b.be.sum()) for b in blocks])
+    n_pairs, n_f, n_b = int(sizes.sum()), int(n_f_k.sum()), int(n_b_k.sum())
+    bi, conn = fe & be, fe | be
     n_bi, n_conn = int(bi.sum()), int(conn.sum())
-    p_conn = (n_f + n_b) / (2 * n_pairs) if n_pairs else float("nan")
-    p_bi = n_bi / n_pairs if n_pairs else float("nan")
-    x_conn = np.where(p.fe, fwd, 0.0)[conn]
-    y_conn = np.where(p.be, bwd, 0.0)[conn]
-    if alignment is None:
-        alignment = angle_deg(torch.from_numpy(np.where(p.fe, p.fwd, 0.0)),
-                              torch.from_numpy(np.where(p.be, p.bwd, 0.0))) if direct else 90.0
-    fit = lognormal_fit(np.concatenate([p.fwd[p.fe], p.bwd[p.be]]))
-    return PairStats(
-        n_pre=n_pre, n_post=n_post, possible_pairs=n_pairs,
-        forward_synapses=n_f, feedback_synapses=n_b,
-        connected_pairs=n_conn, bidirectional_pairs=n_bi,
-        connection_probability=p_conn,
-        bidirectional_fraction=n_bi / n_conn if n_conn else float("nan"),
-        reciprocity_ratio=p_bi / p_conn ** 2 if p_conn else float("nan"),
-        pearson_bidirectional=pearson(fwd[bi], bwd[bi]),
-        spearman_bidirectional=spearman(fwd[bi], bwd[bi]),
-        pearson_connected=_connected_corr(pearson, x_conn, y_conn, n_f, n_b),
-        spearman_connected=_connected_corr(spearman, x_conn, y_conn, n_f, n_b),
-        alignment_deg=alignment,
-        lognormal_mu=fit["mu"], lognormal_sigma=fit["sigma"], lognormal_ks=fit["ks"],
-        lognormal_n=fit["n"], direct_feedback=direct,
-    )
+    out: dict = {"possible_pairs": n_pairs, "forward_synapses": n_f, "feedback_synapses": n_b,
+                 "connected_pairs": n_conn, "bidirectional_pairs": n_bi}
+    feasible = int(sizes.sum() + sizes[reverse].sum())
+    out["connection_probability"] = (n_f + n_b) / feasible if feasible else float("nan")
+    out["p_forward"] = n_f / n_pairs if n_pairs else float("nan")
+    rev_pairs = int(sizes[reverse].sum())
+    out["p_feedback"] = (n_b / rev_pairs if rev_pairs else
+                         _nan(notes, "p_feedback", "the reverse synapse cannot exist (no direct feedback)"))
+    out["bidirectional_fraction"] = (n_bi / n_conn if n_conn else
+                                     _nan(notes, "bidirectional_fraction", "no connected pair"))
+    expected = float(np.sum(n_f_k * n_b_k / np.maximum(sizes, 1)))
+    if not rev_pairs:
+        out["reciprocity_over_chance"] = _nan(notes, "reciprocity_over_chance",
+                                              "the reverse synapse cannot exist (no direct feedback): chance level undefined")
+    elif expected == 0:
+        out["reciprocity_over_chance"] = _nan(notes, "reciprocity_over_chance",
+                                              "no synapse in one direction: chance level 0")
+    else:
+        out["reciprocity_over_chance"] = n_bi / expected
+    exc = bi & (fwd > 0) & (bwd > 0)
+    out["excitatory_bidirectional_pairs"] = int(exc.sum())
+    r = pearson(np.log(fwd[exc]), np.log(bwd[exc])) if exc.any() else float("nan")
+    out["log_pearson_bidirectional"] = r if not math.isnan(r) else _nan(
+        notes, "log_pearson_bidirectional", f"{int(exc.sum())} bidirectional pairs with both synapses excitatory")
+    x, y = np.where(fe, fwd, 0.0), np.where(be, bwd, 0.0)
+    r = pearson(x[conn], y[conn])
+    out["signed_pearson_connected"] = r if not math.isnan(r) else _nan(
+        notes, "signed_pearson_connected",
+        "one direction has no synapse (or constant strengths): a correlation is undefined")
+    # excitatory synapses: in bidirectional pairs, in unidirectional pairs, all
+    pos_f, pos_b = fe & (fwd > 0), be & (bwd > 0)
+    strengths_bi = np.concatenate([fwd[pos_f & be], bwd[pos_b & fe]])
+    strengths_uni = np.concatenate([fwd[pos_f & ~be], bwd[pos_b & ~fe]])
+    out["strength_ratio_bidirectional"] = (_median_ratio(strengths_bi, strengths_uni)
+                                           if strengths_bi.size and strengths_uni.size else _nan(
+        notes, "strength_ratio_bidirectional",
+        f"{strengths_bi.size} excitatory synapses in bidirectional pairs, {strengths_uni.size} in unidirectional ones"))
+    log_exc = np.log(np.concatenate([fwd[pos_f], bwd[pos_b]]))
+    sd = float(log_exc.std()) if log_exc.size >= 2 else float("nan")
+    out["lognormal_sigma"] = sd if not math.isnan(sd) else _nan(notes, "lognormal_sigma", "fewer than 2 excitatory synapses")
+    if not full:
+        return out
+    out["signed_pearson_bidirectional"] = pearson(fwd[bi], bwd[bi])
+    out["signed_spearman_bidirectional"] = spearman(fwd[bi], bwd[bi])
+    out["sign_agreement_bidirectional"] = (float(np.mean(np.sign(fwd[bi]) == np.sign(bwd[bi]))) if n_bi
+                                           else float("nan"))
+    if n_bi < 2:
+        for k in ("signed_pearson_bidirectional", "signed_spearman_bidirectional"):
+            notes[k] = f"{n_bi} bidirectional pairs"
+    nx, ny = float(np.dot(x, x)), float(np.dot(y, y))
+    if ny == 0:
+        out["alignment_deg"] = 90.0
+        notes["alignment_deg"] = "no feedback synapse: 90° by convention (the PFA paper's: no correlation)"
+    elif nx == 0:
+        out["alignment_deg"] = _nan(notes, "alignment_deg", "no forward synapse")
+    else:
+        out["alignment_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, float(np.dot(x, y)) / math.sqrt(nx * ny)))))
+    fit = _normal_fit(log_exc)
+    out.update(lognormal_mu=fit["mu"], lognormal_ks=fit["ks"], lognormal_n=fit["n"])
+    n_syn = n_f + n_b
+    out["excitatory_fraction"] = log_exc.size / n_syn if n_syn else float("nan")
+    every = np.abs(np.concatenate([fwd[fe], bwd[be]]))
+    out["abs_lognormal_sigma"] = float(np.log(every).std()) if every.size >= 2 else float("nan")
+    return out
+
+
+def _pair_stats(blocks: list[_Block], n_pre: int, n_post: int, density) -> PairStats:
+    notes: dict[str, str] = {}
+    values = _headline(blocks, notes, full=True)
+    return PairStats(n_pre=n_pre, n_post=n_post, feedback_possible=any(b.reverse for b in blocks),
+                     density=density, notes=notes, **values)
 
 
 def pair_statistics(W, F=None, *, threshold: float = 0.0, mask=None, feedback_mask=None,
-                    absolute: bool = False) -> PairStats:
-    """Pair statistics of forward ``W`` (N_B × N_A) and direct feedback ``F`` (N_A × N_B) or None.
+                    density: float | None = None, name: str = "W", feedback_name: str = "F",
+                    pre: str = "pre", post: str = "post") -> PairStats:
+    """Pair statistics of forward ``W`` (N_B × N_A) and direct feedback ``F`` (N_A × N_B) or
+    None (no reverse synapse can exist).
 
     ``threshold``: a synapse exists where |w| > threshold. ``mask`` / ``feedback_mask``: boolean
-    tensors shaped like W / F restricting where synapses may exist. ``absolute``: correlate
-    |w| instead of the signed weights. ``alignment_deg`` is
-    :func:`connectomes.analysis.alignment_deg` of the tensors with absent synapses zeroed
-    (90° when F is None).
+    tensors shaped like W / F restricting where synapses may exist. ``density``: the matched-
+    density view (each direction keeps its round(density · N_A·N_B) strongest |w|). ``name``,
+    ``feedback_name``, ``pre``, ``post`` name the tensors and populations in errors: a NaN or
+    infinite weight raises :class:`NonFiniteWeightError` naming the tensor and cell pair.
     """
-    p = _pairs(W, F, threshold, mask, feedback_mask)
+    b = _block(W, F, threshold, mask, feedback_mask, density, name, feedback_name, pre, post)
     n_post, n_pre = tuple(W.shape)
-    alignment = 90.0
-    if F is not None:
-        w_eff = torch.as_tensor(np.where(p.fe, p.fwd, 0.0).reshape(n_post, n_pre))
-        f_eff = torch.as_tensor(np.where(p.be, p.bwd, 0.0).reshape(n_post, n_pre).T)
-        alignment = alignment_deg(w_eff, f_eff)
-    return _stats(p, n_pre, n_post, absolute=absolute, direct=F is not None, alignment=alignment)
+    return _pair_stats([b], n_pre, n_post, density)
+
+
+def bootstrap_intervals(blocks: list[_Block], *, repeats: int = 200, seed: int = 0,
+                        level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of the :data:`HEADLINE` statistics: cell pairs resampled
+    with replacement within each projection. Pairs that share a cell are not independent, so
+    the intervals are a lower bound on the uncertainty; across seeds is the stronger test."""
+    rng = np.random.default_rng(seed)
+    blocks = [b.connected() for b in blocks]
+    draws: dict[str, list[float]] = {k: [] for k in HEADLINE}
+    for _ in range(repeats):
+        res = _headline([b.resample(rng) for b in blocks])
+        for k in HEADLINE:
+            draws[k].append(res[k])
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {}
+    for k, v in draws.items():
+        a = np.asarray(v, dtype=np.float64)
+        a = a[np.isfinite(a)]
+        if a.size >= max(10, repeats // 2):
+            out[k] = [float(np.percentile(a, lo)), float(np.percentile(a, hi))]
+    return out
 
 
 # --------------------------------------------------------------------------- whole circuit
@@ -244,72 +424,94 @@ def feedback_routes(records: list[dict]) -> list[dict]:
 
 def _direct_tensor(direct: list[dict]) -> torch.Tensor | None:
     """The direct feedback of one projection: the sum of its direct records (disjoint masked
-    groups of a mixed rule add up to one tensor)."""
+    groups of a mixed rule add up to one tensor). Each record is checked for non-finite values
+    under its own name."""
     if not direct:
         return None
-    total = direct[0]["weight"].detach().double().clone()
-    for r in direct[1:]:
-        total += r["weight"].detach().double()
+    total = None
+    for r in direct:
+        w = r["weight"].detach().double()
+        check_finite(w.numpy(), r["name"], r.get("pre", "pre"), r.get("post", "post"))
+        total = w.clone() if total is None else total + w
     return total
 
 
-def circuit_reciprocity(records: list[dict], *, threshold: float = 0.0, absolute: bool = False,
-                        pooled: bool = True) -> dict[str, PairStats]:
+def circuit_reciprocity(records: list[dict], *, threshold: float = 0.0, density: float | None = None,
+                        pooled: bool = True, intervals: int = 0, seed: int = 0) -> dict[str, PairStats]:
     """Pair statistics for every dense forward projection of a circuit, keyed by its name.
 
-    PFA's and DFA's projections have no direct feedback: zero reciprocal synapses. With
-    ``pooled``, the key ``"pooled"`` holds the statistics over the cell pairs of every
-    projection whose pre cells receive errors (route "direct" or "indirect") taken together.
-    Non-dense (e.g. convolution) projections are skipped.
+    PFA's and DFA's projections have no direct feedback (the reverse synapse cannot exist).
+    ``density``: the matched-density view. With ``pooled``, the key ``"pooled"`` holds the
+    statistics over the cell pairs of every projection whose pre cells receive errors (route
+    "direct" or "indirect") taken together, chance computed per projection. ``intervals=K``
+    adds bootstrap intervals from K resamples. Non-dense projections are skipped.
     """
     out: dict[str, PairStats] = {}
-    pooled_pairs: list[_Pairs] = []
+    blocks: list[_Block] = []
     n_pre_total = n_post_total = 0
-    any_direct = False
     for item in feedback_routes(records):
         fwd, direct = item["forward"], item["direct"]
         F = _direct_tensor(direct)
-        st = pair_statistics(fwd["weight"], F, threshold=threshold, absolute=absolute)
+        b = _block(fwd["weight"], F, threshold, None, None, density, fwd["name"],
+                   "+".join(r["name"] for r in direct) or "F", fwd["pre"], fwd["post"])
+        n_post, n_pre = tuple(fwd["weight"].shape)
+        st = _pair_stats([b], n_pre, n_post, density)
         st.name, st.rule, st.route = fwd["name"], fwd.get("rule", ""), item["route"]
         st.transported = any(bool(r.get("transported")) for r in direct)
         st.feedback_names = [r["name"] for r in direct]
+        if intervals:
+            st.intervals = bootstrap_intervals([b], repeats=intervals, seed=seed)
         out[fwd["name"]] = st
         if item["route"] != "none":
-            pooled_pairs.append(_pairs(fwd["weight"], F, threshold, None, None))
-            n_pre_total += st.n_pre
-            n_post_total += st.n_post
-            any_direct |= F is not None
-    if pooled and pooled_pairs:
-        cat = _Pairs(*(np.concatenate([getattr(p, k) for p in pooled_pairs]) for k in ("fwd", "bwd", "fe", "be")))
-        st = _stats(cat, n_pre_total, n_post_total, absolute=absolute, direct=any_direct)
+            blocks.append(b)
+            n_pre_total += n_pre
+            n_post_total += n_post
+    if pooled and blocks:
+        st = _pair_stats(blocks, n_pre_total, n_post_total, density)
         rules = sorted({s.rule for s in out.values() if s.route != "none"})
         st.name, st.rule, st.route = "pooled", "+".join(rules), "pooled"
         st.transported = any(s.transported for s in out.values())
+        if intervals:
+            st.intervals = bootstrap_intervals(blocks, repeats=intervals, seed=seed)
         out["pooled"] = st
     return out
 
 
+def density_sweep(records: list[dict], densities, *, projection: str, threshold: float = 0.0) -> list[dict]:
+    """The matched-density statistics of one projection at each density (the dependence of the
+    comparison on that choice): a list of ``{"density": p, **PairStats.to_dict()}``."""
+    rows = []
+    for p in densities:
+        st = circuit_reciprocity(records, threshold=threshold, density=p, pooled=False)[projection]
+        rows.append({"density": p, **st.to_dict()})
+    return rows
+
+
 # --------------------------------------------------------------------------- tables
-_ROWS = [  # (label, PairStats field, reference key, format)
-    ("feedback route", "route", None, "s"),
-    ("connection probability", "connection_probability", "connection_probability", ".3f"),
-    ("bidirectional / connected pairs", "bidirectional_fraction", "bidirectional_fraction", ".3f"),
-    ("reciprocity P(i↔j)/P(i→j)²", "reciprocity_ratio", "reciprocity_ratio", ".2f"),
-    ("Pearson r, bidirectional pairs", "pearson_bidirectional", "pearson_bidirectional", ".3f"),
-    ("Spearman ρ, bidirectional pairs", "spearman_bidirectional", None, ".3f"),
-    ("Pearson R, connected pairs (absent = 0)", "pearson_connected", "pearson_connected", ".3f"),
-    ("Spearman ρ, connected pairs", "spearman_connected", None, ".3f"),
-    ("alignment angle (deg)", "alignment_deg", "alignment_deg", ".1f"),
-    ("lognormal σ of ln(abs w)", "lognormal_sigma", "lognormal_sigma", ".3f"),
-    ("lognormal μ of ln(abs w)", "lognormal_mu", "lognormal_mu", ".3f"),
-    ("KS distance to the lognormal fit", "lognormal_ks", None, ".3f"),
-    ("connected pairs", "connected_pairs", "connected_pairs", "d"),
-    ("bidirectional pairs", "bidirectional_pairs", "bidirectional_pairs", "d"),
+_ROWS = [  # (label, PairStats field, format)
+    ("feedback route", "route", "s"),
+    ("connection probability (possible ordered pairs)", "connection_probability", ".3f"),
+    ("bidirectional / connected pairs", "bidirectional_fraction", ".3f"),
+    ("reciprocity over chance P(i↔j)/(p_fwd·p_bwd)", "reciprocity_over_chance", ".2f"),
+    ("log-space Pearson r, bidirectional excitatory pairs", "log_pearson_bidirectional", ".3f"),
+    ("signed Pearson r, bidirectional pairs", "signed_pearson_bidirectional", ".3f"),
+    ("signed Spearman ρ, bidirectional pairs", "signed_spearman_bidirectional", ".3f"),
+    ("sign agreement, bidirectional pairs", "sign_agreement_bidirectional", ".3f"),
+    ("signed Pearson R, connected pairs (absent = 0)", "signed_pearson_connected", ".3f"),
+    ("alignment angle ∠(Wᵀ, F) (deg)", "alignment_deg", ".1f"),
+    ("median strength, bidirectional / unidirectional", "strength_ratio_bidirectional", ".2f"),
+    ("lognormal σ of ln w, excitatory synapses", "lognormal_sigma", ".3f"),
+    ("lognormal μ of ln w, excitatory synapses (units)", "lognormal_mu", ".3f"),
+    ("KS distance to the lognormal fit", "lognormal_ks", ".3f"),
+    ("excitatory fraction of synapses", "excitatory_fraction", ".3f"),
+    ("σ of ln abs(w), all synapses (signs folded)", "abs_lognormal_sigma", ".3f"),
+    ("connected pairs", "connected_pairs", "d"),
+    ("bidirectional pairs", "bidirectional_pairs", "d"),
 ]
 
 
-def _fmt(value, spec: str) -> str:
-    if isinstance(value, float) and math.isnan(value):
+def fmt(value, spec: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if spec == "s":
         return str(value)
@@ -319,18 +521,23 @@ def _fmt(value, spec: str) -> str:
         return str(value)
 
 
+def _reference_cell(key: str) -> str:
+    refs = references_for(key)
+    return "; ".join(f"{r}{'†' if r.status == 'unverified' else ''} ({r.study})" for r in refs)
+
+
 def reciprocity_table(stats: dict[str, PairStats], *, reference: bool = True) -> str:
-    """A Markdown table: one row per quantity, one column per projection, and the rat cortex
-    value (Song et al. 2005; the PFA appendix for R and the angle) in the last column."""
+    """A Markdown table: one row per quantity, one column per projection, and the published
+    values (every study of ``connectomes.reference``; † unverified) in the last column."""
     names = list(stats)
     header = ["quantity"] + [f"{n} ({stats[n].rule})" if stats[n].rule else n for n in names]
     if reference:
-        header.append("rat cortex")
+        header.append("cortex (study)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, key, ref, spec in _ROWS:
-        cells = [label] + [_fmt(getattr(stats[n], key), spec) for n in names]
+    for label, key, spec in _ROWS:
+        cells = [label] + [fmt(getattr(stats[n], key), spec) for n in names]
         if reference:
-            cells.append(str(RAT_CORTEX[ref]) if ref else "")
+            cells.append(_reference_cell(key))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -342,3 +549,8 @@ def print_reciprocity(records_or_stats, **kwargs) -> None:
     else:
         stats = circuit_reciprocity(records_or_stats, **kwargs)
     print(reciprocity_table(stats))
+
+
+__all__ = ["HEADLINE", "NonFiniteWeightError", "PairStats", "RAT_CORTEX", "bootstrap_intervals", "check_finite",
+           "circuit_reciprocity", "density_sweep", "feedback_routes", "lognormal_fit", "pair_statistics",
+           "pearson", "print_reciprocity", "reciprocity_table", "spearman", "strongest"]

@@ -27,16 +27,16 @@ def train(model, steps=300, seed=1):
 def test_kp_forward_and_feedback_strengths_correlate_after_training():
     model = small_mlp(KP(), SIZES, activation="relu").compile().double()
     before = circuit_reciprocity(model.connectome())
-    assert all(abs(before[n].pearson_connected) < 0.6 for n in ("h1->h2", "h2->out"))
+    assert all(abs(before[n].signed_pearson_connected) < 0.6 for n in ("h1->h2", "h2->out"))
     after = circuit_reciprocity(train(model).connectome())
     for name in ("h1->h2", "h2->out"):
         st = after[name]
         assert st.route == "direct" and st.bidirectional_fraction == 1.0
-        assert st.pearson_connected > 0.95 and st.pearson_bidirectional > 0.95, (name, st.pearson_connected)
+        assert st.signed_pearson_connected > 0.95 and st.signed_pearson_bidirectional > 0.95, (name, st.signed_pearson_connected)
         assert st.alignment_deg < 15
-    assert after["pooled"].pearson_connected > 0.95
+    assert after["pooled"].signed_pearson_connected > 0.95
 
 
 def test_fa_feedback_stays_uncorrelated():
     after = circuit_reciprocity(train(small_mlp(FA(), SIZES, activation="relu").compile().double()).connectome())
-    assert all(after[n].pearson_connected < 0.9 for n in ("h1->h2", "h2->out"))
+    assert all(after[n].signed_pearson_connected < 0.9 for n in ("h1->h2", "h2->out"))

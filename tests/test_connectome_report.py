@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from connectomes.files import write_connectome
+from connectomes.reciprocity import pair_statistics
 from connectomes.report import ReportError, load_run, main, write_report
 from helpers import connectome_records
 
@@ -35,26 +36,46 @@ def test_report_from_two_runs(tmp_path):
     fa = fake_run(tmp_path / "fa", "fa", 0)
     pfa = fake_run(tmp_path / "pfa", "pfa", 1)
     out = tmp_path / "report"
-    path = write_report([fa, pfa], str(out))
+    path = write_report([fa, pfa], str(out), intervals=40)
     text = open(path).read()
-    for png in ("learning_curves.png", "alignment.png", "weight_distributions.png", "weight_correlation_fa_seed_0.png"):
-        assert (out / png).stat().st_size > 5000, png
-        assert f"({png})" in text
-    assert "fa seed 0" in text and "pfa seed 1" in text
-    assert "rat cortex" in text and "0.31" in text and "Song et al. 2005" in text
-    assert "no direct feedback synapses (rule pfa)" in text
-    assert "| 300 |" in text  # the motif census of these small circuits
-    # the PFA table says: zero bidirectional pairs
-    pfa_section = text.split("### pfa seed 1")[1].split("###")[0]
-    row = next(line for line in pfa_section.splitlines() if line.startswith("| bidirectional pairs"))
-    assert row.split("|")[2].strip() == "0" and row.split("|")[3].strip() == "0"
+    for png in ("cortex_comparison.png", "density_dependence.png", "learning_curves.png", "alignment.png",
+                "weight_distributions.png", "weight_correlation_fa_seed_0.png", "pfa_paths_pfa_seed_1.png"):
+        assert f"({png})" in text, png
+        assert plt_image_shape(out / png)[0] > 300, png
+    # the first screen: the comparison figure and table come before anything else
+    first = text.split("## Runs")[0]
+    assert "cortex_comparison.png" in first and "| *campagnola2022* |" in first and "| *song2005* |" in first
+    assert "- **fa seed 0** (h1->out, at matched density 0.116): close to cortex on" in first
+    assert "- **pfa seed 1** (h1->out, at matched density 0.116)" in first
+    assert "no reciprocal synapse can exist" in first.split("**pfa seed 1**")[1]
+    # the numbers in report.json are the statistics of the file's tensors
+    data = json.load(open(out / "report.json"))
+    run = next(r for r in data["runs"] if r["rule"] == "fa")
+    recs = fake_records("fa", 0)
+    truth = pair_statistics(recs[1]["weight"], recs[2]["weight"], density=0.116)
+    head = run["analysis"]["headline"]
+    assert head["forward_synapses"] == truth.forward_synapses == round(0.116 * 28)
+    assert head["bidirectional_pairs"] == truth.bidirectional_pairs
+    pfa_head = next(r for r in data["runs"] if r["rule"] == "pfa")["analysis"]["headline"]
+    assert pfa_head["bidirectional_pairs"] == 0 and pfa_head["reciprocity_over_chance"] is None
+    assert "cannot exist" in pfa_head["notes"]["reciprocity_over_chance"]
+    # per-projection tables, the triad codes explained, every reference with its source
+    assert "At the matched density p = 0.116" in text
+    assert "| 300 | all three pairs reciprocal |" in text
+    assert "Campagnola et al. 2022" in text and "Fig. 6B caption" in text and "[unverified]" in text
+
+
+def plt_image_shape(path):
+    from matplotlib import image
+
+    return image.imread(str(path)).shape
 
 
 def test_run_without_connectome_is_reported_not_fatal(tmp_path):
     run = fake_run(tmp_path / "run", "kp", 0, connectome=False)
     path = write_report([run], str(tmp_path / "out"))
     text = open(path).read()
-    assert "no connectome.h5 in" in text and (tmp_path / "out" / "learning_curves.png").exists()
+    assert "no connectome.h5 in" in text and "python -m circuits.run --connectome" in text and (tmp_path / "out" / "learning_curves.png").exists()
 
 
 def test_corrupt_connectome_is_noted(tmp_path):
