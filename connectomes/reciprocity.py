@@ -46,8 +46,8 @@ def pearson(x, y) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if _constant(x) or _constant(y):
         return float("nan")
-    xc, yc = x - x.mean(), y - y.mean()
-    return float(np.clip(np.dot(xc, yc) / math.sqrt(np.dot(xc, xc) * np.dot(yc, yc)), -1.0, 1.0))
+    xc, yc = x - x.mean(), y - y.mean()   # elementwise sums: no BLAS thread hand-off on small arrays
+    return float(np.clip((xc * yc).sum() / math.sqrt((xc * xc).sum() * (yc * yc).sum()), -1.0, 1.0))
 
 
 def rank(a: np.ndarray) -> np.ndarray:
@@ -335,14 +335,14 @@ def _headline(blocks: list[_Block], notes: dict | None = None, *, full: bool = F
     if n_bi < 2:
         for k in ("signed_pearson_bidirectional", "signed_spearman_bidirectional"):
             notes[k] = f"{n_bi} bidirectional pairs"
-    nx, ny = float(np.dot(x, x)), float(np.dot(y, y))
+    nx, ny = float((x * x).sum()), float((y * y).sum())
     if ny == 0:
         out["alignment_deg"] = 90.0
         notes["alignment_deg"] = "no feedback synapse: 90° by convention (the PFA paper's: no correlation)"
     elif nx == 0:
         out["alignment_deg"] = _nan(notes, "alignment_deg", "no forward synapse")
     else:
-        out["alignment_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, float(np.dot(x, y)) / math.sqrt(nx * ny)))))
+        out["alignment_deg"] = math.degrees(math.acos(max(-1.0, min(1.0, float((x * y).sum()) / math.sqrt(nx * ny)))))
     fit = _normal_fit(log_exc)
     out.update(lognormal_mu=fit["mu"], lognormal_ks=fit["ks"], lognormal_n=fit["n"])
     n_syn = n_f + n_b

@@ -68,3 +68,12 @@ def test_step_time_rejects_an_unknown_rule(tmp_path, capsys):
     with pytest.raises(SystemExit):
         step_time.main(["--workload", "mlp", "--rules", "fa,nope", "--out", str(tmp_path)])
     assert "nope" in capsys.readouterr().err
+
+
+def test_connectome_stats_benchmark_writes_its_table(tmp_path):
+    import connectome_stats
+
+    connectome_stats.main(["--cells", "60", "--repeats", "1", "--out", str(tmp_path)])
+    rows = json.load(open(tmp_path / "connectome_stats.json"))["rows"]
+    assert len(rows) == 5 and all(r["median_s"] > 0 and len(r["times_s"]) == 1 for r in rows)
+    assert "| pair_statistics, dense 60×60 (W and F) |" in (tmp_path / "connectome_stats.md").read_text()
