@@ -25,6 +25,11 @@ CAMPAGNOLA_2022 = "Campagnola et al. 2022, Science 375:eabj5861 (mouse VISp, mul
 AVERMANN_2012 = "Avermann et al. 2012, J Neurophysiol (mouse barrel cortex L2/3)"
 COSSELL_2015 = "Cossell et al. 2015, Nature 518:399 (mouse V1 L2/3 pyramidal)"
 
+CLOSE = 0.25   # "close": within ±25% of a published point (of ln(ratio) for a ratio), or inside a range
+
+# the scale on which "close" is judged: a ratio by its effect ln(ratio), an angle by its cosine
+SCALES = {"reciprocity_over_chance": "log", "strength_ratio_bidirectional": "log", "alignment_deg": "cos"}
+
 STUDIES = {
     "song2005": SONG_2005,
     "pfa-appendix": PFA_APPENDIX,
@@ -63,6 +68,27 @@ class Reference:
         """(low, high): the source's range, or the value itself."""
         v = float(self.value)
         return (v if self.low is None else self.low, v if self.high is None else self.high)
+
+    def meets(self, value: float, interval=None, *, close: float | None = None) -> bool:
+        """Whether a measured ``value`` (or its ``interval``) is *close* to this reference: it
+        meets the published range, or lies within ±``close`` (default :data:`CLOSE`) of a
+        published point on the statistic's own scale (:data:`SCALES`): of the value; of its
+        effect ln(ratio) for a ratio, whose null is 1; of the correlation cos(angle) for an
+        angle, whose null is 90°. NaN is never close."""
+        close = CLOSE if close is None else close
+        a, b = interval if interval else (value, value)
+        if math.isnan(a) or math.isnan(b):
+            return False
+        if self.low is not None:
+            return a <= self.high and b >= self.low
+        scale = SCALES.get(self.statistic, "linear")
+        to, back = {"linear": (lambda x: x, lambda x: x), "log": (math.log, math.exp),
+                    "cos": (lambda d: math.cos(math.radians(d)), lambda c: math.degrees(math.acos(max(-1, min(1, c)))))}[scale]
+        if scale == "log" and a <= 0:
+            return False
+        v = to(float(self.value))
+        lo, hi = sorted((back(v - close * abs(v)), back(v + close * abs(v))))
+        return a <= hi and b >= lo
 
     def __str__(self) -> str:
         if isinstance(self.value, float):

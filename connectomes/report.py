@@ -35,12 +35,11 @@ from connectomes.motifs import cell_graph, motif_census
 from connectomes.reciprocity import (HEADLINE, PairStats, bootstrap_intervals, circuit_reciprocity, feedback_routes,
                                      fmt, lognormal_fit, reciprocity_table)
 from connectomes.reciprocity import _block, _direct_tensor  # the pair blocks the bootstrap resamples
-from connectomes.reference import REFERENCES, RAT_CORTEX, Reference, references_for
+from connectomes.reference import CLOSE, REFERENCES, RAT_CORTEX, references_for
 
 DEFAULT_DENSITY = 0.116          # Song et al. 2005's connection probability (unverified: see reference.py)
 DENSITIES = (0.02, 0.05, 0.073, 0.116, 0.2, 0.31, 0.5, 1.0)   # the matched-density sweep
-CLOSE = 0.25                     # "close": within ±25% of a point reference, or inside a published range
-COMPARED = (  # (PairStats field, label, axis label, a ratio: log axis, closeness of ln(ratio))
+COMPARED = (  # (PairStats field, label, axis label, log axis)
     ("reciprocity_over_chance", "reciprocity over chance", "P(i↔j) / (p_fwd·p_bwd)", True),
     ("log_pearson_bidirectional", "log-space r, bidirectional pairs", "Pearson r of ln w (both w > 0)", False),
     ("lognormal_sigma", "σ of ln w, excitatory synapses", "sd of ln w (w > 0)", False),
@@ -217,34 +216,17 @@ class Analysis:
                 "sweep": [{k: row[k] for k in ("density", *HEADLINE, "bidirectional_pairs")} for row in self.sweep]}
 
 
-def _close(value: float, interval, ref: Reference, ratio: bool = False) -> bool:
-    """The run's interval (or value) meets the reference's range, or a band of ±CLOSE around a
-    point: of the value itself, or for a ratio (whose null is 1) of its effect ln(ratio)."""
-    lo, hi = ref.interval
-    a, b = interval if interval else (value, value)
-    if ref.low is not None:
-        return a <= hi and b >= lo
-    if ratio:
-        if a <= 0:
-            return False
-        eff = math.log(float(ref.value))
-        lo, hi = sorted((math.exp(eff * (1 - CLOSE)), math.exp(eff * (1 + CLOSE))))
-    else:
-        lo, hi = lo - CLOSE * abs(lo), hi + CLOSE * abs(hi)
-    return a <= hi and b >= lo
-
-
 def compare(st: PairStats) -> list[dict]:
     """Each compared statistic of ``st`` against each usable reference for it."""
     out = []
-    for key, label, _, ratio in COMPARED:
+    for key, label, _, _ in COMPARED:
         value = getattr(st, key)
         for ref in references_for(key, usable_only=True):
             row = {"statistic": key, "label": label, "value": value, "interval": st.intervals.get(key),
                    "reference": ref.value, "range": [ref.low, ref.high], "study": ref.study, "close": None,
                    "why": st.notes.get(key, "")}
             if not math.isnan(value):
-                row["close"] = _close(value, st.intervals.get(key), ref, ratio)
+                row["close"] = ref.meets(value, st.intervals.get(key))
             out.append(row)
     return out
 
@@ -620,8 +602,8 @@ def _first_screen(pairs: list[tuple[Run, Analysis]], out_dir: str, density: floa
           f"A dense projection (every possible synapse present) is compared at the **matched density** "
           f"p = {density:g} per direction (each direction keeps its strongest |w|); a sparse one as it is. "
           "Intervals: 95% bootstrap over cell pairs (pairs sharing a cell are not independent: a lower "
-          f"bound on the uncertainty). *Close*: the interval meets a published range, or ±{CLOSE:.0%} of a "
-          "published point. Definitions: `docs/connectomes.md`.", "",
+          f"bound on the uncertainty). *Close*: the interval meets a published range, or lies within ±{CLOSE:.0%} "
+          "of a published point (of ln(ratio) for a ratio, of cos(angle) for an angle). Definitions: `docs/connectomes.md`.", "",
           "| run | projection (post × pre) | view | p as stored | reciprocity over chance | "
           "log-space r, bidirectional | σ of ln w (w > 0) | strength bi / uni | bidirectional / connected | test acc |",
           "|---|---|---|---|---|---|---|---|---|---|"]

@@ -300,3 +300,19 @@ def test_song_numbers_are_consistent():
     assert song_reciprocity_over_chance() == pytest.approx(b / p ** 2) == pytest.approx(4.08, abs=0.005)
     assert lognormal_epsp_mean_mv() == pytest.approx(0.77, abs=0.005)
     assert lognormal_epsp_median_mv() == pytest.approx(0.50, abs=0.005)
+
+
+def test_closeness_to_a_reference():
+    """Inside a published range; within ±25% of a point; for a ratio, within ±25% of ln(ratio)
+    (chance, 1.0, is not close to Song's 1.23); for an angle, of cos(angle) (90°, no correlation,
+    is not close to 78°); NaN never."""
+    from connectomes.reference import reference
+
+    campagnola = next(r for r in references_for("reciprocity_over_chance") if r.study == "campagnola2022")
+    assert campagnola.meets(3.2) and not campagnola.meets(2.0) and campagnola.meets(2.0, (2.0, 3.1))
+    song_r = reference("log_pearson_bidirectional")
+    assert song_r.meets(0.44) and not song_r.meets(0.46) and not song_r.meets(float("nan"))
+    song_ratio = reference("strength_ratio_bidirectional")
+    assert not song_ratio.meets(1.01) and song_ratio.meets(1.2)
+    angle = reference("alignment_deg")
+    assert angle.meets(79.3) and not angle.meets(82.3) and not angle.meets(90.0)
