@@ -305,6 +305,58 @@ def plot_study(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _closeness(runs: list[dict], projection: str, view: str) -> tuple[list[str], list[str]]:
+    """(close, not close): the statistics whose mean over seeds is close to some usable reference
+    for it, and those close to none (``study.json`` values; connection probability left out of
+    the matched view, where it is set)."""
+    from connectomes.reference import references_for
+
+    close, far = [], []
+    for key, label, spec in STUDY_ROWS:
+        refs = references_for(key, usable_only=True)
+        summ = _summary([r["projections"][projection][view].get(key) for r in runs])
+        if not refs or (view == "matched" and key == "connection_probability"):
+            continue
+        text = f"{label} {summ[0]:{spec}}" if summ else f"{label} undefined"
+        hit = [r for r in refs if summ and r.meets(summ[0])]
+        (close if hit else far).append(text + " (" + ", ".join(f"{r.study} {r}" for r in (hit or refs)) + ")")
+    return close, far
+
+
+def conclusions(runs: list[dict], density: float) -> list[str]:
+    """The plain statement of the study, from its numbers."""
+    lines = []
+    for view, name in (("stored", "As stored"), ("matched", f"At the matched density {density}")):
+        close, far = _closeness(runs, "h1->h2", view)
+        lines.append(f"- **{name}, h1→h2** (means over {len(runs)} seeds) — close: "
+                     + ("; ".join(close) or "nothing") + ". **Not close:** " + ("; ".join(far) or "nothing") + ".")
+    close, far = _closeness(runs, "h2->digits", "stored")
+    lines.append("- **h2→digits** (10 readout cells, as stored) — close: " + ("; ".join(close) or "nothing")
+                 + ". Not close: " + ("; ".join(far) or "nothing") + ". FA's synapses onto the readout align "
+                 "with W, as FA's last layer does, so no split of this kind matches there.")
+    r_kp = _summary([r["projections"]["h1->h2"]["log_r_kp_group"] for r in runs])[0]
+    r_fa = _summary([r["projections"]["h1->h2"]["log_r_fa_group"] for r in runs])[0]
+    acc = _summary([100 * r["test_acc"] for r in runs])
+    lines += ["",
+              f"Why, by construction: as stored, W is dense, so every pair has its forward synapse (p_fwd = 1) and "
+              "P(i↔j) = p_bwd = p_fwd·p_bwd: reciprocity over chance is exactly 1, whatever the split; the "
+              "bidirectional fraction is the kp + fa share (0.31) by design. The correlations are what the split "
+              "tunes: the kp group's feedback follows W (log-space r {r_kp:.2f}), the fa group's does not ({r_fa:.2f}), "
+              "and their mixture sets r. The matched-density view cuts each direction to its strongest synapses: the "
+              "kp group's strong feedback synapses sit on strong forward ones, so reciprocity rises above chance "
+              "(below the 3–5× of Campagnola et al., inside Avermann et al.'s chance-level range). The weight "
+              "spread (σ of ln w) follows from Gaussian-initialised dense weights, not from the split: neither "
+              "view reproduces the lognormal EPSP spread of 0.94, and nothing here was fitted to it.",
+              "",
+              "So the mixture reproduces the correlation structure of reciprocal pairs that it was built for "
+              f"(fraction, log-space r, the appendix model's R and angle) at a test accuracy of {acc[0]:.2f} ± "
+              f"{acc[1]:.2f}% (BP: 98.40 ± 0.04% over 3 seeds, docs/results/mnist.md), and it does not "
+              "reproduce cortical sparsity, the reciprocity excess over chance, or the strength distribution: a "
+              "sparse forward connectome (`connect(..., connector=FixedProbability(p))`) with reciprocity-biased "
+              "feedback would be the next model, not a different split."]
+    return lines
+
+
 def write_study(out: str) -> None:
     """``README.md`` and ``brain_mixture.png`` from ``out/study.json`` (no training, no tensors)."""
     with open(os.path.join(out, "study.json")) as f:
@@ -367,7 +419,7 @@ def write_study(out: str) -> None:
         best = min(grid, key=lambda r: distance(r["projections"]["h1->h2"]["stored"]))
         lines += ["", f"Closest: kp {best['groups']['kp']} (distance {distance(best['projections']['h1->h2']['stored']):.3f}); "
                   f"the split in use is kp {g['kp']}.", ""]
-    lines += ["## What it matches and what it does not", ""] + result.get("conclusions", ["(see the tables)"]) + [
+    lines += ["## What it matches and what it does not", ""] + conclusions(runs, result["density"]) + [
               "", "![h1→h2 against the references](brain_mixture.png)", "",
               "History: the split was first chosen by a 2-epoch search and a 40-epoch confirmation that measured r as "
               "the linear Pearson of the signed weights (kp 0.16 gave r = 0.33 that way; see this folder at commit "
