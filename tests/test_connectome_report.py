@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,27 @@ def test_command_line_entry(tmp_path, capsys):
     assert main([run, "--out", str(out), "--no-motifs"]) == 0
     assert capsys.readouterr().out.strip() == str(out / "report.md")
     assert "| 300 |" not in (out / "report.md").read_text()
+
+
+def test_a_sparse_circuit_is_compared_as_it_is(tmp_path):
+    """A sparse forward and feedback connectome (planted: 10% per direction, bidirectional pairs
+    4× chance) is compared as stored, and the report finds the planted excess."""
+    rng = np.random.default_rng(0)
+    n, p = 120, 0.1
+    b = 4 * p * p
+    kind = rng.choice(4, size=(n, n), p=[b, p - b, p - b, 1 - 2 * p + b])
+    W = np.where((kind == 0) | (kind == 1), rng.lognormal(size=(n, n)), 0.0)
+    F = np.where((kind == 0) | (kind == 2), rng.lognormal(size=(n, n)), 0.0).T
+    recs = [{"name": "a->b", "kind": "forward", "pre": "a", "post": "b", "weight": torch.tensor(W), "rule": "fa"},
+            {"name": "a->b:B", "kind": "feedback", "pre": "b", "post": "a", "weight": torch.tensor(F), "rule": "fa",
+             "forward": "a->b"}]
+    run = fake_run(tmp_path / "sparse", "fa", 0, connectome=False)
+    write_connectome(os.path.join(run, "connectome.h5"), recs)
+    write_report([run], str(tmp_path / "out"), intervals=50, motifs=False)
+    head = json.load(open(tmp_path / "out" / "report.json"))["runs"][0]["analysis"]
+    assert head["view"] == "as is"
+    st = head["headline"]
+    assert st["reciprocity_over_chance"] == pytest.approx(4.0, rel=0.2)
+    lo, hi = st["intervals"]["reciprocity_over_chance"]
+    assert lo < st["reciprocity_over_chance"] < hi
+    assert "(a->b, as it is)" in (tmp_path / "out" / "report.md").read_text()
