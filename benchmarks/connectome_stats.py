@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from connectomes.motifs import cell_graph, motif_census
-from connectomes.reciprocity import bootstrap_intervals, pair_statistics
-from connectomes.reciprocity import _block
+from connectomes.reciprocity import bootstrap_intervals, pair_block, pair_statistics
 
 
 def _time(fn, repeats: int) -> list[float]:
@@ -61,7 +60,7 @@ def main(argv=None) -> None:
     W, F = torch.tensor(rng.normal(size=(n, n))), torch.tensor(rng.normal(size=(n, n)))
     random_graph = rng.random((n, n)) < 0.1
     layered_graph = cell_graph(layered(n))
-    block = _block(W, F, 0.0, None, None, 0.116, "W", "F", "a", "b")
+    block = pair_block(W, F, 0.0, None, None, 0.116, "W", "F", "a", "b")
     cases = {
         f"pair_statistics, dense {n}×{n} (W and F)": lambda: pair_statistics(W, F),
         f"pair_statistics, matched density 0.116, {n}×{n}": lambda: pair_statistics(W, F, density=0.116),

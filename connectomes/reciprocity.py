@@ -182,7 +182,7 @@ class PairStats:
 
 
 @dataclass
-class _Block:
+class PairBlock:
     """The cell pairs of one projection, flattened in W's order (index j·N_A + i); ``empty``
     counts further pairs with no synapse that are not stored (a bootstrap resample keeps only
     the connected pairs it drew)."""
@@ -198,20 +198,20 @@ class _Block:
     def size(self) -> int:
         return self.fe.size + self.empty
 
-    def connected(self) -> "_Block":
+    def connected(self) -> "PairBlock":
         """The same pairs, the unconnected ones only counted."""
         on = self.fe | self.be
-        return _Block(self.fwd[on], self.bwd[on], self.fe[on], self.be[on], self.reverse,
+        return PairBlock(self.fwd[on], self.bwd[on], self.fe[on], self.be[on], self.reverse,
                       self.size - int(on.sum()))
 
-    def resample(self, rng: np.random.Generator) -> "_Block":
+    def resample(self, rng: np.random.Generator) -> "PairBlock":
         """A bootstrap resample of all ``size`` pairs (with replacement), drawn as: how many
         draws land on connected pairs (binomial), then which (uniform). Call on
         :meth:`connected` blocks (empty pairs carry no values)."""
         n_on = self.fe.size
         k = int(rng.binomial(self.size, n_on / self.size)) if n_on else 0
         idx = rng.integers(0, n_on, k) if k else np.zeros(0, dtype=np.int64)
-        return _Block(self.fwd[idx], self.bwd[idx], self.fe[idx], self.be[idx], self.reverse, self.size - k)
+        return PairBlock(self.fwd[idx], self.bwd[idx], self.fe[idx], self.be[idx], self.reverse, self.size - k)
 
 
 def _exists(t: np.ndarray, threshold: float, mask) -> np.ndarray:
@@ -235,7 +235,10 @@ def strongest(t: np.ndarray, exists: np.ndarray, k: int) -> np.ndarray:
     return out.reshape(t.shape)
 
 
-def _block(W, F, threshold, mask, feedback_mask, density, name, feedback_name, pre, post) -> _Block:
+def pair_block(W, F=None, threshold: float = 0.0, mask=None, feedback_mask=None, density: float | None = None,
+               name: str = "W", feedback_name: str = "F", pre: str = "pre", post: str = "post") -> PairBlock:
+    """The cell pairs of forward ``W`` and direct feedback ``F`` (arguments as
+    :func:`pair_statistics`), the unit :func:`bootstrap_intervals` resamples."""
     w = _numpy(W)
     if w.ndim != 2:
         raise ValueError(f"{name}: cell-level pair statistics need a dense 2-D forward tensor "
@@ -249,7 +252,7 @@ def _block(W, F, threshold, mask, feedback_mask, density, name, feedback_name, p
     if F is None:
         if feedback_mask is not None:
             raise ValueError(f"{name}: feedback_mask given without a feedback tensor")
-        return _Block(w.ravel(), np.zeros(w.size), fe.ravel(), np.zeros(w.size, dtype=bool), False)
+        return PairBlock(w.ravel(), np.zeros(w.size), fe.ravel(), np.zeros(w.size, dtype=bool), False)
     f = _numpy(F)
     if f.shape != w.shape[::-1]:
         raise ValueError(f"{feedback_name}: direct feedback of shape {f.shape} does not match Wᵀ of shape "
@@ -259,7 +262,7 @@ def _block(W, F, threshold, mask, feedback_mask, density, name, feedback_name, p
     be = _exists(f, threshold, feedback_mask)
     if density is not None:
         be = strongest(f, be, int(round(density * f.size)))
-    return _Block(w.ravel(), f.T.ravel(), fe.ravel(), be.T.ravel(), True)
+    return PairBlock(w.ravel(), f.T.ravel(), fe.ravel(), be.T.ravel(), True)
 
 
 def _nan(notes: dict, key: str, why: str) -> float:
@@ -271,7 +274,7 @@ def _median_ratio(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.median(a) / np.median(b)) if a.size and b.size else float("nan")
 
 
-def _headline(blocks: list[_Block], notes: dict | None = None, *, full: bool = False) -> dict:
+def _headline(blocks: list[PairBlock], notes: dict | None = None, *, full: bool = False) -> dict:
     """The statistics of the pairs of ``blocks`` taken together (chance per block, from each
     block's own densities). ``full``: also the rank, KS and alignment statistics (slower)."""
     notes = {} if notes is None else notes
@@ -352,7 +355,7 @@ def _headline(blocks: list[_Block], notes: dict | None = None, *, full: bool = F
     return out
 
 
-def _pair_stats(blocks: list[_Block], n_pre: int, n_post: int, density) -> PairStats:
+def _pair_stats(blocks: list[PairBlock], n_pre: int, n_post: int, density) -> PairStats:
     notes: dict[str, str] = {}
     values = _headline(blocks, notes, full=True)
     return PairStats(n_pre=n_pre, n_post=n_post, feedback_possible=any(b.reverse for b in blocks),
@@ -371,12 +374,12 @@ def pair_statistics(W, F=None, *, threshold: float = 0.0, mask=None, feedback_ma
     ``feedback_name``, ``pre``, ``post`` name the tensors and populations in errors: a NaN or
     infinite weight raises :class:`NonFiniteWeightError` naming the tensor and cell pair.
     """
-    b = _block(W, F, threshold, mask, feedback_mask, density, name, feedback_name, pre, post)
+    b = pair_block(W, F, threshold, mask, feedback_mask, density, name, feedback_name, pre, post)
     n_post, n_pre = tuple(W.shape)
     return _pair_stats([b], n_pre, n_post, density)
 
 
-def bootstrap_intervals(blocks: list[_Block], *, repeats: int = 200, seed: int = 0,
+def bootstrap_intervals(blocks: list[PairBlock], *, repeats: int = 200, seed: int = 0,
                         level: float = 0.95) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of the :data:`HEADLINE` statistics: cell pairs resampled
     with replacement within each projection. Pairs that share a cell are not independent, so
@@ -422,7 +425,7 @@ def feedback_routes(records: list[dict]) -> list[dict]:
     return out
 
 
-def _direct_tensor(direct: list[dict]) -> torch.Tensor | None:
+def direct_feedback(direct: list[dict]) -> torch.Tensor | None:
     """The direct feedback of one projection: the sum of its direct records (disjoint masked
     groups of a mixed rule add up to one tensor). Each record is checked for non-finite values
     under its own name."""
@@ -436,6 +439,17 @@ def _direct_tensor(direct: list[dict]) -> torch.Tensor | None:
     return total
 
 
+def projection_pairs(records: list[dict], projection: str, *, threshold: float = 0.0,
+                     density: float | None = None) -> PairBlock:
+    """The cell pairs of one forward projection of connectome records and its direct feedback."""
+    item = next((it for it in feedback_routes(records) if it["forward"]["name"] == projection), None)
+    if item is None:
+        raise KeyError(f"no dense forward projection {projection!r} in these records")
+    fwd, direct = item["forward"], item["direct"]
+    return pair_block(fwd["weight"], direct_feedback(direct), threshold, None, None, density, projection,
+                      "+".join(r["name"] for r in direct) or "F", fwd["pre"], fwd["post"])
+
+
 def circuit_reciprocity(records: list[dict], *, threshold: float = 0.0, density: float | None = None,
                         pooled: bool = True, intervals: int = 0, seed: int = 0) -> dict[str, PairStats]:
     """Pair statistics for every dense forward projection of a circuit, keyed by its name.
@@ -447,12 +461,12 @@ def circuit_reciprocity(records: list[dict], *, threshold: float = 0.0, density:
     adds bootstrap intervals from K resamples. Non-dense projections are skipped.
     """
     out: dict[str, PairStats] = {}
-    blocks: list[_Block] = []
+    blocks: list[PairBlock] = []
     n_pre_total = n_post_total = 0
     for item in feedback_routes(records):
         fwd, direct = item["forward"], item["direct"]
-        F = _direct_tensor(direct)
-        b = _block(fwd["weight"], F, threshold, None, None, density, fwd["name"],
+        F = direct_feedback(direct)
+        b = pair_block(fwd["weight"], F, threshold, None, None, density, fwd["name"],
                    "+".join(r["name"] for r in direct) or "F", fwd["pre"], fwd["post"])
         n_post, n_pre = tuple(fwd["weight"].shape)
         st = _pair_stats([b], n_pre, n_post, density)
@@ -551,6 +565,6 @@ def print_reciprocity(records_or_stats, **kwargs) -> None:
     print(reciprocity_table(stats))
 
 
-__all__ = ["HEADLINE", "NonFiniteWeightError", "PairStats", "RAT_CORTEX", "bootstrap_intervals", "check_finite",
+__all__ = ["HEADLINE", "NonFiniteWeightError", "direct_feedback", "PairBlock", "PairStats", "pair_block", "projection_pairs", "RAT_CORTEX", "bootstrap_intervals", "check_finite",
            "circuit_reciprocity", "density_sweep", "feedback_routes", "lognormal_fit", "pair_statistics",
            "pearson", "print_reciprocity", "reciprocity_table", "spearman", "strongest"]

@@ -32,9 +32,8 @@ import numpy as np
 
 from connectomes.files import ConnectomeFileError, read_connectome
 from connectomes.motifs import cell_graph, motif_census
-from connectomes.reciprocity import (HEADLINE, PairStats, bootstrap_intervals, circuit_reciprocity, feedback_routes,
-                                     fmt, lognormal_fit, reciprocity_table)
-from connectomes.reciprocity import _block, _direct_tensor  # the pair blocks the bootstrap resamples
+from connectomes.reciprocity import (HEADLINE, PairStats, bootstrap_intervals, circuit_reciprocity, direct_feedback,
+                                     feedback_routes, fmt, lognormal_fit, projection_pairs, reciprocity_table)
 from connectomes.reference import CLOSE, REFERENCES, RAT_CORTEX, references_for
 
 DEFAULT_DENSITY = 0.116          # Song et al. 2005's connection probability (unverified: see reference.py)
@@ -274,11 +273,8 @@ def analyse(run: Run, *, density: float = DEFAULT_DENSITY, threshold: float = 0.
     dense = native[main].connection_probability > 0.5
     a = Analysis(main, "matched density" if dense else "as is", density, native, matched,
                  shape=(native[main].n_post, native[main].n_pre))
-    item = next(it for it in feedback_routes(run.records) if it["forward"]["name"] == main)
-    fwd = item["forward"]
-    block = _block(fwd["weight"], _direct_tensor(item["direct"]), threshold, None, None,
-                   density if dense else None, main, "F", fwd["pre"], fwd["post"])
     if intervals:
+        block = projection_pairs(run.records, main, threshold=threshold, density=density if dense else None)
         a.headline.intervals = bootstrap_intervals([block], repeats=intervals)
     for p in sweep:
         st = circuit_reciprocity(run.records, threshold=threshold, density=p, pooled=False)[main]
@@ -467,7 +463,7 @@ def plot_weight_correlation(run: Run, path: str, *, max_points: int = 4000, seed
     fig, axes = _figure(len(routes), 2, w=3.8, h=3.5)
     for row, it in enumerate(routes):
         W = it["forward"]["weight"].double().numpy()
-        F = _direct_tensor(it["direct"]).numpy()
+        F = direct_feedback(it["direct"]).numpy()
         x, y = W.ravel(), F.T.ravel()
         both = (x != 0) & (y != 0)
         xb, yb = x[both], y[both]

@@ -139,7 +139,7 @@ def run_statistics(run_dir: str, *, density: float = DENSITY, intervals: int = 2
     import numpy as np
 
     from connectomes.files import read_connectome
-    from connectomes.reciprocity import _block, _direct_tensor, bootstrap_intervals, circuit_reciprocity, feedback_routes
+    from connectomes.reciprocity import bootstrap_intervals, circuit_reciprocity, projection_pairs
 
     records = read_connectome(os.path.join(run_dir, "connectome.h5"))
     with open(os.path.join(run_dir, "config.json")) as f:
@@ -150,14 +150,11 @@ def run_statistics(run_dir: str, *, density: float = DENSITY, intervals: int = 2
     out = {"run": os.path.basename(os.path.normpath(run_dir)), "seed": config.get("seed"), "groups": groups,
            "epochs": len(metrics), "test_acc": metrics[-1]["test_acc"],
            "wall_min": sum(m.get("seconds", 0) for m in metrics) / 60, "projections": {}}
-    routes = {it["forward"]["name"]: it for it in feedback_routes(records)}
     by_name = {r["name"]: r["weight"].double().numpy() for r in records}
     for view, p in (("stored", None), ("matched", density)):
         stats = circuit_reciprocity(records, density=p, pooled=False)
         for name in HIDDEN:
-            it = routes[name]
-            block = _block(it["forward"]["weight"], _direct_tensor(it["direct"]), 0.0, None, None, p, name, "F",
-                           it["forward"]["pre"], it["forward"]["post"])
+            block = projection_pairs(records, name, density=p)
             row = {k: getattr(stats[name], k) for k in STUDY_KEYS}
             row["intervals"] = bootstrap_intervals([block], repeats=intervals) if intervals else {}
             row["notes"] = stats[name].notes

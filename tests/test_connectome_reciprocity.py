@@ -53,7 +53,7 @@ def test_reciprocity_over_chance_uses_each_directions_own_density():
     assert st.reciprocity_over_chance == pytest.approx(1.0, abs=0.05)
     expected = st.possible_pairs * st.p_forward * st.p_feedback
     assert st.reciprocity_over_chance == pytest.approx(st.bidirectional_pairs / expected)
-    iv = bootstrap_intervals([rc._block(W, F, 0.0, None, None, None, "W", "F", "a", "b")], repeats=60)
+    iv = bootstrap_intervals([rc.pair_block(W, F, 0.0, None, None, None, "W", "F", "a", "b")], repeats=60)
     lo, hi = iv["reciprocity_over_chance"]
     assert lo <= 1.0 <= hi and hi - lo < 0.2
 
