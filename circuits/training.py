@@ -98,13 +98,15 @@ def _default(f):
 
 
 _number = (int, float)
+FLOAT32_MAX = 3.4028234663852886e38  # an lr beyond it overflows the optimizer's float32 step
 # (setting, test, what it must be): the limits ``Training.check`` enforces
 LIMITS = [
     ("epochs", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1 (to test a saved run: --evaluate RUN_DIR)"),
     ("batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
     ("eval_batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
-    ("lr", lambda v: isinstance(v, _number) and v > 0, "must be > 0"),
-    ("feedback_lr", lambda v: isinstance(v, _number) and v >= 0, "must be >= 0 (or none: the same as lr)"),
+    ("lr", lambda v: isinstance(v, _number) and 0 < v <= FLOAT32_MAX, "must be > 0 (and at most 3.4e38)"),
+    ("feedback_lr", lambda v: isinstance(v, _number) and 0 <= v <= FLOAT32_MAX,
+     "must be >= 0 (and at most 3.4e38; or none: the same as lr)"),
     ("momentum", lambda v: isinstance(v, _number) and 0 <= v < 1, "must be in [0, 1)"),
     ("weight_decay", lambda v: isinstance(v, _number) and v >= 0, "must be >= 0"),
     ("first_epoch_weight_decay", lambda v: isinstance(v, _number) and v >= 0, "must be >= 0 (or none)"),

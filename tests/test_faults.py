@@ -170,7 +170,9 @@ def _ran_marker(ctx, mp):
 RUN = ["--no-progress", "--device", "cpu"]
 FAULTS = [
     Fault("`--set lr=-1`", lambda c: [c.exp, "--set", "lr=-1", "--out", c.out],
-          "training setting lr=-1.0 must be > 0"),
+          "training setting lr=-1.0 must be > 0 (and at most 3.4e38)"),
+    Fault("`--set lr=1e39`", lambda c: [c.exp, "--set", "lr=1e39", "--out", c.out],
+          "training setting lr=1e+39 must be > 0 (and at most 3.4e38)"),
     Fault("`--set batch_size=0`", lambda c: [c.exp, "--set", "batch_size=0", "--out", c.out],
           "training setting batch_size=0 must be an integer >= 1"),
     Fault("`--set momentum=1.5`", lambda c: [c.exp, "--set", "momentum=1.5", "--out", c.out],
