@@ -15,6 +15,11 @@ A data set is named by a string, optionally with options: ``"mnist"``, ``"cifar1
 - ``fake_cifar10``, ``fake_cifar100``: generated CIFAR-shaped data (class templates plus noise),
   for tests and smoke runs; options ``train`` and ``test`` (sizes).
 
+Every load checks the data: MNIST-like files hold 60000 (train) and 10000 (t10k) items, images
+and labels pair up, MNIST's files match their known md5 (``MD5``; torchvision's md5 for .gz
+files), so swapped train/test files are named as such; CIFAR sets hold 50000/10000 images
+(torchvision checks each file's md5); ImageNet's train/ and val/ are two folders, val/ the smaller.
+
 The validation split (``val_size`` > 0) is the last ``val_size`` cells of a fixed permutation
 (seed 0) of the training set, the same for every run, removed from "train" and evaluated
 without augmentation. "test" is the official test set (ImageNet: its validation set).
