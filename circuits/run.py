@@ -1,4 +1,4 @@
-"""python -m circuits.run FILE: train the circuit that an experiment file defines.
+"""python -m circuits.run FILE: Train the circuit that an experiment file defines.
 
 A run folder is data: --resume, --evaluate and --connectome never run the experiment file that
 a folder's config.json names; they run the FILE you name on the command line, and only if its
@@ -10,6 +10,7 @@ import argparse
 import os
 import runpy
 import sys
+import textwrap
 
 import torch
 
@@ -35,9 +36,10 @@ examples:
   python -m circuits.run experiments/mnist_mlp.py --compare bp,fa,pfa --seeds 3 --out runs/cmp
   torchrun --nproc_per_node=2 -m circuits.run experiments/mnist_mlp.py ...
 
-training settings for --set KEY=VALUE (default; an experiment file's Training(...) sets its own;
-on --resume only these may change: {resumable}):
+training settings for --set KEY=VALUE (the defaults of Training(); an experiment file sets its own):
+  KEY                       DEFAULT  MEANING
 {settings}
+On --resume, --set may change only: {resumable}.
 
 A run folder holds config.json, metrics.jsonl, checkpoint.pt, connectome.h5, graph.json/.graphml
 and tensorboard/. One process writes a folder at a time. Errors exit with status 2, SIGINT/SIGTERM
@@ -233,20 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m circuits.run", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.replace("python -m circuits.run FILE: ", "", 1),
-        epilog=EXAMPLES.format(resumable=", ".join(RESUMABLE), settings=settings_help()))
+        epilog=EXAMPLES.format(resumable=textwrap.fill(", ".join(RESUMABLE), 95, subsequent_indent="  "),
+                               settings=settings_help()))
     ap.add_argument("file", nargs="?", metavar="FILE",
                     help="experiment file defining `circuit` (and usually `training`); also the file to name "
                          "with --resume, --evaluate and --connectome")
     ap.add_argument("--rule", help=f"replace every feedback rule: {', '.join(RULES)} (default: the file's)")
-    ap.add_argument("--epochs", type=int, help="total number of epochs, also on --resume (default: the file's)")
-    ap.add_argument("--seed", type=int, help="seed of the initial tensors and the data order (default: the circuit's)")
+    ap.add_argument("--epochs", type=int, metavar="N", help="total number of epochs, also on --resume (default: the file's)")
+    ap.add_argument("--seed", type=int, metavar="S", help="seed of the initial tensors and the data order (default: the circuit's)")
     ap.add_argument("--data-root", metavar="DIR",
                     help="folder holding the data sets in torchvision's layout, e.g. DIR/MNIST/raw (default: ./data; "
                          "on --resume/--evaluate: the run's)")
     ap.add_argument("--out", metavar="DIR",
                     help="run folder, new or empty (default: runs/CIRCUIT-RULE-sSEED); with --compare, the folder "
                          "of all runs")
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto, CUDA if available)")
+    ap.add_argument("--device", default="auto", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (default: auto, CUDA if available)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a training setting (repeatable; the keys are listed below)")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run in its own folder (name its FILE)")
@@ -256,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="resume although the file, circuit, rule, seed, data or checkpoint differ from what "
                          "config.json records (recorded there)")
     ap.add_argument("--compare", metavar="RULES", help="comma-separated rules to train and compare, e.g. bp,fa,pfa")
-    ap.add_argument("--seeds", type=int, default=1, help="with --compare: seeds per rule, from --seed (default: 1)")
+    ap.add_argument("--seeds", type=int, default=1, metavar="N", help="with --compare: seeds per rule, from --seed (default: 1)")
     ap.add_argument("--log-every", type=int, default=0, metavar="K",
                     help="also write step-level metrics every K steps to steps.jsonl (default: 0, off)")
     ap.add_argument("--checkpoint-every", type=int, default=0, metavar="K",

@@ -88,9 +88,33 @@ class Training:
         return self
 
 
+MEANING = {
+    "data": "data set: mnist, fashion_mnist, cifar10, cifar100, imagenet, fake_cifar10 (options after ':')",
+    "epochs": "total number of epochs",
+    "batch_size": "training batch size",
+    "lr": "learning rate of W (and of plastic feedback unless feedback_lr)",
+    "momentum": "SGD momentum, in [0, 1)",
+    "nesterov": "Nesterov momentum",
+    "weight_decay": "L2 weight decay",
+    "first_epoch_weight_decay": "weight decay of epoch 1 only (PFA's paper: 0.03)",
+    "feedback_lr": "learning rate of plastic feedback (B, R); none: lr",
+    "feedback_weight_decay": "weight decay of plastic feedback; none: weight_decay",
+    "lr_milestones": "epochs after which lr is multiplied by lr_gamma, e.g. 20,30",
+    "lr_gamma": "factor of lr at each milestone",
+    "val_size": "training cells held out for validation",
+    "train_size": "keep only the first N training cells (0: all)",
+    "eval_batch_size": "batch size of evaluation",
+    "implicit_feedback": "hold PFA's/KP's feedback implicitly when exact (faster)",
+    "batch_manhattan": "step by sign(gradient) (Liao et al. 2016)",
+    "amp": "bfloat16 autocast; none: on for CUDA",
+    "compile": "torch.compile mode: default, reduce-overhead, max-autotune; none: eager",
+}
+
+
 def settings_help() -> str:
-    """Every training setting with its default, for ``--help``."""
-    return "\n".join(f"  {f.name:<26} {_default(f)!r}" for f in dataclasses.fields(Training) if f.name != "per_rule")
+    """Every training setting with its default and meaning, for ``--help``."""
+    return "\n".join(f"  {f.name:<25} {str(_default(f)):<8} {MEANING.get(f.name, '')}"
+                     for f in dataclasses.fields(Training) if f.name != "per_rule")
 
 
 def _default(f):

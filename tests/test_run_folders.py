@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from circuits.run import build_parser, main
+from circuits.run import main
 from circuits.train import load_checkpoint
 from connectomes.files import read_connectome
 from test_faults import REPO, tiny_experiment
@@ -271,6 +271,7 @@ def test_help_is_plain_and_complete(capsys):
 
 
 def test_readme_synopsis_names_every_flag():
+    from circuits.run import build_parser
     readme = open(os.path.join(REPO, "README.md")).read()
     synopsis = readme.split("## Running")[1].split("```")[1]
     for action in build_parser()._actions:
