@@ -18,7 +18,7 @@ from circuits import data as datasets
 from circuits.circuit import Circuit
 from circuits.compare import write_comparison
 from circuits.errors import CircuitError, ConfigError, DataError
-from circuits.rundir import identity_problems, read_config, sha256_file
+from circuits.rundir import RunLock, identity_problems, read_config, sha256_file
 from circuits.train import (RESUMABLE, CheckpointError, Interrupted, TrainingDiverged, evaluate, load_checkpoint,
                             train)
 from circuits.training import Training, settings_help
@@ -130,6 +130,10 @@ def from_config(run_dir: str, file: str | None, accept_mismatch: bool = False, f
         training = Training(**{**config["training"], "per_rule": {}})
     except TypeError as err:
         raise ConfigError(f"{run_dir}/config.json: its training settings do not fit this version ({err})") from None
+    try:
+        training.check()
+    except ConfigError as err:
+        raise ConfigError(f"{run_dir}/config.json: {err}") from None
     return config, circuit, training, rule_name, sha
 
 
@@ -177,8 +181,10 @@ def export_connectome(run_dir: str, file: str | None = None, accept_mismatch: bo
     """Write RUN_DIR/connectome.h5 from the run's checkpoint (wherever it stopped)."""
     config, _, rule_name, state, model = saved_model(run_dir, file, accept_mismatch, "--connectome")
     path = os.path.join(run_dir, "connectome.h5")
-    write_connectome(path, model.connectome(), {"rule": rule_name, "seed": config["seed"], "epoch": state["epoch"],
-                                                "step": state["step"], "circuit": model.circuit.name})
+    with RunLock(run_dir).acquire():  # not while a run writes the folder
+        write_connectome(path, model.connectome(), {"rule": rule_name, "seed": config["seed"],
+                                                    "epoch": state["epoch"], "step": state["step"],
+                                                    "circuit": model.circuit.name})
     return path
 
 

@@ -313,6 +313,9 @@ class _Trainer:
         if self.state is not None:
             self.check_identity(accept_mismatch)
             self.restore(self.state)
+            if training.epochs < self.start_epoch:
+                raise ConfigError(f"--epochs {training.epochs}: the run in {self.run_dir} has done "
+                                  f"{self.start_epoch} epochs already (--epochs counts the total)")
             if overrides:  # the restored optimizer and scheduler take the new settings
                 apply_settings(self.optimizer, self.scheduler, training, self.start_epoch)
 

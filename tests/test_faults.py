@@ -93,6 +93,11 @@ def _hold_lock(ctx, mp):
     ctx.lock = RunLock(ctx.out).acquire()  # released when the test ends
 
 
+def _hold_run_lock(ctx, mp):
+    from circuits.rundir import RunLock
+    ctx.lock = RunLock(ctx.run).acquire()
+
+
 def _full_disk_on_save(ctx, mp):
     def save(state, f, *a, **kw):
         f.write(b"half a checkpoint")
@@ -201,6 +206,8 @@ FAULTS = [
           "run directory '{run}' already holds a run; choose another --out or continue it with --resume {run}"),
     Fault("a second run into a folder in use", lambda c: [c.exp, "--out", c.out],
           "run folder '{out}' is in use by another process", _hold_lock, partial=True),
+    Fault("`--connectome RUN_DIR` while a run writes that folder", lambda c: [c.exp, "--connectome", c.run],
+          "run folder '{run}' is in use by another process", _hold_run_lock, partial=True),
     Fault("the disk fills up while the checkpoint is written", lambda c: [c.exp, "--out", c.out],
           "could not write the checkpoint {out}/checkpoint.pt (No space left on device); the temporary file was "
           "removed and the previous checkpoint is untouched: free space, then continue with --resume", _full_disk_on_save),

@@ -57,6 +57,9 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_checkpoint_and_resumes_with
     assert config["training"]["lr_gamma"] == 0.5
     lrs = [json.loads(s)["lr"] for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert lrs == pytest.approx([0.05, 0.025])
+    capsys.readouterr()
+    assert main([exp, "--resume", str(out), "--epochs", "1", *RUN]) == 2  # fewer epochs than done
+    assert "has done 2 epochs already (--epochs counts the total)" in capsys.readouterr().err
 
 
 def test_non_finite_feedback_tensors_are_never_saved_as_good(tmp_path, capsys):
