@@ -19,8 +19,8 @@ from circuits.circuit import Circuit
 from circuits.compare import write_comparison
 from circuits.errors import CircuitError, ConfigError, DataError
 from circuits.rundir import RunLock, identity_problems, read_config, sha256_file
-from circuits.train import (RESUMABLE, CheckpointError, Interrupted, TrainingDiverged, evaluate, load_checkpoint,
-                            train)
+from circuits.train import (RESUMABLE, CheckpointError, Interrupted, TrainingDiverged, data_identity, evaluate,
+                            load_checkpoint, train)
 from circuits.training import Training, settings_help
 from connectomes.files import write_connectome
 from plasticity import RULES, make_rule
@@ -193,6 +193,11 @@ def evaluate_run(run_dir: str, file: str | None, device: str, data_root: str | N
     """Test loss and accuracy of a saved run's checkpoint, as one line."""
     config, training, _, state, model = saved_model(run_dir, file, accept_mismatch, "--evaluate")
     splits = datasets.load(training.data, data_root or config["data_root"], training.val_size)
+    recorded, current = config.get("data"), data_identity(training.data, splits)
+    if recorded and recorded != current and not accept_mismatch:
+        differ = ", ".join(sorted(k for k in current if current.get(k) != recorded.get(k)))
+        raise ConfigError(f"--evaluate {run_dir}: refused: the data differ from what config.json records ({differ}); "
+                          "add --accept-mismatch to evaluate on them anyway")
     model = model.to(device)
     parts = []
     for split in ("val", "test"):

@@ -146,6 +146,16 @@ def _small_readout(ctx, mp):
     ctx.exp = tiny_experiment(ctx.tmp, "five.py", classes=5)
 
 
+def _other_data(ctx, mp):
+    """config.json records other labels than the data now under the data root."""
+    import json
+    path = os.path.join(ctx.run, "config.json")
+    config = json.load(open(path))
+    config["data"]["labels_sha256"] = "0" * 64
+    with open(path, "w") as f:
+        json.dump(config, f)
+
+
 def _bad_config(ctx, mp):
     _write(os.path.join(ctx.run, "config.json"), b"{not json")
 
@@ -228,6 +238,12 @@ FAULTS = [
     Fault("`--resume` of a folder holding another run's checkpoint (seed 1)", lambda c: [c.exp, "--resume", c.run],
           "--resume {run}: refused: checkpoint.pt is not this run's: it holds a run of seed 1", _foreign_checkpoint,
           partial=True),
+    Fault("`--resume` on data other than the run's", lambda c: [c.exp, "--resume", c.run, "--epochs", "2"],
+          "--resume {run}: refused: the data differ from what config.json records (labels_sha256)", _other_data,
+          partial=True),
+    Fault("`--evaluate` on data other than the run's", lambda c: [c.exp, "--evaluate", c.run],
+          "--evaluate {run}: refused: the data differ from what config.json records (labels_sha256); add "
+          "--accept-mismatch to evaluate on them anyway", _other_data),
     Fault("`--resume --set batch_size=8`", lambda c: [c.exp, "--resume", c.run, "--set", "batch_size=8"],
           "--set batch_size: cannot change on --resume", partial=True),
     Fault("`--resume` of a folder a failed start left (config.json, no checkpoint)", lambda c: [c.exp, "--resume", c.run],
