@@ -16,6 +16,7 @@ order of an epoch is a function of (seed, epoch), so a resumed run sees the same
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import json
 import math
@@ -163,10 +164,12 @@ def save_checkpoint(path: str, state: dict) -> None:
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         _remove(tmp)
-        reason = os.strerror(err.errno) if getattr(err, "errno", None) else str(err)
+        code = getattr(err, "errno", None)
+        reason = os.strerror(code) if code else str(err).splitlines()[0]
+        hint = "free space, then continue with --resume" if code in (errno.ENOSPC, errno.EDQUOT) else \
+            "continue with --resume once it can be written"
         raise CheckpointError(f"could not write the checkpoint {path} ({reason}); the temporary file was "
-                              f"removed and the previous checkpoint is untouched: free space, then continue "
-                              "with --resume") from None
+                              f"removed and the previous checkpoint is untouched: {hint}") from None
 
 
 def load_checkpoint(path: str) -> dict:

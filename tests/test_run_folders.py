@@ -136,6 +136,30 @@ def test_a_kill_before_the_first_checkpoint_leaves_a_reusable_folder(tmp_path):
     assert load_checkpoint(str(out / "checkpoint.pt"))["epoch"] == 2
 
 
+def test_resume_from_the_initial_checkpoint_is_exact(tmp_path, monkeypatch):
+    """A run stopped right after its initial checkpoint (epoch 0, step 0) resumes to the very
+    tensors of an uninterrupted run, with a rule that draws noise every step (PAL)."""
+    from circuits import train as train_module
+    exp = tiny_experiment(str(tmp_path))
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main([exp, "--rule", "pal", "--out", str(full), *RUN]) == 0
+
+    class Killed(Exception):
+        pass
+
+    def killed(self):
+        raise Killed
+    with monkeypatch.context() as mp:
+        mp.setattr(train_module._Signals, "__enter__", killed)
+        with pytest.raises(Killed):
+            main([exp, "--rule", "pal", "--out", str(cut), *RUN])
+    assert (load_checkpoint(str(cut / "checkpoint.pt"))["epoch"], len((cut / "metrics.jsonl").read_text())) == (0, 0)
+    assert main([exp, "--resume", str(cut), *RUN]) == 0
+    a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(cut / "checkpoint.pt"))
+    assert a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(v, tensors(b)[k]) for k, v in tensors(a).items())
+
+
 def test_a_failed_start_is_reused_and_a_foreign_folder_untouched(tmp_path, monkeypatch, capsys):
     exp = tiny_experiment(str(tmp_path))
     out = tmp_path / "out"
