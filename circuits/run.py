@@ -1,8 +1,9 @@
 """python -m circuits.run FILE: Train the circuit that an experiment file defines.
 
 A run folder is data: --resume, --evaluate and --connectome never run the experiment file that
-a folder's config.json names; they run the FILE you name on the command line, and only if its
-sha256 is the one config.json records (or you add --accept-mismatch).
+a folder's config.json names. Without FILE they rebuild the circuit from config.json's
+description (no code runs); with FILE they run the file you name, and only if its sha256 is the
+one config.json records (or you add --accept-mismatch).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from circuits import data as datasets
 from circuits.circuit import Circuit
 from circuits.compare import write_comparison
 from circuits.errors import CircuitError, ConfigError, DataError
+from circuits.rebuild import rebuild
 from circuits.rundir import RunLock, identity_problems, read_config, sha256_file
 from circuits.train import (RESUMABLE, CheckpointError, Interrupted, TrainingDiverged, data_identity, evaluate,
                             load_checkpoint, train)
@@ -29,10 +31,11 @@ EXAMPLES = """\
 examples:
   python -m circuits.run experiments/mnist_mlp.py --rule pfa --data-root ../shared/data --out runs/mnist-pfa
   python -m circuits.run experiments/mnist_mlp.py --rule fa --epochs 1 --set lr=0.05 --set batch_size=128
-  python -m circuits.run experiments/mnist_mlp.py --resume runs/mnist-pfa             continue a stopped run
-  python -m circuits.run experiments/mnist_mlp.py --resume runs/mnist-pfa --set lr=0.001   ... with a smaller lr
-  python -m circuits.run experiments/mnist_mlp.py --evaluate runs/mnist-pfa           test accuracy of its checkpoint
-  python -m circuits.run experiments/mnist_mlp.py --connectome runs/mnist-pfa         RUN_DIR/connectome.h5
+  python -m circuits.run --resume runs/mnist-pfa                    continue a stopped run
+  python -m circuits.run --resume runs/mnist-pfa --set lr=0.001     ... with a smaller lr (recorded)
+  python -m circuits.run experiments/mnist_mlp.py --resume runs/mnist-pfa   ... its circuit built by the file
+  python -m circuits.run --evaluate runs/mnist-pfa                  test accuracy of its checkpoint
+  python -m circuits.run --connectome runs/mnist-pfa                RUN_DIR/connectome.h5
   python -m circuits.run experiments/mnist_mlp.py --compare bp,fa,pfa --seeds 3 --out runs/cmp
   torchrun --nproc_per_node=2 -m circuits.run experiments/mnist_mlp.py ...
 
@@ -99,33 +102,50 @@ def prepare(file: str, rule: str | None, seed: int | None, sets: dict, epochs: i
     return circuit, training.check(), rule_name
 
 
-def named_file(run_dir: str, config: dict, file: str | None, accept_mismatch: bool, flag: str) -> str:
+def recorded_file(config: dict) -> str | None:
+    return (config.get("experiment") or {}).get("file") or (config.get("invocation") or {}).get("file")
+
+
+def rebuilt_circuit(run_dir: str, config: dict, flag: str) -> Circuit:
+    """The run's circuit rebuilt from config.json's description (no file runs); if it cannot be,
+    ConfigError with the command that names the experiment file."""
+    try:
+        circuit = rebuild(config["circuit"])
+    except ConfigError as err:
+        raise ConfigError(f"{flag} {run_dir}: config.json's circuit cannot be rebuilt without its experiment file "
+                          f"({err}); a run folder is data and the file its config.json names is not run unless "
+                          f"you name it: python -m circuits.run {recorded_file(config) or 'FILE'} {flag} {run_dir}"
+                          ) from None
+    print(f"circuits.run: circuit rebuilt from {os.path.join(run_dir, 'config.json')} (no experiment file run)",
+          file=sys.stderr)
+    circuit.seed = config["seed"]
+    return circuit
+
+
+def named_file(run_dir: str, config: dict, file: str, accept_mismatch: bool, flag: str) -> str:
     """The sha256 of the experiment FILE the user named for a saved run, checked against the one
     config.json records: a run folder never makes the program run a file the user did not name."""
     recorded = config.get("experiment") or {}
-    recorded_file = recorded.get("file") or (config.get("invocation") or {}).get("file")
-    if not file:
-        where = recorded_file or "FILE"
-        raise ConfigError(f"{flag} {run_dir}: name the experiment file that made the run; a run folder is data "
-                          f"and the file its config.json names is not run unless you name it: "
-                          f"python -m circuits.run {where} {flag} {run_dir}")
     if not os.path.isfile(file):
         raise ConfigError(f"experiment file {file!r} not found")
     sha = sha256_file(file)
     if recorded.get("sha256") and sha != recorded["sha256"] and not accept_mismatch:
         raise ConfigError(f"{flag} {run_dir}: refused: {file} is not the file that made the run (sha256 {sha[:12]}, "
-                          f"config.json records {recorded['sha256'][:12]} of {recorded_file}): it was edited since, "
+                          f"config.json records {recorded['sha256'][:12]} of {recorded_file(config)}): it was edited since, "
                           "or it is another file; to use it anyway, deliberately, add --accept-mismatch")
     return sha
 
 
 def from_config(run_dir: str, file: str | None, accept_mismatch: bool = False, flag: str = "--resume"):
-    """(config, circuit, training, rule name, file sha256) of an existing run, its circuit built by
-    the experiment FILE the user named (checked against config.json)."""
+    """(config, circuit, training, rule name, file sha256) of an existing run: its circuit built
+    by the experiment FILE the user named (checked against config.json), or without FILE rebuilt
+    from config.json's description (sha256 None)."""
     config = read_config(run_dir)
-    sha = named_file(run_dir, config, file, accept_mismatch, flag)
-    inv = config.get("invocation") or {}
-    circuit, _, rule_name = prepare(file, inv.get("rule"), config["seed"], {}, None)
+    if file:
+        sha = named_file(run_dir, config, file, accept_mismatch, flag)
+        circuit, _, rule_name = prepare(file, (config.get("invocation") or {}).get("rule"), config["seed"], {}, None)
+    else:
+        circuit, rule_name, sha = rebuilt_circuit(run_dir, config, flag), str(config["rule"]), None
     try:
         training = Training(**{**config["training"], "per_rule": {}})
     except TypeError as err:
@@ -153,7 +173,11 @@ def resume_run(args, device: str):
     if resumed.implicit_feedback_ok() != training.implicit_feedback_ok():
         raise ConfigError(f"--set {', '.join(overrides)} on --resume would change how the run stores its feedback "
                           "tensors (implicit_feedback); start a new run with another --out")
-    invocation = {**config.get("invocation", {}), "file": os.path.abspath(args.file), "sha256": sha}
+    invocation = dict(config.get("invocation") or {})
+    if args.file:
+        invocation.update(file=os.path.abspath(args.file), sha256=sha, circuit_from=os.path.abspath(args.file))
+    else:
+        invocation.update(sha256=(config.get("experiment") or {}).get("sha256"), circuit_from="config.json")
     return train(circuit, resumed, rule=rule_name, run_dir=args.resume, data_root=args.data_root or config["data_root"],
                  seed=config["seed"], device=device, progress=not args.no_progress, resume=True,
                  log_every=args.log_every, checkpoint_every=args.checkpoint_every, invocation=invocation,
@@ -172,7 +196,7 @@ def saved_model(run_dir: str, file: str | None, accept_mismatch: bool, flag: str
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{run_dir}/checkpoint.pt does not fit the circuit of {file}: "
+        raise CheckpointError(f"{run_dir}/checkpoint.pt does not fit the circuit of {file or 'config.json'}: "
                               f"{str(err).splitlines()[0]}") from None
     return config, training, rule_name, state, model
 
@@ -249,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES.format(resumable=textwrap.fill(", ".join(RESUMABLE), 95, subsequent_indent="  "),
                                settings=settings_help()))
     ap.add_argument("file", nargs="?", metavar="FILE",
-                    help="experiment file defining `circuit` (and usually `training`); also the file to name "
-                         "with --resume, --evaluate and --connectome")
+                    help="experiment file defining `circuit` (and usually `training`); with --resume, --evaluate "
+                         "and --connectome optional: it builds the circuit if its sha256 is the run's (without it, "
+                         "the circuit is rebuilt from config.json)")
     ap.add_argument("--rule", help=f"replace every feedback rule: {', '.join(RULES)} (default: the file's)")
     ap.add_argument("--epochs", type=int, metavar="N", help="total number of epochs, also on --resume (default: the file's)")
     ap.add_argument("--seed", type=int, metavar="S", help="seed of the initial tensors and the data order (default: the circuit's)")
@@ -263,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (default: auto, CUDA if available)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a training setting (repeatable; the keys are listed below)")
-    ap.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run in its own folder (name its FILE)")
+    ap.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run in its own folder")
     ap.add_argument("--evaluate", metavar="RUN_DIR", help="print the test accuracy of a saved run's checkpoint, then stop")
     ap.add_argument("--connectome", metavar="RUN_DIR", help="write RUN_DIR/connectome.h5 from its checkpoint, then stop")
     ap.add_argument("--accept-mismatch", action="store_true",

@@ -377,7 +377,8 @@ class _Trainer:
         config.setdefault("resumes", []).append({
             "at": {"epoch": self.start_epoch, "step": self.start_step},
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "overrides": overrides, "accepted_mismatch": self.problems, "command": sys.argv})
+            "overrides": overrides, "accepted_mismatch": self.problems, "command": sys.argv,
+            "circuit_from": self.invocation.get("circuit_from")})
         config["training"] = self.training.to_dict()
         write_config(self.run_dir, config)
 
@@ -401,11 +402,10 @@ class _Trainer:
         return f"the last good state is in {self.ckpt_path} ({what}: epoch {epoch}, step {step})"
 
     def diverged(self, epoch: int, step: int, where: str) -> TrainingDiverged:
-        file = self.invocation.get("file") or "FILE"
         return TrainingDiverged(
             f"training diverged at epoch {epoch + 1}, step {step}: {where}; nothing was saved over the last "
             f"good state; {self.good_state()}. To continue from it with a smaller learning rate: "
-            f"python -m circuits.run {file} --resume {self.run_dir} --set lr={self.training.lr / 10:g}")
+            f"python -m circuits.run --resume {self.run_dir} --set lr={self.training.lr / 10:g}")
 
     def require_finite(self, epoch: int, step: int) -> None:
         bad = non_finite_tensor(self.model, self.optimizer)
@@ -508,9 +508,8 @@ class _Trainer:
             if stop:
                 bar.close()
                 self.write_connectome(epoch, done)
-                file = self.invocation.get("file") or "FILE"
                 raise Interrupted(f"{signals.caught}: stopped at epoch {epoch + 1}, step {done}; continue with "
-                                  f"--resume {self.run_dir} (python -m circuits.run {file} --resume {self.run_dir})")
+                                  f"--resume {self.run_dir}")
         bar.close()
         self.end_epoch(epoch, lr, loss_sum.item(), correct.item(), seen, time.perf_counter() - start)
 

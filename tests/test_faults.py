@@ -156,6 +156,16 @@ def _other_data(ctx, mp):
         json.dump(config, f)
 
 
+def _block(ctx, mp):
+    """config.json describes a circuit with an exact-BP block (as Circuit.from_torch makes)."""
+    import json
+    path = os.path.join(ctx.run, "config.json")
+    config = json.load(open(path))
+    config["circuit"]["projections"][0]["geometry"] = {"kind": "block", "module": "Sequential", "parameters": 3}
+    with open(path, "w") as f:
+        json.dump(config, f)
+
+
 def _bad_config(ctx, mp):
     _write(os.path.join(ctx.run, "config.json"), b"{not json")
 
@@ -226,13 +236,17 @@ FAULTS = [
           partial=True),
     Fault("a run that diverges (`--set lr=1e38`)", lambda c: [c.exp, "--set", "lr=1e38", "--out", c.out],
           "training diverged at epoch 1, step", partial=True),
-    Fault("`--resume RUN_DIR` without naming the experiment file", lambda c: ["--resume", c.run],
-          "--resume {run}: name the experiment file that made the run; a run folder is data and the file its "
-          "config.json names is not run unless you name it: python -m circuits.run {exp} --resume {run}"),
-    Fault("`--connectome RUN_DIR` without naming the experiment file", lambda c: ["--connectome", c.run],
-          "--connectome {run}: name the experiment file that made the run", partial=True),
-    Fault("`--evaluate RUN_DIR` without naming the experiment file", lambda c: ["--evaluate", c.run],
-          "--evaluate {run}: name the experiment file that made the run", partial=True),
+    Fault("`--resume RUN_DIR` without FILE, of a circuit config.json cannot rebuild (an exact-BP block)",
+          lambda c: ["--resume", c.run],
+          "--resume {run}: config.json's circuit cannot be rebuilt without its experiment file (geometry 'block'); "
+          "a run folder is data and the file its config.json names is not run unless you name it: "
+          "python -m circuits.run {exp} --resume {run}", _block),
+    Fault("`--connectome RUN_DIR` without FILE, of a circuit config.json cannot rebuild", lambda c: ["--connectome", c.run],
+          "--connectome {run}: config.json's circuit cannot be rebuilt without its experiment file", _block,
+          partial=True),
+    Fault("`--evaluate RUN_DIR` without FILE, of a circuit config.json cannot rebuild", lambda c: ["--evaluate", c.run],
+          "--evaluate {run}: config.json's circuit cannot be rebuilt without its experiment file", _block,
+          partial=True),
     Fault("`--resume` with an experiment file edited since the run started", lambda c: [c.exp2, "--resume", c.run],
           "--resume {run}: refused: {exp2} is not the file that made the run", _edit, partial=True),
     Fault("`--resume` of a folder holding another run's checkpoint (seed 1)", lambda c: [c.exp, "--resume", c.run],
@@ -257,10 +271,13 @@ FAULTS = [
     Fault("`--resume` of a checkpoint holding a pickled object", lambda c: [c.exp, "--resume", c.run],
           "checkpoint {run}/checkpoint.pt is corrupt or truncated, or not a plain checkpoint (UnpicklingError",
           _pickle_checkpoint, partial=True),
-    Fault("`--resume` where config.json names another experiment file", lambda c: ["--resume", c.run],
-          "--resume {run}: name the experiment file that made the run; a run folder is data and the file its "
-          "config.json names is not run unless you name it: python -m circuits.run {tmp}/evil.py --resume {run}",
-          _ran_marker),
+    Fault("`--resume` without FILE where config.json names a file that would run code, circuit not rebuildable",
+          lambda c: ["--resume", c.run],
+          "--resume {run}: config.json's circuit cannot be rebuilt without its experiment file (geometry 'block'); "
+          "a run folder is data and the file its config.json names is not run unless you name it: "
+          "python -m circuits.run {tmp}/evil.py --resume {run}", lambda c, mp: (_ran_marker(c, mp), _block(c, mp))),
+    Fault("`FILE --resume` where FILE is not the file config.json records", lambda c: [c.tmp + "/evil.py", "--resume", c.run],
+          "--resume {run}: refused: {tmp}/evil.py is not the file that made the run", _ran_marker, partial=True),
     Fault("MNIST's train and test files swapped", lambda c: [c.exp, "--set", "data=mnist", "--data-root", c.root, "--out", c.out],
           "{root}/MNIST/raw/train-images-idx3-ubyte holds 10000 items; MNIST's train file holds 60000: it looks like "
           "the test file (are the train and test files swapped?)", _swapped),

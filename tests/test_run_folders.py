@@ -228,25 +228,37 @@ def test_resume_checks_what_it_continues(tmp_path, capsys):
 
 
 def test_a_run_folder_is_data(tmp_path, capsys):
-    """--resume, --connectome and --evaluate never run the file config.json names, nor a named
-    file whose hash is not the recorded one; a checkpoint's pickle cannot run code either."""
+    """--resume, --connectome and --evaluate never run the file config.json names: without FILE
+    they rebuild the circuit from config.json's description (and resume exactly), a named file
+    runs only if its hash is the recorded one, a circuit that cannot be rebuilt is refused with
+    the command to run; a checkpoint's pickle cannot run code either."""
     exp = tiny_experiment(str(tmp_path))
-    out = tmp_path / "out"
-    assert main([exp, "--out", str(out), "--epochs", "1", *RUN]) == 0
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    assert main([exp, "--rule", "pal", "--out", str(ref), *RUN]) == 0
+    assert main([exp, "--rule", "pal", "--out", str(out), "--epochs", "1", *RUN]) == 0
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.py"
     evil.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     config = json.loads((out / "config.json").read_text())
     config["invocation"]["file"] = config["experiment"]["file"] = str(evil)
     (out / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["--evaluate", str(out), *RUN]) == 0 and "test accuracy" in capsys.readouterr().out
+    assert main(["--connectome", str(out), *RUN]) == 0
+    assert main(["--resume", str(out), "--epochs", "2", *RUN]) == 0
+    assert "circuit rebuilt from" in capsys.readouterr().err
+    a, b = load_checkpoint(str(ref / "checkpoint.pt")), load_checkpoint(str(out / "checkpoint.pt"))
+    assert all(torch.equal(v, tensors(b)[k]) for k, v in tensors(a).items())  # resumed exactly
+    assert json.loads((out / "config.json").read_text())["resumes"][-1]["circuit_from"] == "config.json"
+    for flag in ("--resume", "--connectome", "--evaluate"):
+        assert main([str(evil), flag, str(out), *RUN]) == 2  # named, but not the file that made the run
+        assert "is not the file that made the run" in capsys.readouterr().err
+    config["circuit"]["projections"][0]["geometry"] = {"kind": "block", "module": "Sequential", "parameters": 3}
+    (out / "config.json").write_text(json.dumps(config))
     for flag in ("--resume", "--connectome", "--evaluate"):
         assert main([flag, str(out), *RUN]) == 2
         assert f"python -m circuits.run {evil} {flag} {out}" in capsys.readouterr().err
-        assert main([str(evil), flag, str(out), *RUN]) == 2  # named, but not the file that made the run
-        assert "is not the file that made the run" in capsys.readouterr().err
     assert not marker.exists()
-    assert main([exp, "--evaluate", str(out), *RUN]) == 0  # the right file, named
-    assert "test accuracy" in capsys.readouterr().out
 
     class Payload:
         def __reduce__(self):
