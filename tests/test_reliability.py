@@ -86,7 +86,7 @@ def test_epochs_count_the_total_on_resume(tmp_path, data_root):
     exp = experiment(tmp_path)
     out = tmp_path / "run"
     assert cli(exp, "--rule", "fa", "--epochs", "1", "--data-root", data_root, "--out", str(out)).returncode == 0
-    again = cli(exp, "--resume", str(out), "--epochs", "2")
+    again = cli("--resume", str(out), "--epochs", "2")
     assert again.returncode == 0, again.stderr
     assert [json.loads(s)["epoch"] for s in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     ref = tmp_path / "ref"
@@ -105,7 +105,7 @@ def test_corrupt_checkpoint_and_bad_input_leave_files_untouched(tmp_path, data_r
     ckpt.write_bytes(before["checkpoint.pt"][: len(before["checkpoint.pt"]) // 3])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(str(ckpt))
-    r = cli(exp, "--resume", str(out), "--epochs", "2")
+    r = cli("--resume", str(out), "--epochs", "2")
     assert r.returncode == 2 and "corrupt or truncated" in r.stderr
     for bad in (["--rule", "nope"], ["--set", "batch_size=big"], ["--set", "momentum"]):
         r = cli(exp, *bad, "--data-root", data_root, "--out", str(out))
@@ -195,7 +195,7 @@ def test_step_metrics_connectome_export_and_amp(tmp_path, data_root):
     assert json.loads((out / "metrics.jsonl").read_text())["test_acc"] > 0.25  # 20 steps: well above chance
     first = {rec["name"]: rec["weight"] for rec in read_connectome(str(out / "connectome.h5"))}
     (out / "connectome.h5").unlink()
-    r = cli(exp, "--connectome", str(out))
+    r = cli("--connectome", str(out))
     assert r.returncode == 0, r.stderr
     again = {rec["name"]: rec["weight"] for rec in read_connectome(str(out / "connectome.h5"))}
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
