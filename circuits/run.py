@@ -313,6 +313,15 @@ def check_args(args) -> None:
         if value is not None and value < least:
             hint = "; to test a saved run: --evaluate RUN_DIR" if flag == "--epochs" else ""
             raise ConfigError(f"{flag} {value}: must be at least {least}{hint}")
+    saved = [f for f, v in (("--resume", args.resume), ("--evaluate", args.evaluate),
+                            ("--connectome", args.connectome)) if v]
+    if len(saved) > 1:
+        raise ConfigError(f"{' and '.join(saved)}: give one of them")
+    if saved:
+        extra = [f for f, v in (("--rule", args.rule), ("--seed", args.seed), ("--out", args.out),
+                                ("--compare", args.compare), ("--summary", args.summary)) if v not in (None, False)]
+        if extra:
+            raise ConfigError(f"{extra[0]} does not go with {saved[0]}: a saved run keeps its own (config.json)")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ConfigError(f"--out {args.out!r} is a file, not a folder; choose another --out")
 

@@ -258,6 +258,10 @@ FAULTS = [
     Fault("`--evaluate` on data other than the run's", lambda c: [c.exp, "--evaluate", c.run],
           "--evaluate {run}: refused: the data differ from what config.json records (labels_sha256); add "
           "--accept-mismatch to evaluate on them anyway", _other_data),
+    Fault("`--resume RUN_DIR --rule pfa`", lambda c: ["--resume", c.run, "--rule", "pfa"],
+          "--rule does not go with --resume: a saved run keeps its own (config.json)"),
+    Fault("`--resume RUN_DIR --evaluate RUN_DIR`", lambda c: ["--resume", c.run, "--evaluate", c.run],
+          "--resume and --evaluate: give one of them"),
     Fault("`--resume --set batch_size=8`", lambda c: [c.exp, "--resume", c.run, "--set", "batch_size=8"],
           "--set batch_size: cannot change on --resume", partial=True),
     Fault("`--resume` of a folder a failed start left (config.json, no checkpoint)", lambda c: [c.exp, "--resume", c.run],
