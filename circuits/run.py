@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # before training began: nothing to save
+        print("interrupted before training began; nothing was saved", file=sys.stderr)
+        return 130
     except (CircuitError, ConfigError, DataError, TrainingDiverged, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
