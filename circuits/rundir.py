@@ -59,6 +59,8 @@ def check_target(run_dir: str, resume: bool) -> None:
     A folder that a failed start left (config.json but no checkpoint) is reused."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"run folder {run_dir!r} is a file, not a folder; choose another --out")
+    if resume and not os.path.isdir(run_dir):
+        raise ConfigError(f"{run_dir}: no such run folder")
     if resume or not os.path.isdir(run_dir):
         return
     if os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
