@@ -115,6 +115,13 @@ class RunLock:
         self.fd = fd
         return self
 
+    def clear_temporaries(self) -> list[str]:
+        """Remove temporary files a killed writer left (only the lock holder writes here)."""
+        left = [n for n in os.listdir(self.run_dir) if ".tmp" in n and os.path.isfile(os.path.join(self.run_dir, n))]
+        for name in left:
+            _remove(os.path.join(self.run_dir, name))
+        return left
+
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the flock

@@ -268,7 +268,7 @@ def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: st
                 trainer.lock.acquire()
         trainer.setup(data_root, splits, resume, accept_mismatch, overrides)
         if trainer.main:
-            trainer.lock.acquire()
+            trainer.lock.acquire().clear_temporaries()
             check_target(run_dir, resume)
             trainer.start_folder(data_root, overrides or {})
         return trainer.run()

@@ -128,12 +128,14 @@ def test_a_kill_before_the_first_checkpoint_leaves_a_reusable_folder(tmp_path):
     proc.kill()
     proc.wait()
     assert (out / "config.json").exists()
+    (out / "checkpoint.pt.tmp-99999999").write_bytes(b"a write the kill cut short")
     if (out / "checkpoint.pt").exists():  # the kill came after the initial checkpoint: resume it
         r = cli(exp, "--resume", str(out), *RUN)
     else:  # before it: the same command starts again in the same folder
         r = cli(exp, "--out", str(out), *RUN)
     assert r.returncode == 0, r.stderr
     assert load_checkpoint(str(out / "checkpoint.pt"))["epoch"] == 2
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]  # the killed writer's temporary is gone
 
 
 def test_resume_from_the_initial_checkpoint_is_exact(tmp_path, monkeypatch):
