@@ -360,7 +360,12 @@ class _Trainer:
             f.writelines(json.dumps(r) + "\n" for r in self.history)
         if self.state is None and self.log_every:
             open(self.steps_path, "w").close()
-        print(self.startup_line(data_root), file=sys.stderr, flush=True)
+        line = self.startup_line(data_root)
+        if overrides:
+            line += "; overrides " + ", ".join(f"{k}={v}" for k, v in overrides.items()) + " (recorded in config.json)"
+        if getattr(self, "problems", None):
+            line += "; accepted: " + "; ".join(self.problems)
+        print(line, file=sys.stderr, flush=True)
 
     def config(self, data_root: str) -> dict:
         inv = self.invocation

@@ -52,6 +52,7 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_checkpoint_and_resumes_with
     assert {r["name"] for r in read_connectome(str(out / "connectome.h5"))}  # the epoch-1 connectome is there
     # continued with a sane decay: recorded in config.json, the lr of epoch 2 follows it
     assert main([exp, "--resume", str(out), "--set", "lr_gamma=0.5", *RUN]) == 0
+    assert "; overrides lr_gamma=0.5 (recorded in config.json)" in capsys.readouterr().err  # the log says so too
     config = json.loads((out / "config.json").read_text())
     assert config["resumes"][-1]["overrides"] == {"lr_gamma": "0.5"} and config["resumes"][-1]["at"]["epoch"] == 1
     assert config["training"]["lr_gamma"] == 0.5
