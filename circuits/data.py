@@ -15,6 +15,11 @@ A data set is named by a string, optionally with options: ``"mnist"``, ``"cifar1
 - ``fake_cifar10``, ``fake_cifar100``: generated CIFAR-shaped data (class templates plus noise),
   for tests and smoke runs; options ``train`` and ``test`` (sizes).
 
+Every load checks the data: MNIST-like files hold 60000 (train) and 10000 (t10k) items, images
+and labels pair up, MNIST's files match their known md5 (``MD5``; torchvision's md5 for .gz
+files), so swapped train/test files are named as such; CIFAR sets hold 50000/10000 images
+(torchvision checks each file's md5); ImageNet's train/ and val/ are two folders, val/ the smaller.
+
 The validation split (``val_size`` > 0) is the last ``val_size`` cells of a fixed permutation
 (seed 0) of the training set, the same for every run, removed from "train" and evaluated
 without augmentation. "test" is the official test set (ImageNet: its validation set).
@@ -22,7 +27,10 @@ without augmentation. "test" is the official test set (ImageNet: its validation 
 from __future__ import annotations
 
 import copy
+import gzip
+import hashlib
 import os
+import struct
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,6 +50,15 @@ CIFAR = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ("CIFAR100", "cifar-100-python", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+# Integrity: split sizes of the known data sets, and md5s of MNIST's files (uncompressed, as
+# torchvision reads them: the digests of the official files once unpacked; torchvision's own
+# ``resources`` md5s cover the .gz downloads and are checked when only those are present)
+SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "cifar10": (50000, 10000), "cifar100": (50000, 10000)}
+MD5 = {"mnist": {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+                 "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+                 "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+                 "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"}}
+IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000  # ILSVRC-2012
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OPTIONS = {  # the options each kind of data set takes, with their defaults
     "memory": {},
@@ -199,6 +216,7 @@ def _load_mnist_like(key: str, root: str) -> dict:
             f"{cls_name} not found: looked in {where} for {', '.join(missing)}. Pass --data-root DIR "
             f"with DIR/{folder}/ holding the four files (torchvision's layout; on a machine with internet "
             f"`torchvision.datasets.{cls_name}(DIR, download=True)` fetches them).")
+    check_idx_files(key, where)
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
@@ -210,7 +228,88 @@ def _load_mnist_like(key: str, root: str) -> dict:
     for split, ds in sets.items():
         x = ds.data.unsqueeze(1).float().div_(255).sub_(mean).div_(std)
         splits[split] = Split(x, ds.targets.clone().long())
+    return check_sizes(key, where, splits)
+
+
+def _idx_count(path: str) -> tuple[int, ...]:
+    """The dimensions in an IDX file's header (N, 28, 28 for images; N for labels)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0":
+                raise DataError(f"{path} is not an IDX file (MNIST's format): bad header")
+            ndim = head[3]
+            return struct.unpack(f">{ndim}I", f.read(4 * ndim))
+    except (OSError, struct.error, EOFError) as err:
+        raise DataError(f"{path} could not be read ({err}); the file may be truncated or corrupt") from None
+
+
+def _md5(path: str) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _known_md5(key: str, name: str) -> str | None:
+    """The md5 of file ``name`` of data set ``key`` (a .gz name: torchvision's own)."""
+    if name.endswith(".gz"):
+        import torchvision
+        resources = getattr(getattr(torchvision.datasets, DATASETS[key][0]), "resources", [])
+        return dict((os.path.basename(url), md5) for url, md5 in resources).get(name)
+    return MD5.get(key, {}).get(name)
+
+
+def check_idx_files(key: str, where: str) -> None:
+    """MNIST-like files: each holds its split's number of items (a swapped train/test pair is
+    caught: the file named t10k holds 10000), images and labels pair up, and the content is the
+    known one where its checksum is known. DataError naming the file otherwise."""
+    cls_name, _, files, _, _ = DATASETS[key]
+    sizes = dict(zip(("train", "test"), SIZES[key]))
+    counts = {}
+    for name in files:
+        path = os.path.join(where, name)
+        path = path if os.path.exists(path) else path + ".gz"
+        split = "train" if name.startswith("train") else "test"
+        counts[name] = _idx_count(path)[0]
+        if counts[name] != sizes[split]:
+            other = "test" if split == "train" else "train"
+            hint = (f": it looks like the {other} file (are the train and test files swapped?)"
+                    if counts[name] == sizes[other] else "")
+            raise DataError(f"{path} holds {counts[name]} items; {cls_name}'s {split} file holds "
+                            f"{sizes[split]}{hint}")
+        known = _known_md5(key, os.path.basename(path))
+        if known and _md5(path) != known:
+            raise DataError(f"{path} is not {cls_name}'s {name} (md5 differs from the known {known}); "
+                            "the file is corrupt or from another data set: fetch it again")
+
+
+def check_sizes(key: str, where: str, splits: dict) -> dict:
+    """The known number of train and test items, images and labels paired, train ≠ test."""
+    for split, expected in zip(("train", "test"), SIZES[key]):
+        s = splits[split]
+        if len(s.x) != len(s.y):
+            raise DataError(f"{key} under {where}: the {split} split has {len(s.x)} images but {len(s.y)} labels")
+        if len(s.y) != expected:
+            raise DataError(f"{key} under {where}: the {split} split has {len(s.y)} items, not {expected} "
+                            "(a truncated file, or train and test swapped?)")
     return splits
+
+
+def num_classes(splits: dict) -> int | None:
+    """The number of classes of a data set (largest label + 1; an ImageFolder's class list)."""
+    n = 0
+    for split in splits.values():
+        if isinstance(split, Split):
+            n = max(n, int(split.y.max()) + 1 if len(split.y) else 0)
+        else:
+            dataset = split.dataset
+            while isinstance(dataset, torch.utils.data.Subset):
+                dataset = dataset.dataset
+            n = max(n, len(getattr(dataset, "classes", [])))
+    return n or None
 
 
 def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -238,9 +337,9 @@ def _load_cifar(key: str, root: str, options: dict) -> dict:
     except (RuntimeError, ValueError, OSError) as err:
         raise DataError(f"{cls_name} under {where} could not be read ({err}); the files may be truncated or corrupt") from None
     augment = _cifar_augment(options, mean, std)
-    return {split: Split(_normalise(torch.from_numpy(ds.data), mean, std), torch.tensor(ds.targets).long(),
+    return check_sizes(key, where, {split: Split(_normalise(torch.from_numpy(ds.data), mean, std), torch.tensor(ds.targets).long(),
                          augment if split == "train" else None)
-            for split, ds in sets.items()}
+            for split, ds in sets.items()})
 
 
 def _fake_cifar(key: str, options: dict) -> dict:
@@ -282,6 +381,7 @@ def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
     if train.classes != test.classes:
         raise DataError(f"ImageNet under {where}: train/ and val/ hold different classes "
                         f"({len(train.classes)} and {len(test.classes)} folders)")
+    check_imagenet(where, train, test)
     workers = options["workers"]
     splits = {"test": LoaderSplit(test, workers)}
     if val_size:
@@ -294,6 +394,17 @@ def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
         train = torch.utils.data.Subset(train, order[:-val_size])
     splits["train"] = LoaderSplit(train, workers)
     return splits
+
+
+def check_imagenet(where: str, train, test) -> None:
+    """train/ and val/ are not one folder, and not swapped (ILSVRC-2012: 1,281,167 and 50,000 images)."""
+    if os.path.realpath(train.root) == os.path.realpath(test.root):
+        raise DataError(f"ImageNet under {where}: train/ and val/ are the same folder")
+    if not len(test):
+        raise DataError(f"ImageNet under {where}: val/ holds no images")
+    if len(test) > len(train) or (len(test) == IMAGENET_TRAIN and len(train) == IMAGENET_VAL):
+        raise DataError(f"ImageNet under {where}: val/ holds more images ({len(test)}) than train/ "
+                        f"({len(train)}): are train/ and val/ swapped?")
 
 
 def batches(split, batch_size: int, seed: int | None = None, epoch: int = 0):

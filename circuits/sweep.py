@@ -9,6 +9,7 @@ import os
 import sys
 
 from circuits.run import load_experiment, started_run
+from circuits.rundir import sha256_file
 from circuits.train import train
 from plasticity import Rule
 
@@ -32,7 +33,7 @@ def run_cells(file: str, cells: dict[str, Rule], out: str, *, data_root: str, se
         if finished is not None:
             histories[cell] = finished
             continue
-        invocation = {"file": os.path.abspath(file), "rule": rule.name, "rule_options": rule.describe(),
+        invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name, "rule_options": rule.describe(),
                       "seed": seed, "sets": dict(sets or {}), "cell": cell}
         histories[cell] = train(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
                                 device=device, progress=progress, resume=resume, invocation=invocation)

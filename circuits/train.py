@@ -1,18 +1,23 @@
 """The training loop: SGD over a compiled circuit, writing a run directory.
 
-    run_dir/config.json          the resolved circuit, settings and invocation
+    run_dir/config.json          the resolved circuit, settings, invocation, identity and resumes
     run_dir/metrics.jsonl        one JSON object per epoch
     run_dir/steps.jsonl          one per ``log_every`` steps (if asked): loss, lr, projection metrics
-    run_dir/checkpoint.pt        everything needed to continue exactly (written atomically)
-    run_dir/connectome.h5        every synaptic tensor at the end (connectomes.files)
+    run_dir/checkpoint.pt        everything needed to continue exactly (written atomically; only
+                                 ever a finite state: a diverged one never replaces a good one)
+    run_dir/connectome.h5        every synaptic tensor, rewritten with every epoch's checkpoint
     run_dir/graph.json, .graphml the population graph (networkx node-link JSON, GraphML)
     run_dir/tensorboard/         TensorBoard event files
+    run_dir/.lock                held (flock) while a process writes the folder
 
 A run stopped by SIGINT/SIGTERM saves where it stands (mid-epoch) and can be resumed; the data
 order of an epoch is a function of (seed, epoch), so a resumed run sees the same batches.
 """
 from __future__ import annotations
 
+import datetime
+import errno
+import hashlib
 import json
 import math
 import os
@@ -20,7 +25,6 @@ import platform
 import signal
 import sys
 import time
-import zipfile
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +32,7 @@ from tqdm.auto import tqdm
 from circuits import data as datasets
 from circuits import distributed
 from circuits.errors import ConfigError
+from circuits.rundir import RunLock, check_target, fingerprint, identity_problems, read_config, write_config
 from circuits.training import Training
 from connectomes.files import write_connectome, write_graph
 from plasticity import set_epoch_weight_decay
@@ -35,6 +40,9 @@ from plasticity.optim import BatchManhattanSGD
 
 CHECKPOINT_VERSION = 1
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
+# settings ``--resume --set`` may change: neither the data nor the layout of the saved tensors
+RESUMABLE = ("epochs", "lr", "momentum", "nesterov", "weight_decay", "first_epoch_weight_decay", "feedback_lr",
+             "feedback_weight_decay", "lr_milestones", "lr_gamma", "eval_batch_size", "amp", "compile")
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,26 +54,48 @@ class Interrupted(RuntimeError):
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt or from another run."""
+    """A checkpoint that is missing, corrupt or from another run, or one that cannot be written."""
+
+
+def group_settings(training: Training) -> dict[str, dict]:
+    """The hyper-parameters of the "forward" group (every W and bias) and of the "feedback"
+    group (plastic feedback tensors): learning rate and weight-decay schedule."""
+    explicit_wd = training.feedback_weight_decay is not None
+    return {
+        "forward": {"lr": training.lr, "weight_decay": training.weight_decay,
+                    "first_epoch_weight_decay": training.first_epoch_weight_decay},
+        "feedback": {"lr": training.lr if training.feedback_lr is None else training.feedback_lr,
+                     "weight_decay": training.feedback_weight_decay if explicit_wd else training.weight_decay,
+                     "first_epoch_weight_decay": None if explicit_wd else training.first_epoch_weight_decay},
+    }
 
 
 def make_optimizer(model, training: Training) -> torch.optim.SGD:
     """SGD with two parameter groups: "forward" (every W and bias) and "feedback" (plastic
     feedback tensors), each with its own learning rate and weight-decay schedule."""
-    groups = [{"params": model.forward_parameters(), "name": "forward", "lr": training.lr,
-               "weight_decay": training.weight_decay,
-               "first_epoch_weight_decay": training.first_epoch_weight_decay}]
+    settings = group_settings(training)
+    groups = [{"params": model.forward_parameters(), "name": "forward", **settings["forward"]}]
     feedback = model.feedback_parameters()
     if feedback:
-        explicit_wd = training.feedback_weight_decay is not None
-        groups.append({
-            "params": feedback, "name": "feedback",
-            "lr": training.lr if training.feedback_lr is None else training.feedback_lr,
-            "weight_decay": training.feedback_weight_decay if explicit_wd else training.weight_decay,
-            "first_epoch_weight_decay": None if explicit_wd else training.first_epoch_weight_decay,
-        })
+        groups.append({"params": feedback, "name": "feedback", **settings["feedback"]})
     sgd = BatchManhattanSGD if training.batch_manhattan else torch.optim.SGD
     return sgd(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov)
+
+
+def apply_settings(optimizer, scheduler, training: Training, epoch: int) -> None:
+    """Give a restored optimizer and scheduler the settings of ``training`` (a resumed run with
+    overrides), as if the run had had them from the start, from 0-based ``epoch`` on."""
+    settings = group_settings(training)
+    decays = sum(1 for m in training.lr_milestones if m <= epoch)
+    for group in optimizer.param_groups:
+        spec = settings[group["name"]]
+        group.update(initial_lr=spec["lr"], lr=spec["lr"] * training.lr_gamma ** decays,
+                     momentum=training.momentum, nesterov=training.nesterov,
+                     base_weight_decay=spec["weight_decay"], weight_decay=spec["weight_decay"],
+                     first_epoch_weight_decay=spec["first_epoch_weight_decay"])
+    scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    scheduler.milestones = type(scheduler.milestones)(training.lr_milestones)
+    scheduler.gamma = training.lr_gamma
 
 
 @torch.no_grad()
@@ -100,23 +130,57 @@ def first_non_finite(model, x) -> str:
     return f"non-finite output of projection {found[0]!r}" if found else "a non-finite loss"
 
 
+@torch.no_grad()
+def non_finite_tensor(model, optimizer) -> str | None:
+    """The first model tensor (weights, feedback tensors, buffers) or optimizer state (momentum)
+    holding a NaN or an infinity, named; None when every one is finite."""
+    for name, t in model.state_dict().items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+            return f"non-finite values in {name}"
+    names = {id(p): n for n, p in model.named_parameters()}
+    for p, st in optimizer.state.items():
+        for key, t in st.items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+                return f"non-finite optimizer {key} of {names.get(id(p), 'a parameter')}"
+    return None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``. A
+    failed write (a full disk) removes the temporary file and leaves ``path`` as it was."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        _remove(tmp)
+        code = getattr(err, "errno", None)
+        reason = os.strerror(code) if code else str(err).splitlines()[0]
+        hint = "free space, then continue with --resume" if code in (errno.ENOSPC, errno.EDQUOT) else \
+            "continue with --resume once it can be written"
+        raise CheckpointError(f"could not write the checkpoint {path} ({reason}); the temporary file was "
+                              f"removed and the previous checkpoint is untouched: {hint}") from None
 
 
 def load_checkpoint(path: str) -> dict:
+    """A checkpoint read with ``weights_only=True`` (tensors and plain data, no code)."""
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err}); "
+    except Exception as err:  # truncated, corrupt, or a pickle that is more than tensors and data
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a plain checkpoint "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                               "the files beside it are untouched") from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not a circuits checkpoint (version {CHECKPOINT_VERSION})")
@@ -154,174 +218,340 @@ def _tensorboard(run_dir: str, purge_step: int | None):
     return SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=purge_step)
 
 
+def data_identity(name: str, splits: dict) -> dict:
+    """What config.json records of the data: sizes, and a hash of the labels of in-memory sets."""
+    out = {"name": name, **{k: len(v) for k, v in sorted(splits.items())}}
+    labels = [splits[k].y for k in sorted(splits) if isinstance(splits[k], datasets.Split)]
+    if labels:
+        h = hashlib.sha256()
+        for y in labels:
+            h.update(y.cpu().numpy().tobytes())
+        out["labels_sha256"] = h.hexdigest()
+    return out
+
+
+def check_classes(circuit, splits: dict, data: str) -> None:
+    """Refuse a readout with fewer cells than the data set has classes."""
+    classes = datasets.num_classes(splits)
+    for p in circuit.populations():
+        if p.kind == "readout" and classes and p.size < classes:
+            raise ConfigError(f"readout {p.name!r} has {p.size} cells but data set {data!r} has {classes} "
+                              f"classes: give it at least {classes}")
+
+
+FRESH = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+
+
 def train(circuit, training: Training, *, rule: str, run_dir: str, data_root: str, seed: int,
           device: str = "cpu", progress: bool = True, splits=None, resume: bool = False,
-          log_every: int = 0, checkpoint_every: int = 0, invocation: dict | None = None) -> list[dict]:
+          log_every: int = 0, checkpoint_every: int = 0, invocation: dict | None = None,
+          overrides: dict | None = None, accept_mismatch: bool = False) -> list[dict]:
     """Train ``circuit`` with ``training`` (already resolved for ``rule``) into ``run_dir``.
 
-    ``resume``: continue from ``run_dir/checkpoint.pt`` (``training.epochs`` is the total).
+    ``resume``: continue from ``run_dir/checkpoint.pt`` (``training.epochs`` is the total) after
+    checking that circuit, rule, seed, data and experiment file are the run's (``accept_mismatch``:
+    continue anyway, recorded); ``overrides``: the settings changed for this resume (recorded).
     ``checkpoint_every``: also checkpoint every k steps. Returns the metrics, one dict per epoch.
     """
+    training.check()
     if training.compile not in COMPILE_MODES:
         raise ConfigError(f"training setting compile={training.compile!r}: not a torch.compile mode "
                           f"(one of {', '.join(map(repr, COMPILE_MODES))})")
     device = distributed.setup(device)
-    rank, world = distributed.world()
-    main = rank == 0
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    steps_path = os.path.join(run_dir, "steps.jsonl")
+    trainer = _Trainer(circuit, training, rule=rule, run_dir=run_dir, seed=seed, device=device,
+                       progress=progress, log_every=log_every, checkpoint_every=checkpoint_every,
+                       invocation=invocation or {})
+    with trainer.lock:
+        if trainer.main:
+            check_target(run_dir, resume)
+            if resume:
+                trainer.lock.acquire()
+        trainer.setup(data_root, splits, resume, accept_mismatch, overrides)
+        if trainer.main:
+            trainer.lock.acquire().clear_temporaries()
+            check_target(run_dir, resume)
+            trainer.start_folder(data_root, overrides or {})
+        return trainer.run()
 
-    state = load_checkpoint(ckpt_path) if resume else None
-    torch.manual_seed(seed)
-    model = circuit.compile(seed=seed, implicit_feedback=training.implicit_feedback_ok()).to(device)
-    optimizer = make_optimizer(model, training)
-    model.attach_optimizer(optimizer)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, training.lr_milestones, training.lr_gamma)
-    if splits is None:
-        splits = datasets.load(training.data, data_root, training.val_size)
-    if training.train_size:
-        splits = {**splits, "train": splits["train"].head(training.train_size)}
-    splits = {k: v.to(device) for k, v in splits.items()}
-    steps_per_epoch = math.ceil(len(splits["train"]) / training.batch_size)
 
-    history, start_epoch, start_step = [], 0, 0
-    partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-    if state is not None:
+class _Trainer:
+    """One training run: its model, optimizer, data and run folder."""
+
+    def __init__(self, circuit, training, *, rule, run_dir, seed, device, progress, log_every,
+                 checkpoint_every, invocation):
+        self.circuit, self.training, self.rule, self.run_dir, self.seed = circuit, training, rule, run_dir, seed
+        self.device, self.log_every, self.checkpoint_every, self.invocation = device, log_every, checkpoint_every, invocation
+        rank, self.world = distributed.world()
+        self.main = rank == 0
+        self.progress = progress and self.main and sys.stderr.isatty()  # no bar written into a log file
+        self.lock = RunLock(run_dir)
+        self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+        self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        self.steps_path = os.path.join(run_dir, "steps.jsonl")
+        self.state, self.last_good = None, None
+
+    # -- set-up --------------------------------------------------------------------------------
+    def setup(self, data_root: str, splits, resume: bool, accept_mismatch: bool = False,
+              overrides: dict | None = None) -> None:
+        training = self.training
+        if resume:
+            if not os.path.exists(self.ckpt_path):
+                raise CheckpointError(f"{self.run_dir} has no checkpoint.pt: the run stopped before its first "
+                                      "checkpoint; start it again with the same command (the folder is reused)")
+            self.state = load_checkpoint(self.ckpt_path)
+        torch.manual_seed(self.seed)
+        self.model = self.circuit.compile(seed=self.seed, implicit_feedback=training.implicit_feedback_ok()).to(self.device)
+        self.optimizer = make_optimizer(self.model, training)
+        self.model.attach_optimizer(self.optimizer)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, training.lr_milestones, training.lr_gamma)
+        if splits is None:
+            splits = datasets.load(training.data, data_root, training.val_size)
+        check_classes(self.circuit, splits, training.data)
+        self.data = data_identity(training.data, splits)
+        if training.train_size:
+            splits = {**splits, "train": splits["train"].head(training.train_size)}
+        self.splits = {k: v.to(self.device) for k, v in splits.items()}
+        self.steps_per_epoch = math.ceil(len(self.splits["train"]) / training.batch_size)
+        self.history, self.start_epoch, self.start_step, self.partial = [], 0, 0, dict(FRESH)
+        if self.state is not None:
+            self.check_identity(accept_mismatch)
+            self.restore(self.state)
+            if training.epochs < self.start_epoch:
+                raise ConfigError(f"--epochs {training.epochs}: the run in {self.run_dir} has done "
+                                  f"{self.start_epoch} epochs already (--epochs counts the total)")
+            if overrides:  # the restored optimizer and scheduler take the new settings
+                apply_settings(self.optimizer, self.scheduler, training, self.start_epoch)
+
+    def check_identity(self, accept_mismatch: bool) -> None:
+        """Refuse to resume a run that is not the one config.json records (unless accepted)."""
+        self.config = read_config(self.run_dir)
+        self.problems = identity_problems(self.config, circuit=self.circuit, rule=self.rule, seed=self.seed,
+                                          experiment_sha=self.invocation.get("sha256"), data=self.data,
+                                          state=self.state)
+        if self.problems and not accept_mismatch:
+            raise ConfigError(f"--resume {self.run_dir}: refused: {'; '.join(self.problems)}. A run continues "
+                              "only as it started; to continue anyway, deliberately, add --accept-mismatch "
+                              "(recorded in config.json), or start a new run with another --out")
+
+    def restore(self, state: dict) -> None:
         try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not fit this circuit: {err}") from None
-        scheduler.load_state_dict(state["scheduler"])
+            detail = " ".join(line.strip() for line in str(err).splitlines()[:2])
+            raise CheckpointError(f"checkpoint {self.ckpt_path} does not fit this circuit: {detail}") from None
         torch.set_rng_state(state["rng_cpu"])
         if state.get("rng_cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        history, start_epoch, start_step = state["history"], state["epoch"], state["step"]
-        partial = state["partial"]
-    if main:
-        os.makedirs(run_dir, exist_ok=True)
-        if state is None:
-            config = {"circuit": circuit.describe(), "training": training.to_dict(), "rule": rule,
-                      "seed": seed, "device": device, "world_size": world,
-                      "data_root": os.path.abspath(data_root), "invocation": invocation or {},
-                      "command": sys.argv, "python": platform.python_version(), "torch": torch.__version__}
-            with open(os.path.join(run_dir, "config.json"), "w") as f:
-                json.dump(config, f, indent=2)
-            write_graph(circuit.graph, os.path.join(run_dir, "graph.json"))
-            write_graph(circuit.graph, os.path.join(run_dir, "graph.graphml"))
-        # the checkpoint is the truth: drop any line written after it
-        with open(metrics_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in history)
-        if state is None and log_every:
-            open(steps_path, "w").close()
-    writer = _tensorboard(run_dir, start_epoch * steps_per_epoch + start_step) if main else None
-    amp = training.amp if training.amp is not None else device.startswith("cuda")
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bool(amp))
-    # a fixed batch (the first training cells, unshuffled) on which each epoch's ΔW is compared with BP's
-    probe = next(datasets.batches(splits["train"], training.batch_size))
-    net = model
-    if world > 1:
-        # fixed feedback tensors are equal on every process by seeding: no need to broadcast
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
-            broadcast_buffers=False)
-    if training.compile:
-        net = torch.compile(net, mode=training.compile)
+        self.history, self.start_epoch, self.start_step = state["history"], state["epoch"], state["step"]
+        self.partial = state["partial"]
+        self.last_good = (state["epoch"], state["step"])
 
-    def checkpoint(epoch, step, partial):
-        if main:
-            save_checkpoint(ckpt_path, {
-                "version": CHECKPOINT_VERSION, "rule": rule, "seed": seed, "epoch": epoch, "step": step,
-                "partial": partial, "history": history, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    def start_folder(self, data_root: str, overrides: dict) -> None:
+        """Write (fresh) or check and extend (resumed) config.json; the metrics follow the checkpoint."""
+        if self.state is None:
+            write_config(self.run_dir, self.config(data_root))
+            write_graph(self.circuit.graph, os.path.join(self.run_dir, "graph.json"))
+            write_graph(self.circuit.graph, os.path.join(self.run_dir, "graph.graphml"))
+        else:
+            self.record_resume(overrides)
+        with open(self.metrics_path, "w") as f:  # the checkpoint is the truth: drop any line written after it
+            f.writelines(json.dumps(r) + "\n" for r in self.history)
+        if self.state is None and self.log_every:
+            open(self.steps_path, "w").close()
+        line = self.startup_line(data_root)
+        if overrides:
+            line += "; overrides " + ", ".join(f"{k}={v}" for k, v in overrides.items()) + " (recorded in config.json)"
+        if getattr(self, "problems", None):
+            line += "; accepted: " + "; ".join(self.problems)
+        print(line, file=sys.stderr, flush=True)
+
+    def config(self, data_root: str) -> dict:
+        inv = self.invocation
+        return {"circuit": self.circuit.describe(), "fingerprint": fingerprint(self.circuit),
+                "training": self.training.to_dict(), "rule": self.rule, "seed": self.seed,
+                "device": self.device, "world_size": self.world, "data_root": os.path.abspath(data_root),
+                "data": self.data, "experiment": {"file": inv.get("file"), "sha256": inv.get("sha256")},
+                "invocation": inv, "command": sys.argv, "python": platform.python_version(),
+                "torch": torch.__version__, "resumes": []}
+
+    def record_resume(self, overrides: dict) -> None:
+        """Record the resume in config.json: where, when, its overrides and any accepted mismatch."""
+        config = self.config
+        config.setdefault("resumes", []).append({
+            "at": {"epoch": self.start_epoch, "step": self.start_step},
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "overrides": overrides, "accepted_mismatch": self.problems, "command": sys.argv,
+            "circuit_from": self.invocation.get("circuit_from")})
+        config["training"] = self.training.to_dict()
+        write_config(self.run_dir, config)
+
+    def startup_line(self, data_root: str) -> str:
+        c, n_params = self.circuit, sum(p.numel() for p in self.model.parameters())
+        sizes = ", ".join(f"{len(v)} {k}" for k, v in self.splits.items())
+        where = (f"resumed at epoch {self.start_epoch + 1}, step {self.start_step}"
+                 if self.state is not None else "new run")
+        source = "generated" if self.training.data.startswith("fake_") else f"from {os.path.abspath(data_root)}"
+        return (f"circuits.run: circuit {c.name!r} ({len(c.populations())} populations, {len(c.projections())} "
+                f"projections, {n_params:,} parameters), rule {self.rule}, seed {self.seed}; data "
+                f"{self.training.data} {source} ({sizes}); device {self.device}; "
+                f"run folder {self.run_dir} ({where}); {self.training.epochs} epochs")
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def good_state(self) -> str:
+        if self.last_good is None:
+            return "no checkpoint was written"
+        epoch, step = self.last_good
+        what = "the initial state" if epoch == step == 0 else f"after epoch {epoch}" + (f", step {step}" if step else "")
+        return f"the last good state is in {self.ckpt_path} ({what}: epoch {epoch}, step {step})"
+
+    def diverged(self, epoch: int, step: int, where: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"training diverged at epoch {epoch + 1}, step {step}: {where}; nothing was saved over the last "
+            f"good state; {self.good_state()}. To continue from it with a smaller learning rate: "
+            f"python -m circuits.run --resume {self.run_dir} --set lr={self.training.lr / 10:g}")
+
+    def require_finite(self, epoch: int, step: int) -> None:
+        bad = non_finite_tensor(self.model, self.optimizer)
+        if bad:
+            raise self.diverged(epoch, step, bad)
+
+    def checkpoint(self, epoch: int, step: int, partial: dict, at: tuple[int, int]) -> None:
+        """Save the state (epoch, step) unless a tensor is non-finite (then TrainingDiverged names
+        the good checkpoint, which stays). ``at``: the 0-based (epoch, step) for the message."""
+        self.require_finite(*at)
+        if self.main:
+            save_checkpoint(self.ckpt_path, {
+                "version": CHECKPOINT_VERSION, "rule": self.rule, "seed": self.seed,
+                "fingerprint": fingerprint(self.circuit), "epoch": epoch, "step": step,
+                "partial": partial, "history": self.history, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
+            self.last_good = (epoch, step)
         distributed.barrier()
 
-    with _Signals() as signals:
-        for epoch in range(start_epoch, training.epochs):
-            set_epoch_weight_decay(optimizer, epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            model.train()
-            first = start_step if epoch == start_epoch else 0
-            if first == 0:
-                partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-            loss_sum = torch.tensor(partial["loss_sum"], device=device, dtype=torch.float64)
-            correct = torch.tensor(partial["correct"], device=device)
-            seen = partial["seen"]
-            start = time.perf_counter() - partial["seconds"]
-            bar = tqdm(total=steps_per_epoch, initial=first, leave=False, mininterval=1.0,
-                       disable=not (progress and main),
-                       desc=f"{circuit.name} {rule} epoch {epoch + 1}/{training.epochs}")
-            batches = datasets.batches(splits["train"], training.batch_size, seed=seed, epoch=epoch)
-            for step, (x, y) in enumerate(batches):
-                if step < first:
-                    continue
-                x, y = distributed.shard(x, y)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast:
-                    out = net(x)
-                    loss = model.loss(out, y)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):  # the weights are still the last good ones
-                    where = first_non_finite(model, x)
-                    checkpoint(epoch, step, {"loss_sum": loss_sum.item(), "correct": correct.item(),
-                                             "seen": seen, "seconds": time.perf_counter() - start})
-                    raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {step}: {where}; "
-                                           f"the last good state is in {ckpt_path}")
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss_value * len(y)
-                correct += (out.detach().argmax(1) == y).sum()
-                seen += len(y)
-                bar.update(1)
-                global_step = epoch * steps_per_epoch + step + 1
-                if log_every and global_step % log_every == 0 and main:
-                    line = {"epoch": epoch + 1, "step": step + 1, "global_step": global_step,
-                            "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
-                            "projections": projection_metrics(model, probe)}
-                    with open(steps_path, "a") as f:
-                        f.write(json.dumps(line) + "\n")
-                    if writer:
-                        writer.add_scalar("step/loss", loss_value, global_step)
-                        _log_projections(writer, line["projections"], global_step, "step/")
-                done_steps = step + 1
-                stop = signals.caught is not None
-                if stop or (checkpoint_every and global_step % checkpoint_every == 0 and done_steps < steps_per_epoch):
-                    checkpoint(epoch, done_steps, {"loss_sum": loss_sum.item(), "correct": correct.item(),
-                                                   "seen": seen, "seconds": time.perf_counter() - start})
-                if stop:
-                    bar.close()
-                    raise Interrupted(f"{signals.caught}: stopped at epoch {epoch + 1}, step {done_steps}; "
-                                      f"continue with --resume {run_dir}")
-            bar.close()
-            seconds = time.perf_counter() - start
-            record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
-            if main:
-                if "val" in splits:
-                    record["val_loss"], record["val_acc"] = evaluate(model, splits["val"], training.eval_batch_size)
-                record["test_loss"], record["test_acc"] = evaluate(model, splits["test"], training.eval_batch_size)
-            record.update(lr=lr, weight_decay=optimizer.param_groups[0]["weight_decay"], seconds=seconds,
-                          projections=projection_metrics(model, probe))
-            history.append(record)
-            scheduler.step()
-            if main:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if writer:
-                    _log_epoch(writer, record, (epoch + 1) * steps_per_epoch)
-            checkpoint(epoch + 1, 0, {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0})
-            if progress and main:
-                val = f" val {record['val_acc']:.4f}" if "val_acc" in record else ""
-                print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}{val} "
-                      f"test {record['test_acc']:.4f} ({seconds:.1f}s)", file=sys.stderr, flush=True)
-    if writer:
-        writer.close()
-    if main and history:
-        write_connectome(os.path.join(run_dir, "connectome.h5"), model.connectome(),
-                         {"rule": rule, "seed": seed, "epoch": len(history), "circuit": circuit.name})
-    return history
+    def write_connectome(self, epoch: int, step: int) -> None:
+        if self.main:
+            write_connectome(os.path.join(self.run_dir, "connectome.h5"), self.model.connectome(),
+                             {"rule": self.rule, "seed": self.seed, "epoch": epoch, "step": step,
+                              "circuit": self.circuit.name})
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        training, model = self.training, self.model
+        self.writer = _tensorboard(self.run_dir, self.start_epoch * self.steps_per_epoch + self.start_step) if self.main else None
+        amp = training.amp if training.amp is not None else self.device.startswith("cuda")
+        self.autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=bool(amp))
+        # a fixed batch (the first training cells, unshuffled) on which each epoch's ΔW is compared with BP's
+        self.probe = next(datasets.batches(self.splits["train"], training.batch_size))
+        self.net = model
+        if self.world > 1:
+            # fixed feedback tensors are equal on every process by seeding: no need to broadcast
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[torch.device(self.device).index] if self.device.startswith("cuda") else None,
+                broadcast_buffers=False)
+        if training.compile:
+            self.net = torch.compile(self.net, mode=training.compile)
+        if self.state is None:  # the initial state: a kill or a divergence before epoch 1 ends leaves it
+            self.checkpoint(0, 0, dict(FRESH), at=(0, 0))
+        try:
+            with _Signals() as signals:
+                for epoch in range(self.start_epoch, training.epochs):
+                    self.epoch(epoch, signals)
+        finally:
+            if self.writer:
+                self.writer.close()
+        return self.history
+
+    def epoch(self, epoch: int, signals) -> None:
+        training, model, optimizer = self.training, self.model, self.optimizer
+        set_epoch_weight_decay(optimizer, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        first = self.start_step if epoch == self.start_epoch else 0
+        partial = self.partial if first else dict(FRESH)
+        loss_sum = torch.tensor(partial["loss_sum"], device=self.device, dtype=torch.float64)
+        correct = torch.tensor(partial["correct"], device=self.device)
+        seen = partial["seen"]
+        start = time.perf_counter() - partial["seconds"]
+
+        def so_far():
+            return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen,
+                    "seconds": time.perf_counter() - start}
+
+        bar = tqdm(total=self.steps_per_epoch, initial=first, leave=False, mininterval=1.0, disable=not self.progress,
+                   desc=f"{self.circuit.name} {self.rule} epoch {epoch + 1}/{training.epochs}")
+        batches = datasets.batches(self.splits["train"], training.batch_size, seed=self.seed, epoch=epoch)
+        for step, (x, y) in enumerate(batches):
+            if step < first:
+                continue
+            x, y = distributed.shard(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            with self.autocast:
+                out = self.net(x)
+                loss = model.loss(out, y)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # nothing is saved: the checkpoint on disk stays
+                bar.close()
+                raise self.diverged(epoch, step, first_non_finite(model, x))
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss_value * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+            bar.update(1)
+            global_step = epoch * self.steps_per_epoch + step + 1
+            if self.log_every and global_step % self.log_every == 0 and self.main:
+                self.log_step(epoch, step, global_step, loss_value)
+            done = step + 1
+            stop = signals.caught is not None
+            if stop or (self.checkpoint_every and global_step % self.checkpoint_every == 0
+                        and done < self.steps_per_epoch):
+                self.checkpoint(epoch, done, so_far(), at=(epoch, done))
+            if stop:
+                bar.close()
+                self.write_connectome(epoch, done)
+                raise Interrupted(f"{signals.caught}: stopped at epoch {epoch + 1}, step {done}; continue with "
+                                  f"--resume {self.run_dir}")
+        bar.close()
+        self.end_epoch(epoch, lr, loss_sum.item(), correct.item(), seen, time.perf_counter() - start)
+
+    def log_step(self, epoch: int, step: int, global_step: int, loss_value: float) -> None:
+        line = {"epoch": epoch + 1, "step": step + 1, "global_step": global_step, "loss": loss_value,
+                "lr": self.optimizer.param_groups[0]["lr"], "projections": projection_metrics(self.model, self.probe)}
+        with open(self.steps_path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if self.writer:
+            self.writer.add_scalar("step/loss", loss_value, global_step)
+            _log_projections(self.writer, line["projections"], global_step, "step/")
+
+    def end_epoch(self, epoch: int, lr: float, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
+        """Check, evaluate, record and checkpoint a finished epoch; print its line."""
+        self.require_finite(epoch, self.steps_per_epoch)
+        training, model, optimizer = self.training, self.model, self.optimizer
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+        if self.main:
+            if "val" in self.splits:
+                record["val_loss"], record["val_acc"] = evaluate(model, self.splits["val"], training.eval_batch_size)
+            record["test_loss"], record["test_acc"] = evaluate(model, self.splits["test"], training.eval_batch_size)
+        record.update(lr=lr, weight_decay=optimizer.param_groups[0]["weight_decay"], seconds=seconds,
+                      projections=projection_metrics(model, self.probe))
+        self.history.append(record)
+        self.scheduler.step()
+        if self.main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.writer:
+                _log_epoch(self.writer, record, (epoch + 1) * self.steps_per_epoch)
+        self.checkpoint(epoch + 1, 0, dict(FRESH), at=(epoch, self.steps_per_epoch))
+        self.write_connectome(epoch + 1, 0)
+        if self.main:
+            val = f" val {record['val_acc']:.4f}" if "val_acc" in record else ""
+            print(f"epoch {epoch + 1}/{training.epochs}: train loss {record['train_loss']:.4f} acc "
+                  f"{record['train_acc']:.4f}{val} test {record['test_acc']:.4f} ({seconds:.1f}s)",
+                  file=sys.stderr, flush=True)
 
 
 def projection_metrics(model, probe) -> dict[str, dict[str, float]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,73 @@ class Training:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def check(self) -> "Training":
+        """Raise ConfigError naming the first setting that cannot train (``lr=-1``, ``batch_size=0``...)."""
+        for key, test, need in LIMITS:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if (isinstance(value, float) and not math.isfinite(value)) or not test(value):
+                raise ConfigError(f"training setting {key}={value!r} {need}")
+        if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
+            raise ConfigError(f"training setting lr_milestones={self.lr_milestones!r} must list epochs >= 1")
+        if self.nesterov and self.momentum <= 0:
+            raise ConfigError("training setting nesterov=True needs momentum > 0")
+        return self
+
+
+MEANING = {
+    "data": "data set: mnist, fashion_mnist, cifar10, cifar100, imagenet, fake_cifar10 (options after ':')",
+    "epochs": "total number of epochs",
+    "batch_size": "training batch size",
+    "lr": "learning rate of W (and of plastic feedback unless feedback_lr)",
+    "momentum": "SGD momentum, in [0, 1)",
+    "nesterov": "Nesterov momentum",
+    "weight_decay": "L2 weight decay",
+    "first_epoch_weight_decay": "weight decay of epoch 1 only (PFA's paper: 0.03)",
+    "feedback_lr": "learning rate of plastic feedback (B, R); none: lr",
+    "feedback_weight_decay": "weight decay of plastic feedback; none: weight_decay",
+    "lr_milestones": "epochs after which lr is multiplied by lr_gamma, e.g. 20,30",
+    "lr_gamma": "factor of lr at each milestone",
+    "val_size": "training cells held out for validation",
+    "train_size": "keep only the first N training cells (0: all)",
+    "eval_batch_size": "batch size of evaluation",
+    "implicit_feedback": "hold PFA's/KP's feedback implicitly when exact (faster)",
+    "batch_manhattan": "step by sign(gradient) (Liao et al. 2016)",
+    "amp": "bfloat16 autocast; none: on for CUDA",
+    "compile": "torch.compile mode: default, reduce-overhead, max-autotune; none: eager",
+}
+
+
+def settings_help() -> str:
+    """Every training setting with its default and meaning, for ``--help``."""
+    return "\n".join(f"  {f.name:<25} {str(_default(f)):<8} {MEANING.get(f.name, '')}"
+                     for f in dataclasses.fields(Training) if f.name != "per_rule")
+
+
+def _default(f):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+_number = (int, float)
+FLOAT32_MAX = 3.4028234663852886e38  # an lr beyond it overflows the optimizer's float32 step
+# (setting, test, what it must be): the limits ``Training.check`` enforces
+LIMITS = [
+    ("epochs", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1 (to test a saved run: --evaluate RUN_DIR)"),
+    ("batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
+    ("eval_batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
+    ("lr", lambda v: isinstance(v, _number) and 0 < v <= FLOAT32_MAX, "must be > 0 (and at most 3.4e38)"),
+    ("feedback_lr", lambda v: isinstance(v, _number) and 0 <= v <= FLOAT32_MAX,
+     "must be >= 0 (and at most 3.4e38; or none: the same as lr)"),
+    ("momentum", lambda v: isinstance(v, _number) and 0 <= v < 1, "must be in [0, 1)"),
+    ("weight_decay", lambda v: isinstance(v, _number) and v >= 0, "must be >= 0"),
+    ("first_epoch_weight_decay", lambda v: isinstance(v, _number) and v >= 0, "must be >= 0 (or none)"),
+    ("feedback_weight_decay", lambda v: isinstance(v, _number) and v >= 0, "must be >= 0 (or none)"),
+    ("lr_gamma", lambda v: isinstance(v, _number) and v > 0, "must be > 0"),
+    ("val_size", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0"),
+    ("train_size", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0 (0: the whole training set)"),
+]
 
 
 def _coerce(key: str, value: Any, current: Any, annotation: str, where: str) -> Any:

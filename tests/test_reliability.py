@@ -68,7 +68,9 @@ def test_sigterm_mid_epoch_then_resume_is_exact(tmp_path, data_root):
     assert "continue with --resume" in err
     state = load_checkpoint(str(cut / "checkpoint.pt"))
     assert state["epoch"] == 0 and 0 < state["step"] < 500  # stopped inside the first epoch
-    resumed = cli("--resume", str(cut))
+    from connectomes.files import read_connectome  # an interrupted run has its connectome, as it stood
+    assert {r["name"] for r in read_connectome(str(cut / "connectome.h5"))} >= {"pixels->h1", "h1->h2"}
+    resumed = cli(exp, "--resume", str(cut))
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_checkpoint(str(full / "checkpoint.pt")), load_checkpoint(str(cut / "checkpoint.pt"))
     assert a["epoch"] == b["epoch"] == 2
