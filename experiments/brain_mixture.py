@@ -286,9 +286,11 @@ def plot_study(result: dict, path: str) -> None:
             err = [[v - iv[0]], [iv[1] - v]] if iv else None
             ax.errorbar([r["groups"]["kp"]], [v], yerr=err, fmt="o", ms=4, capsize=3,
                         color=f"C{r['seed']}", label=f"seed {r['seed']}")
+        colors = {"campagnola2022": "tab:green", "avermann2012": "tab:purple"}
         for ref in references_for(key, usable_only=True):
             if ref.low is not None:
-                ax.axhspan(ref.low, ref.high, alpha=0.12, color="tab:green", label=f"{ref.study} {ref}")
+                ax.axhspan(ref.low, ref.high, alpha=0.12, color=colors.get(ref.study, "tab:gray"),
+                           label=f"{ref.study} {ref}")
             else:
                 ax.axhline(float(ref.value), color="black", ls=":", lw=1, label=f"{ref.study} {ref}")
         handles, labels = ax.get_legend_handles_labels()
