@@ -311,8 +311,12 @@ def _headline(blocks: list[PairBlock], notes: dict | None = None, *, full: bool 
     exc = bi & (fwd > 0) & (bwd > 0)
     out["excitatory_bidirectional_pairs"] = int(exc.sum())
     r = pearson(np.log(fwd[exc]), np.log(bwd[exc])) if exc.any() else float("nan")
+    n_exc = int(exc.sum())
     out["log_pearson_bidirectional"] = r if not math.isnan(r) else _nan(
-        notes, "log_pearson_bidirectional", f"{int(exc.sum())} bidirectional pairs with both synapses excitatory")
+        notes, "log_pearson_bidirectional",
+        f"{n_exc} bidirectional pairs with both synapses excitatory" if n_exc < 2 else
+        f"the strengths of one direction are all equal over the {n_exc} excitatory bidirectional pairs "
+        "(sign feedback of one magnitude): a correlation is undefined")
     x, y = np.where(fe, fwd, 0.0), np.where(be, bwd, 0.0)
     r = pearson(x[conn], y[conn])
     out["signed_pearson_connected"] = r if not math.isnan(r) else _nan(

@@ -607,7 +607,8 @@ def _first_screen(pairs: list[tuple[Run, Analysis]], out_dir: str, density: floa
         st, nat = a.headline, a.native[a.main]
         cells = [_with_interval(st, k, ".2f") for k in ("reciprocity_over_chance", "log_pearson_bidirectional",
                                                         "lognormal_sigma", "strength_ratio_bidirectional")]
-        md.append(f"| {run.label} | {a.main} ({a.shape[0]}×{a.shape[1]}) | {a.view} | "
+        view = a.view + (", transported feedback" if st.transported else "")
+        md.append(f"| {run.label} | {a.main} ({a.shape[0]}×{a.shape[1]}) | {view} | "
                   f"{fmt(nat.connection_probability, '.3f')} | " + " | ".join(cells)
                   + f" | {fmt(st.bidirectional_fraction, '.3f')} | {fmt(run.final('test_acc'), '.4f')} |")
     for key_study in _reference_rows():

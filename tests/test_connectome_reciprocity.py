@@ -316,3 +316,13 @@ def test_closeness_to_a_reference():
     assert not song_ratio.meets(1.01) and song_ratio.meets(1.2)
     angle = reference("alignment_deg")
     assert angle.meets(79.3) and not angle.meets(82.3) and not angle.meets(90.0)
+
+
+def test_sign_feedback_of_one_magnitude_has_no_log_space_correlation():
+    """uSF's feedback is s·sign(Wᵀ): every excitatory feedback strength is s, so Song's r is
+    undefined, and the note says why (not 'too few pairs')."""
+    W = torch.randn(30, 20, dtype=torch.float64)
+    st = pair_statistics(W, 0.1 * torch.sign(W.t()))
+    assert st.excitatory_bidirectional_pairs > 200
+    assert math.isnan(st.log_pearson_bidirectional) and "all equal" in st.notes["log_pearson_bidirectional"]
+    assert st.sign_agreement_bidirectional == 1.0
