@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from connectomes.reciprocity import check_finite
+from connectomes.reciprocity import check_finite, strongest
 
 TRIAD_TYPES = ("003", "012", "102", "021D", "021U", "021C", "111D", "111U",
                "030T", "030C", "201", "120D", "120U", "120C", "210", "300")
@@ -83,12 +83,16 @@ class CellGraph:
         return g
 
 
-def cell_graph(records: list[dict], *, threshold: float = 0.0, populations=None) -> CellGraph:
+def cell_graph(records: list[dict], *, threshold: float = 0.0, populations=None,
+               density: float | None = None) -> CellGraph:
     """The directed graph of every synapse in ``records`` (connectome records, weights post × pre).
 
     A record's ``weight[r, c] `` with |w| > threshold is an edge from cell c of its ``pre`` to
     cell r of its ``post``, for forward and feedback records alike (PFA's ē cells are cells).
-    ``populations`` restricts the graph to those population names. Non-2-D tensors are skipped.
+    ``populations`` restricts the graph to those population names. ``density``: the matched-
+    density view, each record keeping its round(density · size) strongest |w| (a dense network's
+    graph is otherwise complete between connected populations, and its census says nothing).
+    Non-2-D tensors are skipped.
     """
     sizes: dict[str, int] = {}
     dense = [r for r in records if r["weight"].dim() == 2]
@@ -109,7 +113,10 @@ def cell_graph(records: list[dict], *, threshold: float = 0.0, populations=None)
     for r in dense:
         w = r["weight"].detach().cpu().numpy()
         check_finite(w, r["name"], r["pre"], r["post"])
-        rows, cols = np.nonzero(np.abs(w) > threshold)
+        on = np.abs(w) > threshold
+        if density is not None:
+            on = strongest(w, on, int(round(density * w.size)))
+        rows, cols = np.nonzero(on)
         adj[offsets[r["pre"]][0] + cols, offsets[r["post"]][0] + rows] = True
     np.fill_diagonal(adj, False)
     cells = [(pop, i) for pop, (_, n) in offsets.items() for i in range(n)]

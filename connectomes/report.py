@@ -740,7 +740,9 @@ def write_report(run_dirs: list[str], out_dir: str, *, motifs: bool = True, moti
                "triplets over-represented; which and by how much not retrieved).", ""]
         for r in runs:
             if r.records:
-                md += _motif_section(r, threshold, motif_max_cells, motif_repeats, progress)
+                a = next((a for rr, a in pairs if rr is r), None)
+                p = density if a is not None and a.view == "matched density" else None
+                md += _motif_section(r, threshold, motif_max_cells, motif_repeats, progress, p)
     md += ["## References", ""] + _reference_list() + [""]
 
     data = {"density": density, "close": CLOSE, "intervals": intervals,
@@ -814,16 +816,20 @@ def _correlation_section(runs: list[Run], out_dir: str) -> list[str]:
     return md + [""]
 
 
-def _motif_section(run: Run, threshold: float, max_cells: int, repeats: int, progress: bool) -> list[str]:
-    g = cell_graph(run.records, threshold=threshold)
+def _motif_section(run: Run, threshold: float, max_cells: int, repeats: int, progress: bool,
+                   density: float | None) -> list[str]:
+    g = cell_graph(run.records, threshold=threshold, density=density)
     if g.n < 3:
         return []
     if g.n > max_cells:
         return [f"### {run.label}", "", f"Skipped: {g.n} cells > {max_cells} (each census costs about "
                 f"{4.5 * 2 * g.n ** 3 / 1e11:.0f} s of BLAS at 100 GFLOP/s; raise `--motif-max-cells`).", ""]
     census = motif_census(g, repeats=repeats, seed=0, progress=progress)
+    view = (f"at the matched density {density:g} (each tensor keeps its strongest |w|; as stored the graph is "
+            "complete between connected populations and the census equals its null)" if density else "as stored")
     return [f"### {run.label}", "",
-            f"{g.n} cells ({', '.join(f'{p} {n}' for p, (_, n) in g.offsets.items())}), {repeats} null draws:", "",
+            f"{g.n} cells ({', '.join(f'{p} {n}' for p, (_, n) in g.offsets.items())}), {view}, {repeats} null draws:",
+            "",
             census.table(), ""]
 
 

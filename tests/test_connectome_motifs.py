@@ -135,3 +135,14 @@ def test_nan_weight_is_an_error_in_the_cell_graph():
     recs[1]["weight"][3, 4] = float("nan")
     with pytest.raises(ValueError, match=r"h1->h2\[3, 4\] = nan"):
         cell_graph(recs)
+
+
+def test_matched_density_cell_graph_keeps_each_tensors_strongest_synapses():
+    """A dense tensor's graph is complete; at density p each record keeps round(p·size) edges,
+    the strongest |w|."""
+    W = torch.arange(1.0, 13.0).reshape(3, 4)            # 3 post × 4 pre, all distinct
+    recs = [{"name": "x->h", "kind": "forward", "pre": "x", "post": "h", "weight": W}]
+    assert cell_graph(recs).adjacency.sum() == 12
+    g = cell_graph(recs, density=0.25)
+    edges = {(g.cells[a], g.cells[b]) for a, b in zip(*np.nonzero(g.adjacency))}
+    assert edges == {(("x", 3), ("h", 2)), (("x", 2), ("h", 2)), (("x", 1), ("h", 2))}   # 12, 11, 10
