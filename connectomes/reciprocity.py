@@ -122,7 +122,7 @@ def check_finite(t: np.ndarray, name: str, pre: str = "pre", post: str = "post")
 
 
 # --------------------------------------------------------------------------- pair statistics
-# (label, field, format): the quantities that stand beside a reference, in report order
+# the statistics that stand beside a reference (bootstrap intervals are drawn for these)
 HEADLINE = ("connection_probability", "reciprocity_over_chance", "bidirectional_fraction",
             "log_pearson_bidirectional", "signed_pearson_connected", "lognormal_sigma",
             "strength_ratio_bidirectional")
@@ -202,7 +202,7 @@ class PairBlock:
         """The same pairs, the unconnected ones only counted."""
         on = self.fe | self.be
         return PairBlock(self.fwd[on], self.bwd[on], self.fe[on], self.be[on], self.reverse,
-                      self.size - int(on.sum()))
+                         self.size - int(on.sum()))
 
     def resample(self, rng: np.random.Generator) -> "PairBlock":
         """A bootstrap resample of all ``size`` pairs (with replacement), drawn as: how many
