@@ -310,7 +310,7 @@ def _reference_lines(ax, key: str) -> None:
 
 def _log_axis(ax, values, key: str) -> None:
     """A log y axis spanning the positive values and references (a range from 0 is clipped)."""
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     pts = [float(v) for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
     for ref in references_for(key):
@@ -320,16 +320,20 @@ def _log_axis(ax, values, key: str) -> None:
     if pts:
         ax.set_ylim(min(pts) / 1.5, max(pts) * 1.5)
     ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.tick_params(axis="y", which="minor", labelsize=6)
+    if pts and max(pts) / min(pts) < 20:     # within about a decade: label the minor ticks too
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=6)
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_cortex_comparison(pairs: list[tuple[Run, Analysis]], path: str) -> str:
     """The first screen: one panel per compared statistic, one point per run (its headline
     view) with its 95% bootstrap interval, beside every reference."""
-    fig, axes = _figure(1, len(COMPARED), w=4.0, h=3.9)
+    fig, axes = _figure(2, 2, w=max(4.5, 0.45 * len(pairs) + 1.5), h=3.9)
     xs = np.arange(len(pairs))
-    for ax, (key, title, ylabel, log) in zip(axes[0], COMPARED):
+    same = len({(a.main, a.shape) for _, a in pairs}) == 1
+    for ax, (key, title, ylabel, log) in zip(axes.ravel(), COMPARED):
         _reference_lines(ax, key)
         for x, (run, a) in zip(xs, pairs):
             st = a.headline
@@ -344,14 +348,15 @@ def plot_cortex_comparison(pairs: list[tuple[Run, Analysis]], path: str) -> str:
                         color="tab:blue" if a.view == "matched density" else "tab:orange")
         if log:
             _log_axis(ax, [getattr(a.headline, key) for _, a in pairs], key)
-        ax.set_xticks(xs, [_short(r, a) for r, a in pairs], rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(xs, [r.label if same else _short(r, a) for r, a in pairs], rotation=45, ha="right", fontsize=7)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
     views = sorted({a.view for _, a in pairs})
-    fig.suptitle("Learned connectome vs cortex (blue: matched density, orange: as is; bars: 95% bootstrap "
-                 f"over cell pairs) — views here: {', '.join(views)}", fontsize=9)
+    which = f"{pairs[0][1].main} ({pairs[0][1].shape[0]}×{pairs[0][1].shape[1]}) of every run; " if same else ""
+    fig.suptitle(f"Learned connectome vs cortex: {which}blue: matched density, orange: as stored; bars: 95% "
+                 f"bootstrap over cell pairs (views here: {', '.join(views)})", fontsize=9)
     fig.savefig(path, dpi=110)
     return path
 
@@ -365,12 +370,12 @@ def plot_density_dependence(pairs: list[tuple[Run, Analysis]], path: str) -> str
     for row, circ in enumerate(circuits):
         for ax, (key, title, ylabel, log) in zip(axes[row], keys):
             _reference_lines(ax, key)
-            for r, a in pairs:
+            for i, (r, a) in enumerate(pairs):
                 if r.circuit != circ:
                     continue
                 pts = [(s["density"], s[key]) for s in a.sweep if not math.isnan(s[key])]
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", ms=3, label=f"{r.label} ({a.main})")
+                    ax.plot(*zip(*pts), marker="o", ms=3, color=_run_color(i, len(pairs)), label=f"{r.label} ({a.main})")
             for p, name in ((0.073, "Campagnola p"), (DEFAULT_DENSITY, "Song p (unverified)")):
                 ax.axvline(p, color="grey", lw=0.6, ls=":")
             ax.set_xscale("log")
@@ -380,9 +385,21 @@ def plot_density_dependence(pairs: list[tuple[Run, Analysis]], path: str) -> str
             ax.set_ylabel(ylabel, fontsize=8)
             ax.set_title(f"{circ}: {title}", fontsize=9)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=6)
+        run_labels = {f"{r.label} ({a.main})" for r, a in pairs}
+        for ax in axes[row][:-1]:   # references here; runs and references beside the last panel
+            handles = [(h, lab) for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in run_labels]
+            if handles:
+                ax.legend(*zip(*handles), fontsize=6)
+        axes[row][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.savefig(path, dpi=110)
     return path
+
+
+def _run_color(i: int, n: int):
+    """Distinct colours for up to 20 runs (matplotlib's default cycle repeats after 10)."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10" if n <= 10 else "tab20"](i % 20)
 
 
 def _pfa_theory_deg(expansion: float) -> float:
@@ -555,8 +572,11 @@ def plot_weight_distributions(runs: list[Run], path: str) -> str | None:
     if not runs:
         return None
     sigma_rat = RAT_CORTEX["lognormal_sigma"].value
-    fig, axes = _figure(1, len(runs), w=4.0)
-    for ax, run in zip(axes[0], runs):
+    ncols = min(4, len(runs))
+    fig, axes = _figure(math.ceil(len(runs) / ncols), ncols, w=4.0)
+    for ax in axes.ravel()[len(runs):]:
+        ax.set_visible(False)
+    for ax, run in zip(axes.ravel(), runs):
         for kind, color in (("forward", "tab:blue"), ("feedback", "tab:orange")):
             ws = [r["weight"].double().numpy().ravel() for r in run.records
                   if r.get("kind") == kind and not r.get("transported")]
