@@ -567,7 +567,9 @@ def main(argv=None):
     ap.add_argument("--confirm", type=int, default=0, metavar="EPOCHS", help="then train the chosen split this long")
     ap.add_argument("--match", default="h1->h2", choices=(*HIDDEN, "pooled"), help="statistics the choice is made on")
     ap.add_argument("--train-size", type=int, default=0, help="first N training images (0: all 60,000)")
-    ap.add_argument("--data-root", default=os.path.join("..", "shared", "data"))
+    ap.add_argument("--data-root", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                        "..", "shared", "data"),
+                    help="default: ../shared/data beside the repository, wherever it is run from")
     ap.add_argument("--runs", default=os.path.join("/tmp", "brain_mixture_runs"))
     ap.add_argument("--out", default=os.path.join("docs", "results", "brain_mixture"))
     ap.add_argument("--seed", type=int, default=0)

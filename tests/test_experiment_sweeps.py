@@ -24,7 +24,10 @@ def test_sparse_feedback_sweep_masks_and_resumes(data_root, tmp_path):
     run("sparse_feedback_mnist.py", *args)
     rows = json.load(open(tmp_path / "sparse_feedback.json"))["rows"]
     assert [(r["rule"], r["density"]) for r in rows] == [("fa", 1.0), ("fa", 0.3), ("pfa", 1.0), ("pfa", 0.3)]
-    assert all(0.1 < r["test_acc"] <= 1 for r in rows)
+    # four steps at lr 0.01 leave every circuit at chance (recorded 0.100 to 0.114 of 10 classes), and
+    # the feedback as independent of Wᵀ as it started (90°; recorded within 1.7°)
+    assert all(abs(r["test_acc"] - 0.1) < 0.03 for r in rows), rows
+    assert all(abs(r[k] - 90) < 3 for r in rows for k in ("alignment_h1_h2_deg", "alignment_h2_digits_deg")), rows
     assert (tmp_path / "sparse_feedback.png").exists()
     model = load_checkpoint(str(tmp_path / "runs" / "pfa-p0.3" / "checkpoint.pt"))["model"]
     for name in ("mask_B", "mask_R"):

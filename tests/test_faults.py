@@ -16,11 +16,13 @@ from typing import Callable
 import pytest
 import torch
 
+from conftest import MNIST_RAW, require_mnist
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DOC = os.path.join(REPO, "docs", "reliability.md")
 BEGIN, END = "<!-- faults: begin (python tests/test_faults.py) -->", "<!-- faults: end -->"
-REAL_MNIST = os.path.join(os.environ.get("CIRCUITS_DATA_ROOT", os.path.join(REPO, "..", "shared", "data")), "MNIST", "raw")
+REAL_MNIST = MNIST_RAW  # the faults on MNIST's files link to the real ones (skipped without them)
 
 TINY = """
 from circuits import Circuit, Training
@@ -321,6 +323,8 @@ def context(tmp_path, trained) -> SimpleNamespace:
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.what for f in FAULTS])
 def test_fault_gets_one_clear_line(fault, tmp_path, trained, monkeypatch, capsys):
     from circuits.run import main
+    if fault.prepare in (_swapped, _mixed_pair, _corrupt):
+        require_mnist()
     ctx = context(tmp_path, trained)
     if fault.prepare:
         fault.prepare(ctx, monkeypatch)

@@ -149,7 +149,11 @@ def test_compare_rules_and_seeds_skips_finished_runs(tmp_path, data_root):
     summary = json.loads((out / "compare.json").read_text())
     assert set(summary["test_acc"]) == {"bp", "pfa"} and summary["test_acc"]["pfa"]["seeds"] == [0, 1]
     assert "| pfa | 2 | 1 |" in (out / "compare.md").read_text()
-    assert (out / "compare.png").stat().st_size > 1000
+    from PIL import Image
+    with Image.open(out / "compare.png") as png:  # 10 × 4 inches at 120 dpi, one line per rule
+        assert png.size == (1200, 480)
+        colours = {c for _, c in png.convert("RGB").getcolors(1200 * 480)}
+    assert {(0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)} <= colours  # matplotlib's C0 (bp) and C1 (pfa) drawn
     again = cli(*args)
     assert again.returncode == 0 and again.stderr.count("skipped") == 4
 

@@ -234,7 +234,10 @@ def test_a_run_folder_is_data(tmp_path, capsys):
     """--resume, --connectome and --evaluate never run the file config.json names: without FILE
     they rebuild the circuit from config.json's description (and resume exactly), a named file
     runs only if its hash is the recorded one, a circuit that cannot be rebuilt is refused with
-    the command to run; a checkpoint's pickle cannot run code either."""
+    the command to run; a checkpoint's pickle cannot run code either. PAL draws noise every
+    step from the global generator, so resuming after epoch 1 is exact only if the checkpoint's
+    random state is restored: this is the test that fails when ``_Trainer.restore`` skips
+    ``torch.set_rng_state`` (issue 25)."""
     exp = tiny_experiment(str(tmp_path))
     out, ref = tmp_path / "out", tmp_path / "ref"
     assert main([exp, "--rule", "pal", "--out", str(ref), *RUN]) == 0
