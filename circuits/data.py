@@ -245,8 +245,9 @@ def _idx_count(path: str) -> tuple[int, ...]:
         raise DataError(f"{path} could not be read ({err}); the file may be truncated or corrupt") from None
 
 
-def _md5(path: str) -> str:
-    h = hashlib.md5()
+def file_hash(path: str, algorithm: str = "md5") -> str:
+    """The hex digest of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -281,7 +282,7 @@ def check_idx_files(key: str, where: str) -> None:
             raise DataError(f"{path} holds {counts[name]} items; {cls_name}'s {split} file holds "
                             f"{sizes[split]}{hint}")
         known = _known_md5(key, os.path.basename(path))
-        if known and _md5(path) != known:
+        if known and file_hash(path) != known:
             raise DataError(f"{path} is not {cls_name}'s {name} (md5 differs from the known {known}); "
                             "the file is corrupt or from another data set: fetch it again")
 

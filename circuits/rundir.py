@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 
+from circuits.data import file_hash
 from circuits.errors import ConfigError
 
 try:
@@ -25,11 +26,7 @@ CONFIG_KEYS = ("circuit", "training", "rule", "seed", "data_root")
 
 
 def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_hash(path, "sha256")
 
 
 def describe_fingerprint(description: dict) -> str:

@@ -770,18 +770,18 @@ def write_report(run_dirs: list[str], out_dir: str, *, motifs: bool = True, moti
             "runs": [{"label": r.label, "path": r.path, "rule": r.rule, "seed": r.seed, "circuit": r.circuit,
                       "test_acc": r.final("test_acc"),
                       "analysis": next((a.to_dict() for rr, a in pairs if rr is r), None)} for r in runs]}
-    _write_atomic(os.path.join(out_dir, "report.json"), json.dumps(_plain(data), indent=1, allow_nan=False) + "\n")
+    _write_atomic(os.path.join(out_dir, "report.json"), json.dumps(plain_json(data), indent=1, allow_nan=False) + "\n")
     path = os.path.join(out_dir, "report.md")
     _write_atomic(path, "\n".join(md) + "\n")
     return path
 
 
-def _plain(v):
+def plain_json(v):
     """JSON-ready: NaN and infinities become null (strict JSON), numpy scalars Python numbers."""
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): plain_json(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [plain_json(x) for x in v]
     if isinstance(v, (np.floating, np.integer)):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):

@@ -186,6 +186,8 @@ def study(run_dirs: list[str], refit_dirs: list[str], out: str, command: str) ->
     ``study.json`` and the write-up (``write_study``)."""
     import shutil
 
+    from connectomes.report import plain_json
+
     result = {"density": DENSITY, "command": command, "machine": machine(), "runs": [], "refit": []}
     for key, dirs in (("runs", run_dirs), ("refit", refit_dirs)):
         for d in dirs:
@@ -198,21 +200,9 @@ def study(run_dirs: list[str], refit_dirs: list[str], out: str, command: str) ->
             print(f"{d}: measured", flush=True)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "study.json"), "w") as f:
-        json.dump(_plain(result), f, indent=1, allow_nan=False)
+        json.dump(plain_json(result), f, indent=1, allow_nan=False)
     write_study(out)
     return result
-
-
-def _plain(v):
-    import math
-
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 STUDY_ROWS = (  # (key, label, format)
