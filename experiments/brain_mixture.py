@@ -331,10 +331,10 @@ def conclusions(runs: list[dict], density: float) -> list[str]:
     r_fa = _summary([r["projections"]["h1->h2"]["log_r_fa_group"] for r in runs])[0]
     acc = _summary([100 * r["test_acc"] for r in runs])
     lines += ["",
-              f"Why, by construction: as stored, W is dense, so every pair has its forward synapse (p_fwd = 1) and "
+              "Why, by construction: as stored, W is dense, so every pair has its forward synapse (p_fwd = 1) and "
               "P(i↔j) = p_bwd = p_fwd·p_bwd: reciprocity over chance is exactly 1, whatever the split; the "
               "bidirectional fraction is the kp + fa share (0.31) by design. The correlations are what the split "
-              "tunes: the kp group's feedback follows W (log-space r {r_kp:.2f}), the fa group's does not ({r_fa:.2f}), "
+              f"tunes: the kp group's feedback follows W (log-space r {r_kp:.2f}), the fa group's does not ({r_fa:.2f}), "
               "and their mixture sets r. The matched-density view cuts each direction to its strongest synapses: the "
               "kp group's strong feedback synapses sit on strong forward ones, so reciprocity rises above chance "
               "(below the 3–5× of Campagnola et al., inside Avermann et al.'s chance-level range). The weight "

@@ -67,3 +67,4 @@ def test_study_measures_each_seed_and_writes_the_page(tmp_path):
     (out / "README.md").unlink()
     bm["write_study"](str(out))
     assert (out / "README.md").read_text() == page
+    assert "{" not in page                             # no unformatted placeholder left in the page
