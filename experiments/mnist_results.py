@@ -197,13 +197,18 @@ def main(argv=None) -> int:
         copy_runs(args.runs, runs)
     done, unfinished = collect(runs, args.epochs)
     summary = summarize(done)
+    residual_path = os.path.join(args.out, "residual.json")
     residual = {}
+    if os.path.exists(residual_path):  # earlier runs' residuals stay: their checkpoints may be gone
+        with open(residual_path) as f:
+            residual = json.load(f)
     if args.runs:  # checkpoints are only in the original run directories
         for name in sorted(os.listdir(args.runs)):
             ckpt = os.path.join(args.runs, name, "checkpoint.pt")
             if RUN.match(name) and RUN.match(name)["rule"] in ("pfa", "pfa-o") and os.path.exists(ckpt):
                 residual[name] = residual_of_R_start(os.path.join(args.runs, name))
-        with open(os.path.join(args.out, "residual.json"), "w") as f:
+        residual = dict(sorted(residual.items()))
+        with open(residual_path, "w") as f:
             json.dump(residual, f, indent=2)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"epochs": args.epochs, "rules": summary, "unfinished": unfinished}, f, indent=2)
