@@ -343,7 +343,7 @@ def conclusions(runs: list[dict], density: float) -> list[str]:
               "",
               "So the mixture reproduces the correlation structure of reciprocal pairs that it was built for "
               f"(fraction, log-space r, the appendix model's R and angle) at a test accuracy of {acc[0]:.2f} ± "
-              f"{acc[1]:.2f}% (BP: 98.40 ± 0.04% over 3 seeds, docs/results/mnist.md), and it does not "
+              f"{acc[1]:.2f}% (BP: 98.42 ± 0.05% over 5 seeds, docs/results/mnist.md), and it does not "
               "reproduce cortical sparsity, the reciprocity excess over chance, or the strength distribution: a "
               "sparse forward connectome (`connect(..., connector=FixedProbability(p))`) with reciprocity-biased "
               "feedback would be the next model, not a different split."]
