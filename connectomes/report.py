@@ -32,7 +32,8 @@ import numpy as np
 
 from connectomes.files import ConnectomeFileError, read_connectome
 from connectomes.motifs import cell_graph, motif_census
-from connectomes.reciprocity import (HEADLINE, PairStats, bootstrap_intervals, circuit_reciprocity, direct_feedback,
+from connectomes.reciprocity import (HEADLINE, PairStats, bootstrap_intervals, circuit_reciprocity, density_sweep,
+                                     direct_feedback,
                                      feedback_routes, fmt, lognormal_fit, projection_pairs, reciprocity_table)
 from connectomes.reference import CLOSE, REFERENCES, RAT_CORTEX, references_for
 
@@ -276,9 +277,7 @@ def analyse(run: Run, *, density: float = DEFAULT_DENSITY, threshold: float = 0.
     if intervals:
         block = projection_pairs(run.records, main, threshold=threshold, density=density if dense else None)
         a.headline.intervals = bootstrap_intervals([block], repeats=intervals)
-    for p in sweep:
-        st = circuit_reciprocity(run.records, threshold=threshold, density=p, pooled=False)[main]
-        a.sweep.append({"density": p, **st.to_dict()})
+    a.sweep = density_sweep(run.records, sweep, projection=main, threshold=threshold)
     a.checks = compare(a.headline)
     a.verdict = _verdict(run.label, a)
     return a

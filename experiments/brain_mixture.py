@@ -17,7 +17,8 @@ connected pairs and the alignment of the PFA appendix's model (R ≈ 0.2, 78°).
 ``--search`` trains one circuit per kp fraction (fa = 0.31 − kp, pfa = 0.69), computes the pair
 statistics of each learned connectome (``connectomes.reciprocity``) and picks the split whose
 hidden-to-hidden projection h1→h2 (``--match``) is closest to rat cortex; ``--confirm N`` then
-trains that split for N epochs. ``--study`` measures finished runs with the corrected statistics
+trains that split for N epochs; it writes ``search.md``, ``search.json`` and ``search.png`` into
+``--out``, beside (never over) the study's page. ``--study`` measures finished runs with the corrected statistics
 (as stored and at a matched density, bootstrap intervals, mean ± sd over seeds) into
 ``study.json`` and writes the page. ``GROUPS`` below is the split that matches after the full 40
 epochs: kp 0.16 gives a log-space r of 0.40, R 0.18 and 79.3° in h1→h2 over three seeds, and a
@@ -479,9 +480,9 @@ def _row(label: str, c: dict) -> str:
 
 def write(result: dict, out: str, command: str) -> None:
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "brain_mixture.json"), "w") as f:
+    with open(os.path.join(out, "search.json"), "w") as f:
         json.dump(result, f, indent=2)
-    plot(result, os.path.join(out, "brain_mixture.png"))
+    plot(result, os.path.join(out, "search.png"))
     cands, best, match = result["candidates"], result["candidates"][result["chosen"]], result["match"]
     lines = ["# A brain-like connectome from mixed feedback groups (KP + FA + PFA)", "",
              f"Written by `{command}` (`experiments/brain_mixture.py`).", "",
@@ -540,8 +541,8 @@ def write(result: dict, out: str, command: str) -> None:
               f"Machine: {result['machine']}, 1 CPU thread (OMP_NUM_THREADS=1) beside another job; wall time "
               f"{sum(c['seconds'] for c in cands) / 60:.1f} min for the search"
               + (f", {conf['seconds'] / 60:.1f} min for the confirmation" if conf else "") + ".", "",
-              "![candidates against rat cortex](brain_mixture.png)", ""]
-    with open(os.path.join(out, "README.md"), "w") as f:
+              "![candidates against rat cortex](search.png)", ""]
+    with open(os.path.join(out, "search.md"), "w") as f:
         f.write("\n".join(lines))
 
 
@@ -589,7 +590,7 @@ def main(argv=None):
                + (f"--confirm {args.confirm} " if args.confirm else "") + f"--match {args.match} "
                + (f"--train-size {args.train_size} " if args.train_size else "") + f"--seed {args.seed}")
     write(result, args.out, command)
-    print(open(os.path.join(args.out, "README.md")).read())
+    print(open(os.path.join(args.out, "search.md")).read())
 
 
 if __name__ == "__main__":
