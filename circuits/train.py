@@ -2,6 +2,7 @@
 
     run_dir/config.json          the resolved circuit, settings, invocation, identity and resumes
     run_dir/metrics.jsonl        one JSON object per epoch
+    run_dir/initial.json         the same record at initialisation (epoch 0: before any step)
     run_dir/steps.jsonl          one per ``log_every`` steps (if asked): loss, lr, projection metrics
     run_dir/checkpoint.pt        everything needed to continue exactly (written atomically; only
                                  ever a finite state: a diverged one never replaces a good one)
@@ -456,6 +457,7 @@ class _Trainer:
             self.net = torch.compile(self.net, mode=training.compile)
         if self.state is None:  # the initial state: a kill or a divergence before epoch 1 ends leaves it
             self.checkpoint(0, 0, dict(FRESH), at=(0, 0))
+            self.record_initial()
         try:
             with _Signals() as signals:
                 for epoch in range(self.start_epoch, training.epochs):
@@ -526,6 +528,30 @@ class _Trainer:
         if self.writer:
             self.writer.add_scalar("step/loss", loss_value, global_step)
             _log_projections(self.writer, line["projections"], global_step, "step/")
+
+    def record_initial(self) -> None:
+        """Write initial.json: epoch 0 (accuracy, loss and projection metrics before any step), where
+        the paper's training curves start; TensorBoard gets it at step 0. The random state is
+        left as it was, so training draws the same numbers as without this record."""
+        record = {"epoch": 0}
+        cuda = [torch.device(self.device)] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            self._initial_metrics(record)
+        if self.main:
+            tmp = os.path.join(self.run_dir, "initial.json.tmp")
+            with open(tmp, "w") as f:
+                json.dump(record, f, indent=1)
+            os.replace(tmp, os.path.join(self.run_dir, "initial.json"))
+            if self.writer:
+                _log_epoch(self.writer, record, 0)
+
+    def _initial_metrics(self, record: dict) -> None:
+        if self.main:
+            for split in ("val", "test"):
+                if split in self.splits:
+                    record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(self.model, self.splits[split],
+                                                                              self.training.eval_batch_size)
+        record["projections"] = projection_metrics(self.model, self.probe)
 
     def end_epoch(self, epoch: int, lr: float, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
         """Check, evaluate, record and checkpoint a finished epoch; print its line."""

@@ -60,7 +60,7 @@ circuit = build(GROUPS)
 training = Training(
     data="mnist", epochs=40, batch_size=64, lr=0.01, momentum=0.9,
     lr_milestones=[20, 30], lr_gamma=0.5, weight_decay=1e-4,
-    per_rule={rule: {"first_epoch_weight_decay": 0.03} for rule in ("mixed", "pfa", "pfa-o")},
+    per_rule={rule: {"first_epoch_weight_decay": 0.03} for rule in ("mixed", "pfa", "pfa-o", "pfa-o-square")},
 )
 
 

@@ -19,5 +19,6 @@ training = Training(
     lr_milestones=[100, 150, 200], lr_gamma=0.1, weight_decay=1e-4,
     per_rule={"pfa": {"first_epoch_weight_decay": 0.005},
               "pfa-o": {"first_epoch_weight_decay": 0.005},
+              "pfa-o-square": {"first_epoch_weight_decay": 0.005},
               "dfa": {"lr": 1e-3}},
 )

@@ -14,5 +14,6 @@ training = Training(
     data="mnist", epochs=40, batch_size=64, lr=0.01, momentum=0.9,
     lr_milestones=[20, 30], lr_gamma=0.5, weight_decay=1e-4,
     per_rule={"pfa": {"first_epoch_weight_decay": 0.03},
-              "pfa-o": {"first_epoch_weight_decay": 0.03}},
+              "pfa-o": {"first_epoch_weight_decay": 0.03},
+              "pfa-o-square": {"first_epoch_weight_decay": 0.03}},
 )

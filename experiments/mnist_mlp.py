@@ -17,11 +17,12 @@ for pre, post in [(x, h1), (h1, h2), (h2, y)]:
 c.feedback(pfa(expansion=10))
 circuit = c
 
-# SGD, momentum 0.9, lr 0.01 halved at epochs 20 and 30; weight decay 1e-4, and for PFA/PFA-o
+# SGD, momentum 0.9, lr 0.01 halved at epochs 20 and 30; weight decay 1e-4, and for PFA/PFA-o (both N̄ settings)
 # 0.03 on W and R in the first epoch to erase R's random start.
 training = Training(
     data="mnist", epochs=40, batch_size=64, lr=0.01, momentum=0.9,
     lr_milestones=[20, 30], lr_gamma=0.5, weight_decay=1e-4,
     per_rule={"pfa": {"first_epoch_weight_decay": 0.03},
-              "pfa-o": {"first_epoch_weight_decay": 0.03}},
+              "pfa-o": {"first_epoch_weight_decay": 0.03},
+              "pfa-o-square": {"first_epoch_weight_decay": 0.03}},
 )

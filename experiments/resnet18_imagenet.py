@@ -18,5 +18,6 @@ training = Training(
     data="imagenet", epochs=75, batch_size=256, lr=0.1, momentum=0.9,
     lr_milestones=[20, 40, 60], lr_gamma=0.1, weight_decay=1e-4, eval_batch_size=256,
     per_rule={"pfa": {"first_epoch_weight_decay": 5e-4},
-              "pfa-o": {"first_epoch_weight_decay": 5e-4}},
+              "pfa-o": {"first_epoch_weight_decay": 5e-4},
+              "pfa-o-square": {"first_epoch_weight_decay": 5e-4}},
 )

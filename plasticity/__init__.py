@@ -14,24 +14,24 @@ from plasticity.kp import KP
 from plasticity.mixed import Mixed
 from plasticity.pfa import PFA
 from plasticity.pal import PAL
-from plasticity.pfa_o import PFAo
+from plasticity.pfa_o import PFAo, PFAoSquare
 from plasticity.schedules import set_epoch_weight_decay
 from plasticity.usf import USF
 from plasticity.wm import WM
 
 RULES: dict[str, type[Rule]] = {
-    cls.name: cls for cls in (BP, FA, DFA, USF, BRSF, FRSF, KP, WM, PAL, PFA, PFAo, IFA, Mixed)
+    cls.name: cls for cls in (BP, FA, DFA, USF, BRSF, FRSF, KP, WM, PAL, PFA, PFAo, PFAoSquare, IFA, Mixed)
 }
 
 # Lower-case names for DSL files: ``c.feedback(pfa(expansion=10))``.
-bp, fa, dfa, usf, brsf, frsf, kp, pfa, pfa_o, ifa = BP, FA, DFA, USF, BRSF, FRSF, KP, PFA, PFAo, IFA
+bp, fa, dfa, usf, brsf, frsf, kp, pfa, pfa_o, pfa_o_square, ifa = BP, FA, DFA, USF, BRSF, FRSF, KP, PFA, PFAo, PFAoSquare, IFA
 wm, pal = WM, PAL
 mixed = Mixed
 
 
 def make_rule(name: str, **options) -> Rule:
     """A rule by its name (``bp``, ``fa``, ``dfa``, ``usf``, ``brsf``, ``frsf``, ``kp``, ``wm``,
-    ``pal``, ``pfa``, ``pfa-o``, ``ifa``, ``mixed``)."""
+    ``pal``, ``pfa``, ``pfa-o``, ``pfa-o-square``, ``ifa``, ``mixed``)."""
     key = name.lower().replace("_", "-")
     if key not in RULES:
         raise ValueError(f"unknown rule {name!r}; known rules: {', '.join(RULES)}")
@@ -39,7 +39,7 @@ def make_rule(name: str, **options) -> Rule:
 
 
 __all__ = [
-    "BP", "BRSF", "DFA", "FA", "FRSF", "IFA", "KP", "Mixed", "PAL", "PFA", "PFAo", "RULES", "USF", "WM", "ReadoutError",
+    "BP", "BRSF", "DFA", "FA", "FRSF", "IFA", "KP", "Mixed", "PAL", "PFA", "PFAo", "PFAoSquare", "RULES", "USF", "WM", "ReadoutError",
     "FeedbackEdge", "Projection", "Rule", "RuleFunction", "bp", "brsf", "dfa", "fa", "frsf",
-    "ifa", "kp", "make_rule", "mixed", "pal", "pfa", "pfa_o", "set_epoch_weight_decay", "usf", "wm",
+    "ifa", "kp", "make_rule", "mixed", "pal", "pfa", "pfa_o", "pfa_o_square", "set_epoch_weight_decay", "usf", "wm",
 ]

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import small_mlp
-from plasticity import BP, BRSF, DFA, FA, FRSF, KP, PFA, USF, PFAo, make_rule
+from plasticity import BP, BRSF, DFA, FA, FRSF, KP, PFA, USF, PFAo, PFAoSquare, make_rule
 from plasticity.brsf import draw_unit_magnitudes
 
 ACT = {"tanh": (torch.tanh, lambda a: 1 - torch.tanh(a) ** 2),
@@ -213,6 +213,30 @@ def test_pfa_initialisation():
     assert (BtB.diagonal() - 1).abs().mean() < 0.1
     o = small_mlp(PFAo(expansion=10), sizes=(50, 200, 100, 10)).compile().projections["h1->h2"]
     torch.testing.assert_close(o.B.t() @ o.B, torch.eye(100), atol=1e-5, rtol=0)
+
+
+def test_pfa_o_square_is_the_official_codes_pfa_o():
+    """pfa-o-square: N̄ = N_out, B square orthogonal (BᵀB = BBᵀ = I); its float64 step is
+    pfa_o(expansion=1)'s, tensor for tensor, against the closed form e_in = R (B δ)."""
+    model, x, y = setup(PFAoSquare(route="explicit"), batch=5)
+    run_compiled(model, x, y)
+    grads, bias_grads, deltas, xs = reference(model, x, y, lambda n, p, d, e: (d @ p.B.t()) @ p.R.t())
+    check(model, grads, bias_grads)
+    for i, (name, p) in enumerate(model.projections.items()):
+        if p.sends_error:
+            n_out = p.weight.shape[0]
+            assert p.B.shape == (n_out, n_out)
+            eye = torch.eye(n_out, dtype=p.B.dtype)
+            torch.testing.assert_close(p.B.t() @ p.B, eye, rtol=0, atol=1e-6)  # drawn in float32
+            torch.testing.assert_close(p.B @ p.B.t(), eye, rtol=0, atol=1e-6)
+            torch.testing.assert_close(p.R.grad, xs[i].t() @ (deltas[name] @ p.B.t()), rtol=1e-10, atol=1e-12)
+    same, _, _ = setup(PFAo(expansion=1, route="explicit"), batch=5)
+    for (name, p), (_, q) in zip(model.projections.items(), same.projections.items()):
+        if p.sends_error:
+            assert torch.equal(p.B, q.B) and torch.equal(p.R.detach(), q.R.detach()), name
+    assert make_rule("pfa-o-square").options["expansion"] == 1
+    with pytest.raises(ValueError, match="pfa-o-square: N̄ = N_out"):
+        PFAoSquare(expansion=10)
 
 
 def test_first_projection_has_no_feedback():

@@ -262,3 +262,39 @@ def test_update_alignment_restores_batch_norm_running_statistics():
     assert model.training and all(p.grad is None for p in model.parameters())
     model(x)  # the module itself still updates them: the check above is not of a frozen norm
     assert int(norm.num_batches_tracked) == 2 and not torch.equal(norm.running_mean, before["running_mean"])
+
+
+# -- 6. the record at initialisation (epoch 0) --------------------------------------------------
+def test_initial_record_is_the_untrained_circuit_and_leaves_the_random_stream_alone(tmp_path, monkeypatch):
+    """initial.json holds epoch 0: the metrics of the circuit as compiled from the seed, before any
+    step (its alignment equals a fresh compile's; its test accuracy that of the untrained circuit);
+    and a rule that draws noise every step (brSF) trains to the same weights whether or not the
+    record is written, because the record leaves the random state as it found it."""
+    splits = indexed_splits()
+    training = Training(data="generated", epochs=1, batch_size=BATCH, lr=0.05)
+    history = train(tiny("fa"), training, rule="fa", run_dir=str(tmp_path / "fa"), data_root="unused", seed=3,
+                    progress=False, splits=splits)
+    initial = json.loads((tmp_path / "fa" / "initial.json").read_text())
+    fresh = tiny("fa").compile(seed=3)
+    assert initial["epoch"] == 0
+    for name, m in fresh.alignment().items():
+        assert initial["projections"][name]["alignment_deg"] == pytest.approx(m["alignment_deg"], abs=1e-9)
+    assert initial["projections"] != history[0]["projections"]  # one epoch later, another state
+    out = fresh(splits["test"].x)
+    assert initial["test_acc"] == pytest.approx((out.argmax(1) == splits["test"].y).float().mean().item())
+
+    def final_weights(name, record):
+        if not record:
+            monkeypatch.setattr(train_module._Trainer, "record_initial", lambda self: None)
+        train(tiny("brsf"), training, rule="brsf", run_dir=str(tmp_path / name), data_root="unused", seed=3,
+              progress=False, splits=splits)
+        monkeypatch.undo()
+        state = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)["model"]
+        assert (tmp_path / name / "initial.json").exists() == record
+        return state
+
+    with_record, without = final_weights("with", True), final_weights("without", False)
+    tensors = {k: v for k, v in with_record.items() if torch.is_tensor(v)}
+    assert tensors and tensors.keys() == {k for k, v in without.items() if torch.is_tensor(v)}
+    for key, value in tensors.items():
+        assert torch.equal(value, without[key]), key
