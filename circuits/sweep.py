@@ -1,46 +1,111 @@
 """Grids of training runs for the experiment scripts: one experiment file, its circuit trained
-with several rule variants (a sparse connector, an IFA angle, a mixture...). Each cell trains
-into its own run directory ``OUT/runs/CELL``; a finished cell is skipped and a stopped one
-resumed from its checkpoint, so an interrupted sweep continues where it stopped."""
+with several rule variants (a sparse connector, an IFA angle, a mixture...) and seeds. Each
+(cell, seed) trains into its own run directory ``WORK/CELL-sSEED``; a finished one is skipped and
+a stopped one resumed from its checkpoint, so an interrupted sweep continues where it stopped.
+Each finished run's results are copied to ``OUT/runs/CELL-sSEED`` at once (to be committed),
+and the page is written from those copies, so ``--report-only`` regenerates it from them."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import statistics
 import sys
 
 from circuits.run import load_experiment, started_run
 from circuits.rundir import sha256_file
-from circuits.train import train
+from circuits.train import train as train_run
 from plasticity import Rule
 
 
-def run_cells(file: str, cells: dict[str, Rule], out: str, *, data_root: str, seed: int = 0,
+RECORDS = ("config.json", "metrics.jsonl", "initial.json")  # what a run's results are, without its checkpoint
+
+
+def run_name(cell: str, seed: int) -> str:
+    return f"{cell}-s{seed}"
+
+
+def read_records(run_dir: str) -> list[dict]:
+    """The per-epoch metrics of a run directory (or of its copy), [] if it has none."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_initial(run_dir: str) -> dict | None:
+    """The run's epoch-0 record (initial.json), None for runs made before it was written."""
+    path = os.path.join(run_dir, "initial.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def copy_records(src: str, dst: str) -> None:
+    """Copy a run's results (config.json, metrics.jsonl, initial.json; not its checkpoint) to
+    ``dst``, each atomically: the folder a sweep's page is written from, and committed."""
+    os.makedirs(dst, exist_ok=True)
+    for name in RECORDS:
+        if os.path.exists(os.path.join(src, name)):
+            tmp = os.path.join(dst, f".{name}.tmp")
+            shutil.copy2(os.path.join(src, name), tmp)
+            os.replace(tmp, os.path.join(dst, name))
+
+
+def run_cells(file: str, cells: dict[str, Rule], out: str, *, data_root: str, seeds=(0,),
               epochs: int | None = None, sets: dict | None = None, device: str = "cpu",
-              progress: bool = True) -> dict[str, list[dict]]:
-    """Train ``file``'s circuit once per cell with the cell's rule on every plastic projection;
-    training settings are the file's, resolved for the rule (``per_rule``), then ``sets`` and
-    ``epochs``. Returns {cell: metrics per epoch}."""
+              progress: bool = True, work: str | None = None, train: bool = True) -> dict[str, dict[int, list[dict]]]:
+    """Train ``file``'s circuit once per cell and seed with the cell's rule on every plastic
+    projection; training settings are the file's, resolved for the rule (``per_rule``), then
+    ``sets`` and ``epochs``. Returns {cell: {seed: metrics per epoch}} of the finished runs.
+
+    Run CELL-sSEED trains in ``work``/CELL-sSEED (default ``out``/runs: checkpoints and all); when
+    it finishes, its results (``RECORDS``) are copied to ``out``/runs/CELL-sSEED, which is what a
+    page is written from and what is committed. A finished run is never trained again, and a
+    stopped one resumes from its checkpoint. ``train=False`` trains nothing: the results are
+    read from the copies alone (regenerating a page from committed data)."""
     circuit, training = load_experiment(file)
-    histories = {}
-    for cell, rule in cells.items():
-        c = circuit.with_rule(rule)
-        c.seed = seed
-        t = training.resolve(rule.name).with_values(dict(sets or {}))
-        if epochs is not None:
-            t = t.with_values({"epochs": epochs}, where="epochs")
-        run_dir = os.path.join(out, "runs", cell)
-        resume, finished = started_run(run_dir, t.epochs)
-        if finished is not None:
-            histories[cell] = finished
-            continue
-        invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name, "rule_options": rule.describe(),
-                      "seed": seed, "sets": dict(sets or {}), "cell": cell}
-        histories[cell] = train(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
-                                device=device, progress=progress, resume=resume, invocation=invocation)
-        last = histories[cell][-1] if histories[cell] else {}
-        print(f"{cell}: {len(histories[cell])} epochs, test accuracy {last.get('test_acc', float('nan')):.4f}",
-              file=sys.stderr)
+    records = os.path.join(out, "runs")
+    work = work or records
+    histories: dict[str, dict[int, list[dict]]] = {}
+    for seed in seeds:
+        for cell, rule in cells.items():
+            t = training.resolve(rule.name).with_values(dict(sets or {}))
+            if epochs is not None:
+                t = t.with_values({"epochs": epochs}, where="epochs")
+            name = run_name(cell, seed)
+            run_dir, copy = os.path.join(work, name), os.path.join(records, name)
+            copied = read_records(copy)
+            if len(copied) >= t.epochs and (work == records or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
+                histories.setdefault(cell, {})[seed] = copied[:t.epochs]
+                continue
+            if not train:
+                continue
+            resume, finished = started_run(run_dir, t.epochs)
+            if finished is None:
+                c = circuit.with_rule(rule)
+                c.seed = seed
+                invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name,
+                              "rule_options": rule.describe(), "seed": seed, "sets": dict(sets or {}), "cell": cell}
+                finished = train_run(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
+                                     device=device, progress=progress, resume=resume, invocation=invocation)
+                last = finished[-1] if finished else {}
+                print(f"{name}: {len(finished)} epochs, test accuracy {last.get('test_acc', float('nan')):.4f}",
+                      file=sys.stderr)
+            if work != records:
+                copy_records(run_dir, copy)
+            histories.setdefault(cell, {})[seed] = finished
     return histories
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """(mean, sample sd) of the finite values; sd 0 for one value, (nan, nan) for none."""
+    values = [v for v in values if v == v]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def final(history: list[dict], key: str = "test_acc", projection: str | None = None):
@@ -61,7 +126,11 @@ def sweep_parser(description: str, default_out: str):
     ap.add_argument("--data-root", default="data")
     ap.add_argument("--out", default=default_out)
     ap.add_argument("--epochs", type=int, help="epochs per run (default: the experiment file's)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds; each cell trains once per seed")
+    ap.add_argument("--work", help="where runs train (checkpoints; default OUT/runs); finished runs' "
+                                   "metrics and config are copied to OUT/runs")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: write the page from the results already in OUT/runs")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
     ap.add_argument("--no-progress", action="store_true")
@@ -72,8 +141,13 @@ def run_cells_from_args(file: str, cells: dict[str, Rule], args) -> dict[str, li
     """``run_cells`` with the options of ``sweep_parser``."""
     from circuits.run import parse_sets
 
-    return run_cells(file, cells, args.out, data_root=args.data_root, seed=args.seed, epochs=args.epochs,
-                     sets=parse_sets(args.set), device=args.device, progress=not args.no_progress)
+    return run_cells(file, cells, args.out, data_root=args.data_root, seeds=seeds_of(args), epochs=args.epochs,
+                     sets=parse_sets(args.set), device=args.device, progress=not args.no_progress,
+                     work=args.work, train=not args.report_only)
+
+
+def seeds_of(args) -> tuple[int, ...]:
+    return tuple(int(s) for s in str(args.seeds).split(",") if s.strip())
 
 
 def write_report(out: str, stem: str, data: dict, fig, lines: list[str], caption: str) -> str:

@@ -3,19 +3,21 @@ set exactly at initialisation (0° = symmetric start, 90° = FA with B scaled to
 θ = 0, 15, 30, 45, 60, 75, 90°: final test accuracy, the alignment at the start (which equals θ)
 and at the end (W moves towards its fixed B).
 
-The circuit and training are experiments/mnist_mlp.py's; each angle trains into OUT/runs/ifa-θ
-(an interrupted sweep resumes); table, ifa_angle_sweep.json and ifa_angle_sweep.png go to OUT.
+The circuit and training are experiments/mnist_mlp.py's; each angle and seed trains in
+WORK/ifa-θ-sSEED (an interrupted sweep resumes) and its metrics are copied to OUT/runs when it
+ends; table, ifa_angle_sweep.json and ifa_angle_sweep.png go to OUT.
 
-    python experiments/ifa_angle_sweep.py --data-root ../shared/data --epochs 40 \\
-        --out docs/results/ifa_angle_sweep
+    python experiments/ifa_angle_sweep.py --data-root ../shared/data --seeds 0,1,2 \\
+        --work runs/ifa --out docs/results/ifa_angle_sweep
 """
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 from circuits.run import load_experiment
-from circuits.sweep import final, run_cells_from_args, sweep_parser, write_report
+from circuits.sweep import final, mean_sd, run_cells_from_args, seeds_of, sweep_parser, write_report
 from plasticity import IFA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,10 +40,12 @@ def write(rows: list[dict], out: str, note: str) -> str:
 
     angles = [r["angle"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    axes[0].plot(angles, [100 * r["test_acc"] for r in rows], "o-")
-    axes[0].set_ylabel("final test accuracy (%)")
+    axes[0].errorbar(angles, [100 * r["test_acc"] for r in rows], yerr=[100 * r["test_acc_sd"] for r in rows],
+                     fmt="o-", capsize=3)
+    axes[0].set_ylabel("final test accuracy (%), mean ± sd over seeds")
     for p in PROJECTIONS:
-        axes[1].plot(angles, [r["final_alignment_deg"][p] for r in rows], "o-", label=f"{p}, end of training")
+        axes[1].errorbar(angles, [r["final_alignment_deg"][p] for r in rows],
+                         yerr=[r["final_alignment_sd"][p] for r in rows], fmt="o-", capsize=3, label=f"{p}, end of training")
     axes[1].plot(angles, angles, "k--", lw=1, label="at initialisation (= θ)")
     axes[1].set_ylabel("alignment of B to Wᵀ (deg)")
     axes[1].legend(fontsize=8)
@@ -49,14 +53,35 @@ def write(rows: list[dict], out: str, note: str) -> str:
         ax.set_xlabel("IFA initial angle θ (deg)")
         ax.grid(alpha=0.3)
     lines = ["# IFA: initial feedback angle against learning (MNIST)", "", note, "",
-             "| θ (deg) | initial alignment h1→h2, h2→digits (deg) | final alignment h1→h2, h2→digits (deg) | final test accuracy | epochs | wall time (s) |",
-             "|---|---|---|---|---|---|"]
+             "| θ (deg) | seeds | initial alignment h1→h2, h2→digits (deg) | final alignment h1→h2, h2→digits (deg) | "
+             "final test accuracy (%) | epochs | wall time per run (s) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         a0, a1 = r["initial_alignment_deg"], r["final_alignment_deg"]
-        lines.append(f"| {r['angle']:g} | {a0['h1->h2']:.2f}, {a0['h2->digits']:.2f} | {a1['h1->h2']:.1f}, "
-                     f"{a1['h2->digits']:.1f} | {100 * r['test_acc']:.2f}% | {r['epochs']} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['angle']:g} | {','.join(map(str, r['seeds']))} | {a0['h1->h2']:.2f}, {a0['h2->digits']:.2f} | "
+                     f"{a1['h1->h2']:.1f}, {a1['h2->digits']:.1f} | {100 * r['test_acc']:.2f} ± {100 * r['test_acc_sd']:.2f} | "
+                     f"{r['epochs']} | {r['seconds']:.0f} |")
     return write_report(out, "ifa_angle_sweep", {"rows": rows}, fig, lines,
                         "accuracy and alignment against the initial angle")
+
+
+def summarize(angles, histories: dict, seeds) -> list[dict]:
+    rows = []
+    for a in angles:
+        runs = histories.get(f"ifa-{a:g}", {})
+        if not runs:
+            continue
+        row = {"angle": a, "seeds": sorted(runs), "epochs": min(len(h) for h in runs.values()),
+               "test_acc_per_seed": [final(runs[s]) for s in sorted(runs)],
+               "initial_alignment_deg": initial_alignment(a, min(runs)),
+               "final_alignment_deg": {}, "final_alignment_sd": {},
+               "seconds": statistics.fmean(sum(m.get("seconds", 0.0) for m in h) for h in runs.values())}
+        row["test_acc"], row["test_acc_sd"] = mean_sd(row["test_acc_per_seed"])
+        for p in PROJECTIONS:
+            row["final_alignment_deg"][p], row["final_alignment_sd"][p] = mean_sd(
+                final(h, "alignment_deg", p) for h in runs.values())
+        rows.append(row)
+    return rows
 
 
 def main(argv=None):
@@ -67,14 +92,11 @@ def main(argv=None):
     start = time.time()
     cells = {f"ifa-{a:g}": IFA(angle=a) for a in angles}
     histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), cells, args)
-    rows = [{"angle": a, "epochs": len(histories[f"ifa-{a:g}"]), "test_acc": final(histories[f"ifa-{a:g}"]),
-             "initial_alignment_deg": initial_alignment(a, args.seed),
-             "final_alignment_deg": {p: final(histories[f"ifa-{a:g}"], "alignment_deg", p) for p in PROJECTIONS},
-             "seconds": sum(m.get("seconds", 0.0) for m in histories[f"ifa-{a:g}"])}
-            for a in angles]
-    note = (f"Written by `experiments/ifa_angle_sweep.py --epochs {args.epochs or 40}` (seed {args.seed}, circuit "
-            f"and training of experiments/mnist_mlp.py); wall time: the training epochs' seconds of each run (this "
-            f"invocation: {time.time() - start:.0f} s, finished runs skipped).")
+    rows = summarize(angles, histories, seeds_of(args))
+    note = (f"Written by `experiments/ifa_angle_sweep.py --epochs {args.epochs or 40}` (seeds "
+            f"{','.join(map(str, seeds_of(args)))}, circuit and training of experiments/mnist_mlp.py); mean ± sample "
+            f"sd over the seeds; the initial alignment is the first seed's; wall time: the training epochs' seconds per "
+            f"run (this invocation: {time.time() - start:.0f} s, finished runs skipped).")
     print(write(rows, args.out, note))
 
 

@@ -23,24 +23,48 @@ def test_sparse_feedback_sweep_masks_and_resumes(data_root, tmp_path):
     args = ["--data-root", data_root, "--out", str(tmp_path), "--rules", "fa,pfa", "--densities", "1,0.3", *SLICE]
     run("sparse_feedback_mnist.py", *args)
     rows = json.load(open(tmp_path / "sparse_feedback.json"))["rows"]
-    assert [(r["rule"], r["density"]) for r in rows] == [("fa", 1.0), ("fa", 0.3), ("pfa", 1.0), ("pfa", 0.3)]
+    assert [(r["rule"], r["density"], r["seeds"]) for r in rows] == [("fa", 1.0, [0]), ("fa", 0.3, [0]),
+                                                                     ("pfa", 1.0, [0]), ("pfa", 0.3, [0])]
     # four steps at lr 0.01 leave every circuit at chance (recorded 0.100 to 0.114 of 10 classes), and
     # the feedback as independent of Wᵀ as it started (90°; recorded within 1.7°)
     assert all(abs(r["test_acc"] - 0.1) < 0.03 for r in rows), rows
     assert all(abs(r[k] - 90) < 3 for r in rows for k in ("alignment_h1_h2_deg", "alignment_h2_digits_deg")), rows
     assert (tmp_path / "sparse_feedback.png").exists()
-    model = load_checkpoint(str(tmp_path / "runs" / "pfa-p0.3" / "checkpoint.pt"))["model"]
+    model = load_checkpoint(str(tmp_path / "runs" / "pfa-p0.3-s0" / "checkpoint.pt"))["model"]
     for name in ("mask_B", "mask_R"):
         mask = model[f"projections.h1->h2.{name}"]
         assert abs(mask.float().mean().item() - 0.3) < 0.02
     assert torch.all(model["projections.h1->h2.R"][~model["projections.h1->h2.mask_R"]] == 0)
-    assert "projections.h1->h2.mask_B" not in load_checkpoint(str(tmp_path / "runs" / "pfa-p1" / "checkpoint.pt"))["model"]
+    assert "projections.h1->h2.mask_B" not in load_checkpoint(str(tmp_path / "runs" / "pfa-p1-s0" / "checkpoint.pt"))["model"]
+    page = (tmp_path / "sparse_feedback.md").read_text()
     again = run("sparse_feedback_mnist.py", *args)  # a finished sweep is not trained again
-    assert again.stderr.count("skipped") == 4
+    assert "epoch 1/1" not in again.stderr and (tmp_path / "sparse_feedback.md").read_text().split("\n")[4:] == page.split("\n")[4:]
+
+
+def test_a_sweep_trains_in_its_work_folder_copies_each_finished_run_and_regenerates_from_the_copies(data_root, tmp_path):
+    """--work holds the checkpoints; OUT/runs gets config, metrics and the epoch-0 record of each
+    finished run (no checkpoint); --report-only writes the same table from those copies alone
+    and trains nothing, even for a cell whose copy is missing (it is left out of the page)."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = ["--data-root", data_root, "--out", str(out), "--work", str(work), "--rules", "fa", "--densities", "0.5",
+            "--seeds", "0,1", *SLICE]
+    run("sparse_feedback_mnist.py", *args)
+    for seed in (0, 1):
+        assert (work / f"fa-p0.5-s{seed}" / "checkpoint.pt").exists()
+        assert sorted(os.listdir(out / "runs" / f"fa-p0.5-s{seed}")) == ["config.json", "initial.json", "metrics.jsonl"]
+    rows = json.load(open(out / "sparse_feedback.json"))["rows"]
+    assert len(rows) == 1 and rows[0]["seeds"] == [0, 1] and len(set(rows[0]["test_acc_per_seed"])) == 2
+    first = (out / "sparse_feedback.md").read_text().split("\n")[4:]
+    import shutil
+    shutil.rmtree(work)
+    again = run("sparse_feedback_mnist.py", *args, "--report-only", "--densities", "0.5,0.3")
+    assert "epoch 1/1" not in again.stderr and not work.exists()
+    assert (out / "sparse_feedback.md").read_text().split("\n")[4:] == first
 
 
 def test_ifa_angle_sweep_starts_at_the_angle(data_root, tmp_path):
     run("ifa_angle_sweep.py", "--data-root", data_root, "--out", str(tmp_path), "--angles", "0,60", *SLICE)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["ifa-0-s0", "ifa-60-s0"]
     rows = json.load(open(tmp_path / "ifa_angle_sweep.json"))["rows"]
     for r in rows:
         for angle in r["initial_alignment_deg"].values():
