@@ -20,11 +20,12 @@ import re
 import shutil
 import statistics
 
-RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o")
+RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o", "pfa-o-square")
+IMPLICIT_R = ("pfa", "pfa-o", "pfa-o-square")  # rules whose runs hold R = WᵀBᵀ + a·E₀
 PROJECTIONS = ("h1->h2", "h2->digits")
-PAPER = {"bp": "98.41 (5 seeds, 98.36–98.45)", "fa": "below BP", "dfa": "below BP", "usf": "≈ BP",
+PAPER = {"bp": "98.41 best epoch (5 seeds, 98.36–98.45)", "fa": "below BP", "dfa": "below BP", "usf": "≈ BP",
          "brsf": "≈ BP", "frsf": "≈ BP", "pfa": "≈ BP", "pfa-o": "≈ BP"}
-THEORY = {"pfa": "17.5° (expansion 10), ratio 1.05", "pfa-o": "0°, ratio 1"}
+THEORY = {"pfa": "17.5° (expansion 10), ratio 1.05", "pfa-o": "0°, ratio 1", "pfa-o-square": "0°, ratio 1"}
 RUN = re.compile(r"^(?P<rule>[a-z-]+)-s(?P<seed>\d+)$")
 
 
@@ -71,8 +72,10 @@ def summarize(done: dict) -> dict:
         seeds = done[rule]
         last = [m[-1] for m in seeds.values()]
         row = {"seeds": sorted(seeds), "test_acc": [x["test_acc"] for x in last],
+               "best_test_acc": [max(e["test_acc"] for e in m) for m in seeds.values()],
                "wall_minutes": [sum(e.get("seconds", 0.0) for e in m) / 60 for m in seeds.values()]}
         row["test_acc_mean"], row["test_acc_sd"] = _ms(row["test_acc"])
+        row["best_test_acc_mean"], row["best_test_acc_sd"] = _ms(row["best_test_acc"])
         for p in PROJECTIONS:
             for key in ("alignment_deg", "norm_ratio"):
                 vals = [x.get("projections", {}).get(p, {}).get(key, float("nan")) for x in last]
@@ -111,32 +114,71 @@ def _fmt(ms: tuple[float, float], spec: str) -> str:
 
 def table(summary: dict, epochs: int) -> str:
     bp = summary.get("bp", {}).get("test_acc_mean", float("nan"))
-    lines = [f"| rule | seeds | final test accuracy (%), {epochs} epochs | vs BP (pp) | paper | "
-             "alignment h1→h2 / h2→digits (deg) | norm ratio h1→h2 / h2→digits | wall time per run (min) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| rule | seeds | final test accuracy (%), {epochs} epochs | vs BP (pp) | best-epoch test accuracy (%) | "
+             "paper | alignment h1→h2 / h2→digits (deg) | norm ratio h1→h2 / h2→digits | wall time per run (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for rule, r in summary.items():
         acc = f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_sd']:.2f}"
+        best = f"{100 * r['best_test_acc_mean']:.2f} ± {100 * r['best_test_acc_sd']:.2f}"
         diff = "" if rule == "bp" or bp != bp else f"{100 * (r['test_acc_mean'] - bp):+.2f}"
         align = " / ".join(_fmt(r[f"{p} alignment_deg"], ".1f") for p in PROJECTIONS)
         ratio = " / ".join(_fmt(r[f"{p} norm_ratio"], ".2f") for p in PROJECTIONS)
         paper = PAPER.get(rule, "—") + (f"; theory {THEORY[rule]}" if rule in THEORY else "")
         wall = _fmt(_ms(r["wall_minutes"]), ".1f")
-        lines.append(f"| {rule} | {len(r['seeds'])} | {acc} | {diff} | {paper} | {align} | {ratio} | {wall} |")
+        lines.append(f"| {rule} | {len(r['seeds'])} | {acc} | {diff} | {best} | {paper} | {align} | {ratio} | {wall} |")
     return "\n".join(lines)
 
 
-def _curves(done: dict, get) -> dict:
-    """{rule: (epochs, mean, sd)} of get(epoch_metrics) over seeds."""
+def initial_records(runs_root: str, done: dict, cache_path: str) -> dict:
+    """{rule: {seed: epoch-0 record}}: each run's initial.json, or, for runs made before it was
+    written, the alignment and norm ratio of the circuit rebuilt from its config.json and compiled
+    with its seed (the same draw training started from; no accuracy). Rebuilt records are kept in
+    ``cache_path`` so that a page regenerates without rebuilding."""
+    from circuits.rebuild import rebuild
+
+    cache = {}
+    if os.path.exists(cache_path):
+        with open(cache_path) as f:
+            cache = json.load(f)
+    out, changed = {}, False
+    for rule, seeds in done.items():
+        for seed in seeds:
+            name = f"{rule}-s{seed}"
+            path = os.path.join(runs_root, name)
+            if os.path.exists(os.path.join(path, "initial.json")):
+                with open(os.path.join(path, "initial.json")) as f:
+                    out.setdefault(rule, {})[seed] = json.load(f)
+                continue
+            if name not in cache:
+                with open(os.path.join(path, "config.json")) as f:
+                    config = json.load(f)
+                model = rebuild(config["circuit"]).compile(seed=config["seed"])
+                cache[name] = {"epoch": 0, "projections": model.alignment(), "source": "rebuilt from config.json"}
+                changed = True
+            out.setdefault(rule, {})[seed] = cache[name]
+    if changed:
+        with open(cache_path, "w") as f:
+            json.dump(dict(sorted(cache.items())), f, indent=1)
+    return out
+
+
+def _curves(done: dict, get, initial: dict | None = None) -> dict:
+    """{rule: (epochs, mean, sd)} of get(epoch_metrics) over seeds; from epoch 0 where every
+    seed's epoch-0 record (``initial``) has the value."""
     out = {}
     for rule, seeds in done.items():
         n = min(len(m) for m in seeds.values())
         per_epoch = [[get(m[i]) for m in seeds.values()] for i in range(n)]
+        x = list(range(1, n + 1))
+        first = [get(initial.get(rule, {}).get(seed, {})) for seed in seeds] if initial else []
+        if first and all(v == v for v in first):
+            per_epoch, x = [first, *per_epoch], [0, *x]
         stats = [_ms(v) for v in per_epoch]
-        out[rule] = (list(range(1, n + 1)), [s[0] for s in stats], [s[1] for s in stats])
+        out[rule] = (x, [s[0] for s in stats], [s[1] for s in stats])
     return out
 
 
-def figures(done: dict, out: str) -> None:
+def figures(done: dict, out: str, initial: dict | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -157,7 +199,7 @@ def figures(done: dict, out: str) -> None:
             ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colors[rule], alpha=0.2)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    band(axes[0], _curves(done, lambda e: e["test_acc"]), 100)
+    band(axes[0], _curves(done, lambda e: e.get("test_acc", float("nan")), initial), 100)
     axes[0].set_ylim(96, 99)
     axes[0].set_ylabel("test accuracy (%)")
     band(axes[1], _curves(done, lambda e: e["train_loss"]))
@@ -174,12 +216,13 @@ def figures(done: dict, out: str) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for col, p in enumerate(PROJECTIONS):
         for row, key in enumerate(("alignment_deg", "norm_ratio")):
-            band(axes[row, col], _curves(done, lambda e: e.get("projections", {}).get(p, {}).get(key, float("nan"))))
+            band(axes[row, col], _curves(done, lambda e: e.get("projections", {}).get(p, {}).get(key, float("nan")),
+                                         initial))
             axes[row, col].set_title(f"{p}: {'path/weight alignment (deg)' if row == 0 else 'norm ratio'}", fontsize=9)
             axes[row, col].grid(alpha=0.3)
         axes[0, col].axhline(17.5, color="gray", ls="--", lw=0.8)
         axes[1, col].axhline(1.0, color="gray", ls="--", lw=0.8)
-        axes[1, col].set_xlabel("epoch")
+        axes[1, col].set_xlabel("epoch (0: at initialisation)")
     axes[0, 0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "alignment.png"), dpi=120)
@@ -205,7 +248,7 @@ def main(argv=None) -> int:
     if args.runs:  # checkpoints are only in the original run directories
         for name in sorted(os.listdir(args.runs)):
             ckpt = os.path.join(args.runs, name, "checkpoint.pt")
-            if RUN.match(name) and RUN.match(name)["rule"] in ("pfa", "pfa-o") and os.path.exists(ckpt):
+            if RUN.match(name) and RUN.match(name)["rule"] in IMPLICIT_R and os.path.exists(ckpt):
                 residual[name] = residual_of_R_start(os.path.join(args.runs, name))
         residual = dict(sorted(residual.items()))
         with open(residual_path, "w") as f:
@@ -225,7 +268,7 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("# MNIST: final results per rule (generated by experiments/mnist_results.py)\n\n" + text + "\n\n"
                 "![learning curves](learning_curves.png)\n\n![alignment and norm ratio](alignment.png)\n")
-    figures(done, args.out)
+    figures(done, args.out, initial_records(runs, done, os.path.join(args.out, "initial.json")))
     print(text)
     return 0
 

@@ -19,3 +19,15 @@ def test_path_alignment_matches_theory(expansion):
 def test_theory_values():
     theory = sweep_module["theory_deg"]
     assert theory(1) == pytest.approx(45.0) and theory(10) == pytest.approx(17.55, abs=0.01)
+
+
+@pytest.mark.parametrize("expansion", [2, 10])
+def test_eigenvalues_of_BtB_follow_marchenko_pastur(expansion):
+    """Fig. 3a: B as PFA draws it, BᵀB's eigenvalues have mean 1, sd √λ and lie in the support
+    [(1 − √λ)², (1 + √λ)²] (λ = 1/expansion), to finite-size accuracy at N_out = 256."""
+    row = sweep_module["eigenvalue_rows"](expansions=[expansion], n=256, seeds=1)[0]
+    assert row["mean"] == pytest.approx(1, abs=0.02)
+    assert row["sd"] == pytest.approx(row["theory_sd"], rel=0.05)
+    assert row["min"] == pytest.approx(row["theory_min"], abs=0.05)
+    assert row["max"] == pytest.approx(row["theory_max"], abs=0.1)
+    assert row["theory_sd"] == pytest.approx((1 / expansion) ** 0.5)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from circuits.train import load_checkpoint
@@ -85,3 +86,33 @@ def test_mnist_results_regenerate_from_the_committed_metrics(tmp_path):
     for rule in ("pfa", "pfa-o"):  # the issue's bar: within 0.3 percentage points of BP
         assert abs(rules[rule]["test_acc_mean"] - rules["bp"]["test_acc_mean"]) < 0.003
     assert (tmp_path / "alignment.png").exists() and (tmp_path / "learning_curves.png").exists()
+
+
+def test_epoch_zero_rebuilt_from_config_equals_the_recorded_initial_json(data_root, tmp_path):
+    """Runs made before initial.json existed get their epoch-0 alignment from the circuit rebuilt
+    from config.json and compiled with the run's seed: for a run that has initial.json, the
+    rebuild gives the recorded values (same draw as training started from), and is cached."""
+    import runpy
+    import shutil
+
+    for rule in ("pfa", "usf"):
+        out = subprocess.run([sys.executable, "-m", "circuits.run", os.path.join(REPO, "experiments", "mnist_mlp.py"),
+                              "--rule", rule, "--seed", "2", "--data-root", data_root,
+                              "--out", str(tmp_path / "runs" / f"{rule}-s2"), *SLICE],
+                             capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 0, out.stderr[-2000:]
+    results = runpy.run_path(os.path.join(REPO, "experiments", "mnist_results.py"))
+    done = {"pfa": {2: []}, "usf": {2: []}}
+    recorded = results["initial_records"](str(tmp_path / "runs"), done, str(tmp_path / "cache.json"))
+    assert not (tmp_path / "cache.json").exists()  # nothing rebuilt: both runs have initial.json
+    for rule in ("pfa", "usf"):
+        (tmp_path / "old" / f"{rule}-s2").mkdir(parents=True)
+        shutil.copy(tmp_path / "runs" / f"{rule}-s2" / "config.json", tmp_path / "old" / f"{rule}-s2")
+    rebuilt = results["initial_records"](str(tmp_path / "old"), done, str(tmp_path / "cache.json"))
+    for rule in ("pfa", "usf"):
+        for name, m in recorded[rule][2]["projections"].items():
+            for key in ("alignment_deg", "norm_ratio"):
+                if key in m:
+                    assert rebuilt[rule][2]["projections"][name][key] == pytest.approx(m[key], abs=1e-4), (rule, name, key)
+    assert recorded["usf"][2]["projections"]["h1->h2"]["alignment_deg"] == pytest.approx(30, abs=2)  # sign(Wᵀ) vs Wᵀ
+    assert set(json.load(open(tmp_path / "cache.json"))) == {"pfa-s2", "usf-s2"}
