@@ -14,6 +14,8 @@ A data set is named by a string, optionally with options: ``"mnist"``, ``"cifar1
   CenterCrop(image_size) for evaluation. Options: ``image_size`` (224), ``workers``.
 - ``fake_cifar10``, ``fake_cifar100``: generated CIFAR-shaped data (class templates plus noise),
   for tests and smoke runs; options ``train`` and ``test`` (sizes).
+- ``fake_imagenet``: generated ImageNet-shaped data in memory (1000 classes, 224², class templates
+  plus noise); options ``train``, ``test``, ``classes``, ``image_size``.
 
 Every load checks the data: MNIST-like files hold 60000 (train) and 10000 (t10k) items, images
 and labels pair up, MNIST's files match their known md5 (``MD5``; torchvision's md5 for .gz
@@ -65,6 +67,7 @@ OPTIONS = {  # the options each kind of data set takes, with their defaults
     "cifar": {"augment": True},
     "fake": {"augment": True, "train": 1024, "test": 256},
     "imagenet": {"augment": True, "image_size": 224, "workers": min(8, os.cpu_count() or 1)},
+    "fake_imagenet": {"train": 256, "test": 64, "classes": 1000, "image_size": 224},
 }
 
 
@@ -187,8 +190,10 @@ def load(name: str, root: str, val_size: int = 0) -> dict:
         splits = _fake_cifar(key[5:], _options(name, "fake", given))
     elif key == "imagenet":
         return _load_imagenet(root, _options(name, "imagenet", given), val_size)
+    elif key == "fake_imagenet":
+        splits = _fake_imagenet(_options(name, "fake_imagenet", given))
     else:
-        known = [*DATASETS, *CIFAR, *(f"fake_{k}" for k in CIFAR), "imagenet"]
+        known = [*DATASETS, *CIFAR, *(f"fake_{k}" for k in CIFAR), "imagenet", "fake_imagenet"]
         raise DataError(f"unknown data set {name!r} (known: {', '.join(known)})")
     return _hold_out(splits, val_size)
 
@@ -329,7 +334,8 @@ def _load_cifar(key: str, root: str, options: dict) -> dict:
     if not os.path.isdir(where):
         raise DataError(f"{cls_name} not found: looked for the folder {where}. Pass --data-root DIR with "
                         f"DIR/{folder}/ as torchvision unpacks it (on a machine with internet "
-                        f"`torchvision.datasets.{cls_name}(DIR, download=True)` fetches it).")
+                        f"`torchvision.datasets.{cls_name}(DIR, download=True)` fetches it), or try the "
+                        f"experiment end to end on generated data with --set data=fake_{key} (options: train, test).")
     import torchvision
 
     try:
@@ -358,6 +364,27 @@ def _fake_cifar(key: str, options: dict) -> dict:
     return splits
 
 
+def _fake_imagenet(options: dict) -> dict:
+    """ImageNet-shaped images (3 × image_size², ``classes`` labels, normalised with ImageNet's
+    mean and sd), in memory: per class a fixed random 8 × 8 colour template (seeded by the class)
+    scaled up, plus noise; labels drawn uniformly (seed 0). For trying an ImageNet experiment end
+    to end without the data."""
+    import torch.nn.functional as F
+
+    size, classes = options["image_size"], options["classes"]
+    if size < 32 or classes < 2:
+        raise DataError(f"fake_imagenet: image_size must be ≥ 32 and classes ≥ 2, got {size} and {classes}")
+    g = torch.Generator().manual_seed(0)
+    splits = {}
+    for split in ("train", "test"):
+        y = torch.randint(0, classes, (options[split],), generator=g)
+        small = torch.stack([torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(int(c))) for c in y])
+        images = 0.6 * F.interpolate(small, size=(size, size), mode="nearest") + 0.4 * torch.rand(len(y), 3, size, size, generator=g)
+        mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+        splits[split] = Split((images - mean) / std, y)
+    return splits
+
+
 def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
     root = os.path.abspath(root)
     candidates = [os.path.join(root, "imagenet"), os.path.join(root, "ImageNet"), root]
@@ -365,7 +392,9 @@ def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
                   and os.path.isdir(os.path.join(c, "val"))), None)
     if where is None:
         raise DataError(f"ImageNet not found: looked for train/ and val/ in {candidates[0]} (or {root}), "
-                        "each holding one folder of images per class (torchvision.datasets.ImageFolder's layout)")
+                        "each holding one folder of images per class (torchvision.datasets.ImageFolder's layout); "
+                        "pass --data-root DIR, or try the experiment end to end on generated data with "
+                        "--set data=fake_imagenet (options: train, test, classes, image_size)")
     import torchvision
     from torchvision import transforms as T
 

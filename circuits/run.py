@@ -21,7 +21,7 @@ from circuits.compare import write_comparison
 from circuits.errors import CircuitError, ConfigError, DataError
 from circuits.rebuild import rebuild
 from circuits.rundir import RunLock, identity_problems, read_config, sha256_file
-from circuits.train import (RESUMABLE, CheckpointError, Interrupted, TrainingDiverged, data_identity, evaluate,
+from circuits.train import (RESUMABLE, CheckpointError, Interrupted, TrainingDiverged, data_identity, evaluate_split,
                             load_checkpoint, train)
 from circuits.training import Training, settings_help
 from connectomes.files import write_connectome
@@ -226,8 +226,9 @@ def evaluate_run(run_dir: str, file: str | None, device: str, data_root: str | N
     parts = []
     for split in ("val", "test"):
         if split in splits:
-            loss, acc = evaluate(model, splits[split].to(device), training.eval_batch_size)
-            parts.append(f"{split} loss {loss:.4f}, {split} accuracy {acc:.4f}")
+            r = evaluate_split(model, splits[split].to(device), training.eval_batch_size)
+            parts.append(f"{split} loss {r['loss']:.4f}, {split} accuracy {r['acc']:.4f}"
+                         + (f", {split} top-5 accuracy {r['top5']:.4f}" if "top5" in r else ""))
     where = f"epoch {state['epoch']}" + (f", step {state['step']}" if state["step"] else "")
     return f"{run_dir} ({where}): {'; '.join(parts)}"
 

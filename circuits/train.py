@@ -99,18 +99,38 @@ def apply_settings(optimizer, scheduler, training: Training, epoch: int) -> None
     scheduler.gamma = training.lr_gamma
 
 
+TOP5_FROM = 100  # readouts of at least this many classes (CIFAR-100, ImageNet) also get top-5 accuracy
+
+
 @torch.no_grad()
-def evaluate(model, split, batch_size: int) -> tuple[float, float]:
-    """(mean loss, accuracy in [0, 1]) of the model on a split."""
+def evaluate_split(model, split, batch_size: int) -> dict[str, float]:
+    """{"loss": mean loss, "acc": top-1 accuracy in [0, 1]} of the model on a split, and "top5"
+    (the true class among the five highest outputs) when the readout has ≥ ``TOP5_FROM`` classes."""
     was_training = model.training
     model.eval()
-    loss, correct = 0.0, 0
+    loss, correct, top5 = 0.0, 0, 0
     for x, y in datasets.batches(split, batch_size):
         out = model(x)
         loss += model.loss(out, y).item() * len(y)
         correct += (out.argmax(1) == y).sum().item()
+        if out.shape[1] >= TOP5_FROM:
+            top5 += (out.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum().item()
     model.train(was_training)
-    return loss / len(split), correct / len(split)
+    result = {"loss": loss / len(split), "acc": correct / len(split)}
+    if out.shape[1] >= TOP5_FROM:
+        result["top5"] = top5 / len(split)
+    return result
+
+
+def evaluate(model, split, batch_size: int) -> tuple[float, float]:
+    """(mean loss, top-1 accuracy in [0, 1]) of the model on a split."""
+    r = evaluate_split(model, split, batch_size)
+    return r["loss"], r["acc"]
+
+
+def evaluated(model, split, batch_size: int, name: str) -> dict[str, float]:
+    """``evaluate_split`` as record keys: NAME_loss, NAME_acc (and NAME_top5)."""
+    return {f"{name}_{k}": v for k, v in evaluate_split(model, split, batch_size).items()}
 
 
 @torch.no_grad()
@@ -549,8 +569,7 @@ class _Trainer:
         if self.main:
             for split in ("val", "test"):
                 if split in self.splits:
-                    record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(self.model, self.splits[split],
-                                                                              self.training.eval_batch_size)
+                    record.update(evaluated(self.model, self.splits[split], self.training.eval_batch_size, split))
         record["projections"] = projection_metrics(self.model, self.probe)
 
     def end_epoch(self, epoch: int, lr: float, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
@@ -560,8 +579,8 @@ class _Trainer:
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
         if self.main:
             if "val" in self.splits:
-                record["val_loss"], record["val_acc"] = evaluate(model, self.splits["val"], training.eval_batch_size)
-            record["test_loss"], record["test_acc"] = evaluate(model, self.splits["test"], training.eval_batch_size)
+                record.update(evaluated(model, self.splits["val"], training.eval_batch_size, "val"))
+            record.update(evaluated(model, self.splits["test"], training.eval_batch_size, "test"))
         record.update(lr=lr, weight_decay=optimizer.param_groups[0]["weight_decay"], seconds=seconds,
                       projections=projection_metrics(model, self.probe))
         self.history.append(record)
@@ -575,6 +594,7 @@ class _Trainer:
         self.write_connectome(epoch + 1, 0)
         if self.main:
             val = f" val {record['val_acc']:.4f}" if "val_acc" in record else ""
+            val += f" test top-5 {record['test_top5']:.4f}" if "test_top5" in record else ""
             print(f"epoch {epoch + 1}/{training.epochs}: train loss {record['train_loss']:.4f} acc "
                   f"{record['train_acc']:.4f}{val} test {record['test_acc']:.4f} ({seconds:.1f}s)",
                   file=sys.stderr, flush=True)
@@ -590,7 +610,7 @@ def projection_metrics(model, probe) -> dict[str, dict[str, float]]:
 
 
 def _log_epoch(writer, record: dict, global_step: int) -> None:
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr"):
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "test_loss", "test_acc", "test_top5", "lr"):
         if key in record:
             writer.add_scalar(f"epoch/{key}", record[key], global_step)
     _log_projections(writer, record["projections"], global_step)

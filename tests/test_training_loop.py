@@ -298,3 +298,26 @@ def test_initial_record_is_the_untrained_circuit_and_leaves_the_random_stream_al
     assert tensors and tensors.keys() == {k for k, v in without.items() if torch.is_tensor(v)}
     for key, value in tensors.items():
         assert torch.equal(value, without[key]), key
+
+
+def test_top5_accuracy_against_a_direct_count():
+    """evaluate_split's top-5: the true class among the five largest outputs, counted directly;
+    readouts under 100 classes report top-1 only."""
+    from circuits.train import evaluate_split
+
+    c = Circuit("wide", seed=0)
+    x = c.add(Input("x", 6))
+    y = c.add(Readout("y", 120))
+    c.connect(x, y, Dense())
+    c.feedback(make_rule("bp"))
+    model = c.compile(seed=0)
+    g = torch.Generator().manual_seed(1)
+    data = Split(torch.randn(50, 6, generator=g), torch.randint(0, 120, (50,), generator=g))
+    with torch.no_grad():
+        out = model(data.x)
+    ranks = (out > out.gather(1, data.y[:, None])).sum(1)  # how many classes beat the true one
+    r = evaluate_split(model, data, batch_size=7)
+    assert r["top5"] == pytest.approx((ranks < 5).float().mean().item())
+    assert r["acc"] == pytest.approx((ranks == 0).float().mean().item()) and r["top5"] > r["acc"]
+    small = tiny("fa").compile(seed=0)
+    assert "top5" not in evaluate_split(small, indexed_splits()["test"], batch_size=4)

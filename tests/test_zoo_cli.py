@@ -79,3 +79,39 @@ def test_resnet18_imagenet_one_epoch_on_a_generated_image_folder(tmp_path):
     assert all(abs(v["alignment_deg"] - 90) < 4 for v in m["projections"].values() if "alignment_deg" in v)
     assert "s4b1_a->s4b1_b" in m["projections"] and "pool->classes" in m["projections"]
     assert (out / "checkpoint.pt").exists()
+
+
+def test_resnet18_imagenet_one_epoch_on_fake_imagenet_with_top5(tmp_path):
+    """The documented option: --set data=fake_imagenet runs the ImageNet experiment end to end
+    (ResNet-18, 1000-cell readout) and every evaluation records top-5 beside top-1 accuracy."""
+    out = tmp_path / "r18"
+    proc = run_cli("experiments/resnet18_imagenet.py", "--epochs", "1", "--out", str(out), "--no-progress",
+                   "--set", "data=fake_imagenet:train=8,test=8", "--set", "batch_size=4",
+                   "--set", "eval_batch_size=4")
+    assert proc.returncode == 0, proc.stderr
+    m = metrics(out)
+    initial = json.loads((out / "initial.json").read_text())
+    for record in (m, initial):
+        # 8 test images: accuracies in eighths; top-5 counts at least the top-1 hits
+        assert (8 * record["test_top5"]).is_integer() and record["test_top5"] >= record["test_acc"]
+    # two steps on 8 images of 1000 classes: the loss is near ln 1000 (recorded 6.9 to 7.2)
+    assert m["test_loss"] == pytest.approx(math.log(1000), abs=0.6) and "test top-5" in proc.stderr
+
+
+def test_cifar10_resnet56_one_epoch_on_generated_data(tmp_path):
+    out = tmp_path / "r56"
+    proc = run_cli("experiments/cifar10_resnet56.py", "--epochs", "1", "--out", str(out), "--no-progress",
+                   "--set", "data=fake_cifar10:train=32,test=16", "--set", "batch_size=16")
+    assert proc.returncode == 0, proc.stderr
+    m = metrics(out)
+    assert m["weight_decay"] == 0.005 and "test_top5" not in m  # 10 classes: top-1 only
+    assert sum("alignment_deg" in v for v in m["projections"].values()) == 55  # every conv/dense but the stem
+
+
+@pytest.mark.parametrize("experiment,fake", [("cifar10_resnet20", "fake_cifar10"), ("resnet18_imagenet", "fake_imagenet")])
+def test_missing_data_names_the_generated_option_and_data_root(tmp_path, experiment, fake):
+    proc = run_cli(f"experiments/{experiment}.py", "--epochs", "1", "--data-root", str(tmp_path / "nothing"),
+                   "--out", str(tmp_path / "run"), "--no-progress")
+    assert proc.returncode != 0
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "not found" in message and f"--set data={fake}" in message and "--data-root" in message, message
