@@ -37,10 +37,15 @@ class PlanStep(NamedTuple):
 class CompiledCircuit(nn.Module):
     """The runnable circuit. ``forward(x)`` returns the readout activity (batch × N_readout)."""
 
-    def __init__(self, circuit, seed: int | None = None, implicit_feedback: bool = False):
+    def __init__(self, circuit, seed: int | None = None, implicit_feedback: bool = False,
+                 input_feedback: bool = False):
         """``implicit_feedback``: rules that can (PFA) hold their plastic feedback as a closed
         form of W, exact when one plain SGD setting drives W and the feedback alike; the
-        optimizer must then be attached with ``attach_optimizer``."""
+        optimizer must then be attached with ``attach_optimizer``. ``input_feedback``: give the
+        projections out of an input population their rule's feedback tensors too (plastic ones
+        learn by the rule), to measure their alignment as the PFA paper's Fig. 2 does; no error
+        reaches an input, so W's updates are the same as without it (off: those projections are
+        plain autograd ops with no feedback tensors at all)."""
         super().__init__()
         circuit.validate()
         self.circuit = circuit
@@ -75,7 +80,7 @@ class CompiledCircuit(nn.Module):
                     if rule is None:  # fixed (non-plastic) weights: errors pass by Wᵀ
                         rule = BP()
                     proj = Projection(pn, d["geometry"], pre.shape, pop.shape, rule,
-                                      sends_error=not isinstance(pre, Input), seed=self.seed,
+                                      sends_error=input_feedback or not isinstance(pre, Input), seed=self.seed,
                                       post_is_readout=isinstance(pop, Readout),
                                       readout_size=self.readout.size, implicit=implicit_feedback,
                                       weight=d.get("weight"), connector=d.get("connector"))

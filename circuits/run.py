@@ -170,9 +170,9 @@ def resume_run(args, device: str):
     config, circuit, training, rule_name, sha = from_config(args.resume, args.file, args.accept_mismatch)
     overrides = resume_overrides(parse_sets(args.set), args.epochs)
     resumed = training.with_values(overrides, where="--set").check()
-    if resumed.implicit_feedback_ok() != training.implicit_feedback_ok():
+    if resumed.compile_options() != training.compile_options():
         raise ConfigError(f"--set {', '.join(overrides)} on --resume would change how the run stores its feedback "
-                          "tensors (implicit_feedback); start a new run with another --out")
+                          "tensors (implicit_feedback, input_feedback); start a new run with another --out")
     invocation = dict(config.get("invocation") or {})
     if args.file:
         invocation.update(file=os.path.abspath(args.file), sha256=sha, circuit_from=os.path.abspath(args.file))
@@ -192,7 +192,7 @@ def saved_model(run_dir: str, file: str | None, accept_mismatch: bool, flag: str
                                  experiment_sha=sha, data=None, state=state)
     if problems and not accept_mismatch:
         raise ConfigError(f"{flag} {run_dir}: refused: {'; '.join(problems)}; add --accept-mismatch to go on anyway")
-    model = circuit.compile(seed=config["seed"], implicit_feedback=training.implicit_feedback_ok())
+    model = circuit.compile(seed=config["seed"], **training.compile_options())
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:

@@ -321,7 +321,7 @@ class _Trainer:
                                       "checkpoint; start it again with the same command (the folder is reused)")
             self.state = load_checkpoint(self.ckpt_path)
         torch.manual_seed(self.seed)
-        self.model = self.circuit.compile(seed=self.seed, implicit_feedback=training.implicit_feedback_ok()).to(self.device)
+        self.model = self.circuit.compile(seed=self.seed, **training.compile_options()).to(self.device)
         self.optimizer = make_optimizer(self.model, training)
         self.model.attach_optimizer(self.optimizer)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, training.lr_milestones, training.lr_gamma)

@@ -21,11 +21,18 @@ class Training:
     held out for validation (0: none); ``train_size`` > 0 keeps only the first cells of the
     training set (smoke runs and tests). ``implicit_feedback``: let PFA hold R as
     WᵀBᵀ + a_t E₀ (exact, and as fast as BP) whenever W and R share their SGD settings.
+    ``input_feedback``: the projections out of the input get their rule's feedback tensors too
+    (learned, and their alignment recorded, as in the PFA paper's Fig. 2; W's updates unchanged,
+    except that WM's and PAL's first-layer noise draws shift the random stream the others draw from).
     ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016). ``amp``: forward and
     backward under bfloat16 autocast (None: on for CUDA devices, off on the CPU). ``compile``: run
     the training forward (and with it every rule's backward) through ``torch.compile`` with this
     mode: "default", "reduce-overhead" (CUDA graphs on a GPU) or "max-autotune" (None: eager).
     """
+
+    def compile_options(self) -> dict:
+        """The ``Circuit.compile`` options these settings ask for (they set which tensors a run stores)."""
+        return {"implicit_feedback": self.implicit_feedback_ok(), "input_feedback": self.input_feedback}
 
     def implicit_feedback_ok(self) -> bool:
         """Implicit feedback is exact only when W and the feedback share lr and weight decay."""
@@ -48,6 +55,7 @@ class Training:
     train_size: int = 0
     eval_batch_size: int = 1000
     implicit_feedback: bool = True
+    input_feedback: bool = False
     batch_manhattan: bool = False
     amp: bool | None = None
     compile: str | None = None
@@ -105,6 +113,7 @@ MEANING = {
     "train_size": "keep only the first N training cells (0: all)",
     "eval_batch_size": "batch size of evaluation",
     "implicit_feedback": "hold PFA's/KP's feedback implicitly when exact (faster)",
+    "input_feedback": "feedback tensors on the input's projections too, to record their alignment (Fig. 2)",
     "batch_manhattan": "step by sign(gradient) (Liao et al. 2016)",
     "amp": "bfloat16 autocast; none: on for CUDA",
     "compile": "torch.compile mode: default, reduce-overhead, max-autotune; none: eager",

@@ -321,3 +321,42 @@ def test_top5_accuracy_against_a_direct_count():
     assert r["acc"] == pytest.approx((ranks == 0).float().mean().item()) and r["top5"] > r["acc"]
     small = tiny("fa").compile(seed=0)
     assert "top5" not in evaluate_split(small, indexed_splits()["test"], batch_size=4)
+
+
+@pytest.mark.parametrize("rule", ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o"])
+def test_input_feedback_records_the_first_layer_and_changes_no_update(rule):
+    """Training(input_feedback=True): the input's projection gets its rule's feedback (alignment
+    measured, plastic feedback learning), and every W follows the very same steps as without it,
+    since no error reaches an input. PFA's first-layer R learns ΔR = ΔWᵀBᵀ, so its path RB
+    leaves 90° towards Wᵀ (KP's, WM's and PAL's B likewise). WM and PAL learn their first-layer B
+    from noise drawn every step, which shifts the random stream the other layers draw from: for
+    them the updates follow the same rule with other noise, so they are not compared bit for bit."""
+    from circuits.train import make_optimizer
+
+    def trained(input_feedback):
+        torch.manual_seed(0)  # the noise-drawing rules (brSF, WM, PAL) draw alike in both runs
+        model = small_mlp(make_rule(rule), sizes=(6, 7, 5, 4)).compile(seed=0, implicit_feedback=True,
+                                                                      input_feedback=input_feedback)
+        opt = make_optimizer(model, Training(lr=0.1, momentum=0.9, weight_decay=0.1))  # R's start decays
+        model.attach_optimizer(opt)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(30):
+            x, y = torch.randn(8, 6, generator=g), torch.randint(0, 4, (8,), generator=g)
+            opt.zero_grad()
+            model.loss(model(x), y).backward()
+            opt.step()
+        return model
+
+    on, off = trained(True), trained(False)
+    if rule not in ("wm", "pal"):  # WM/PAL draw noise for the first layer's mirror too: another random stream
+        for name in off.projections:
+            torch.testing.assert_close(on.projections[name].weight, off.projections[name].weight, rtol=0, atol=1e-6)
+    first = on.alignment().get("x0->h1", {})
+    assert "alignment_deg" not in off.alignment().get("x0->h1", {})
+    if rule == "bp":
+        assert first["alignment_deg"] == pytest.approx(0, abs=1e-3)
+    elif rule in ("pfa", "pfa-o", "kp", "wm", "pal"):  # plastic feedback: the first layer's aligns too
+        start = small_mlp(make_rule(rule), sizes=(6, 7, 5, 4)).compile(seed=0, input_feedback=True).alignment()["x0->h1"]
+        assert first["alignment_deg"] < start["alignment_deg"] - 10, (start, first)
+    elif rule != "dfa":  # DFA's feedback comes from the readout: nothing to align with W
+        assert 0 <= first["alignment_deg"] <= 180
