@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 
 RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o", "pfa-o-square")
@@ -51,12 +50,12 @@ def collect(runs_root: str, epochs: int) -> tuple[dict, list[str]]:
 
 
 def copy_runs(src: str, dst: str) -> None:
+    """Copy each RULE-sSEED run's results (config, metrics, epoch-0 record; not its checkpoint)."""
+    from circuits.sweep import copy_records
+
     for name in sorted(os.listdir(src)):
         if RUN.match(name) and os.path.exists(os.path.join(src, name, "metrics.jsonl")):
-            os.makedirs(os.path.join(dst, name), exist_ok=True)
-            for f in ("metrics.jsonl", "config.json"):
-                if os.path.exists(os.path.join(src, name, f)):
-                    shutil.copy2(os.path.join(src, name, f), os.path.join(dst, name, f))
+            copy_records(os.path.join(src, name), os.path.join(dst, name))
 
 
 def _ms(values: list[float]) -> tuple[float, float]:

@@ -252,6 +252,30 @@ def test_make_rule_names():
         make_rule("xyz")
 
 
+def test_ifa_at_90_degrees_is_fa_in_scale_and_angle():
+    """The 90° anomaly of the 3-epoch sweep (issue 22) is not in the construction: on the MNIST
+    circuit, IFA(90°)'s B has FA's Frobenius norm (both ≈ ‖W₀‖: IFA sets it, FA's Glorot draw
+    gives it within 1%), the same per-synapse sd, and FA's angle to W₀ᵀ (90° exactly, FA within
+    a few 57°/√n). What differs is the draw itself: IFA's B is Gaussian, FA's uniform."""
+    from circuits import zoo
+    from connectomes import alignment_deg
+    from plasticity import IFA
+
+    for seed in range(2):
+        fa = zoo.mlp((784, 512, 512, 10), seed=seed, feedback=FA()).compile()
+        ifa = zoo.mlp((784, 512, 512, 10), seed=seed, feedback=IFA(angle=90)).compile()
+        for name, p in fa.projections.items():
+            if not p.sends_error:
+                continue
+            q = ifa.projections[name]
+            torch.testing.assert_close(p.weight, q.weight)  # the same W₀
+            assert q.B.norm().item() == pytest.approx(q.weight.norm().item(), rel=1e-5)
+            assert p.B.norm().item() == pytest.approx(q.B.norm().item(), rel=0.01)
+            assert p.B.std().item() == pytest.approx(q.B.std().item(), rel=0.01)
+            assert alignment_deg(q.weight, q.B) == pytest.approx(90, abs=1e-3)
+            assert abs(alignment_deg(p.weight, p.B) - 90) < 3 * 57.3 / p.weight.numel() ** 0.5
+
+
 @pytest.mark.parametrize("angle", [0.0, 30.0, 45.0, 90.0, 135.0])
 def test_ifa_initial_angle_is_exact(angle):
     from connectomes import alignment_deg, norm_ratio
