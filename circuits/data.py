@@ -178,6 +178,20 @@ def _options(spec: str, kind: str, given: dict) -> dict:
     return out
 
 
+def normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(per-channel mean, sd) with which data set ``name``'s images were normalised: pixel values
+    in [0, 1] are (x_normalised · sd + mean). For probes that perturb images in pixel space."""
+    key, _ = parse(name)
+    key = key[5:] if key.startswith("fake_") and key != "fake_imagenet" else key
+    if key in DATASETS:
+        return (DATASETS[key][3],), (DATASETS[key][4],)
+    if key in CIFAR:
+        return tuple(CIFAR[key][3]), tuple(CIFAR[key][4])
+    if key in ("imagenet", "fake_imagenet"):
+        return IMAGENET_MEAN, IMAGENET_STD
+    raise DataError(f"unknown data set {name!r}: no normalisation known")
+
+
 def load(name: str, root: str, val_size: int = 0) -> dict:
     """{"train", "val" (if val_size > 0), "test"} splits of data set ``name`` under ``root``."""
     key, given = parse(name)

@@ -3,6 +3,7 @@
     run_dir/config.json          the resolved circuit, settings, invocation, identity and resumes
     run_dir/metrics.jsonl        one JSON object per epoch
     run_dir/initial.json         the same record at initialisation (epoch 0: before any step)
+    run_dir/trajectory/          the forward weights every ``keep_every`` epochs (if asked)
     run_dir/steps.jsonl          one per ``log_every`` steps (if asked): loss, lr, projection metrics
     run_dir/checkpoint.pt        everything needed to continue exactly (written atomically; only
                                  ever a finite state: a diverged one never replaces a good one)
@@ -43,7 +44,8 @@ CHECKPOINT_VERSION = 1
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 # settings ``--resume --set`` may change: neither the data nor the layout of the saved tensors
 RESUMABLE = ("epochs", "lr", "momentum", "nesterov", "weight_decay", "first_epoch_weight_decay", "feedback_lr",
-             "feedback_weight_decay", "lr_milestones", "lr_gamma", "eval_batch_size", "amp", "compile")
+             "feedback_weight_decay", "lr_milestones", "lr_gamma", "eval_batch_size", "amp", "compile",
+             "keep_every")
 
 
 class TrainingDiverged(RuntimeError):
@@ -478,6 +480,7 @@ class _Trainer:
         if self.state is None:  # the initial state: a kill or a divergence before epoch 1 ends leaves it
             self.checkpoint(0, 0, dict(FRESH), at=(0, 0))
             self.record_initial()
+            self.keep_weights(0)
         try:
             with _Signals() as signals:
                 for epoch in range(self.start_epoch, training.epochs):
@@ -565,6 +568,20 @@ class _Trainer:
             if self.writer:
                 _log_epoch(self.writer, record, 0)
 
+    def keep_weights(self, epoch: int) -> None:
+        """Save the forward weights {projection: W} to trajectory/epoch-NNNN.pt when ``keep_every``
+        asks for this epoch (atomically, like the checkpoint)."""
+        k = self.training.keep_every
+        if not (self.main and k and epoch % k == 0):
+            return
+        folder = os.path.join(self.run_dir, "trajectory")
+        os.makedirs(folder, exist_ok=True)
+        weights = {name: p.weight.detach().cpu().clone() for name, p in self.model.projections.items()
+                   if p.weight.requires_grad}
+        path = os.path.join(folder, f"epoch-{epoch:04d}.pt")
+        torch.save({"epoch": epoch, "weights": weights}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
     def _initial_metrics(self, record: dict) -> None:
         if self.main:
             for split in ("val", "test"):
@@ -592,6 +609,7 @@ class _Trainer:
                 _log_epoch(self.writer, record, (epoch + 1) * self.steps_per_epoch)
         self.checkpoint(epoch + 1, 0, dict(FRESH), at=(epoch, self.steps_per_epoch))
         self.write_connectome(epoch + 1, 0)
+        self.keep_weights(epoch + 1)
         if self.main:
             val = f" val {record['val_acc']:.4f}" if "val_acc" in record else ""
             val += f" test top-5 {record['test_top5']:.4f}" if "test_top5" in record else ""

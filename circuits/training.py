@@ -24,6 +24,8 @@ class Training:
     ``input_feedback``: the projections out of the input get their rule's feedback tensors too
     (learned, and their alignment recorded, as in the PFA paper's Fig. 2; W's updates unchanged,
     except that WM's and PAL's first-layer noise draws shift the random stream the others draw from).
+    ``keep_every`` > 0: the forward weights at epoch 0 and every ``keep_every`` epochs are kept in
+    run_dir/trajectory/epoch-NNNN.pt (for the weight-trajectory probe, ``probes.trajectory``).
     ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016). ``amp``: forward and
     backward under bfloat16 autocast (None: on for CUDA devices, off on the CPU). ``compile``: run
     the training forward (and with it every rule's backward) through ``torch.compile`` with this
@@ -56,6 +58,7 @@ class Training:
     eval_batch_size: int = 1000
     implicit_feedback: bool = True
     input_feedback: bool = False
+    keep_every: int = 0
     batch_manhattan: bool = False
     amp: bool | None = None
     compile: str | None = None
@@ -97,7 +100,7 @@ class Training:
 
 
 MEANING = {
-    "data": "data set: mnist, fashion_mnist, cifar10, cifar100, imagenet, fake_cifar10 (options after ':')",
+    "data": "data set: mnist, fashion_mnist, cifar10, cifar100, imagenet, fake_cifar10, fake_imagenet (options after ':')",
     "epochs": "total number of epochs",
     "batch_size": "training batch size",
     "lr": "learning rate of W (and of plastic feedback unless feedback_lr)",
@@ -114,6 +117,7 @@ MEANING = {
     "eval_batch_size": "batch size of evaluation",
     "implicit_feedback": "hold PFA's/KP's feedback implicitly when exact (faster)",
     "input_feedback": "feedback tensors on the input's projections too, to record their alignment (Fig. 2)",
+    "keep_every": "keep the forward weights every N epochs (and at epoch 0) in trajectory/ (0: never)",
     "batch_manhattan": "step by sign(gradient) (Liao et al. 2016)",
     "amp": "bfloat16 autocast; none: on for CUDA",
     "compile": "torch.compile mode: default, reduce-overhead, max-autotune; none: eager",
@@ -137,6 +141,7 @@ LIMITS = [
     ("epochs", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1 (to test a saved run: --evaluate RUN_DIR)"),
     ("batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
     ("eval_batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
+    ("keep_every", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0 (0: keep no trajectory)"),
     ("lr", lambda v: isinstance(v, _number) and 0 < v <= FLOAT32_MAX, "must be > 0 (and at most 3.4e38)"),
     ("feedback_lr", lambda v: isinstance(v, _number) and 0 <= v <= FLOAT32_MAX,
      "must be >= 0 (and at most 3.4e38; or none: the same as lr)"),

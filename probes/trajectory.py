@@ -1,0 +1,41 @@
+"""The path of the forward weights through training, in its own principal components.
+
+From the weights a run kept every ``keep_every`` epochs (``Training(keep_every=k)``:
+RUN/trajectory/epoch-NNNN.pt, epoch 0 included), as Li, Xu, Taylor, Studer & Goldstein (2018)
+plot it: the matrix of W_t − W_final (one row per kept epoch, all forward weights flattened in
+projection order), its principal directions by SVD, the share of the path's variance each
+explains, and each kept epoch's coordinates on the first two.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import torch
+
+
+def kept_weights(run_dir: str) -> list[tuple[int, dict]]:
+    """[(epoch, {projection: W})] of RUN/trajectory/, by epoch; ValueError naming the folder
+    when fewer than three epochs were kept."""
+    paths = sorted(glob.glob(os.path.join(run_dir, "trajectory", "epoch-*.pt")))
+    kept = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    if len(kept) < 3:
+        raise ValueError(f"{run_dir}/trajectory holds {len(kept)} kept epochs; the trajectory probe needs at "
+                         "least 3: train with --set keep_every=K")
+    return [(k["epoch"], k["weights"]) for k in sorted(kept, key=lambda k: k["epoch"])]
+
+
+def trajectory_pca(run_dir: str) -> dict:
+    """{"epochs", "explained_variance_ratio" (all components), "coords" (epochs × 2: each kept
+    epoch's W_t − W_final on the first two principal directions), "distance_to_final" (‖W_t − W_final‖)}."""
+    kept = kept_weights(run_dir)
+    names = list(kept[-1][1])
+    flat = np.stack([torch.cat([w[n].double().reshape(-1) for n in names]).numpy() for _, w in kept])
+    diffs = flat - flat[-1]
+    _, s, vt = np.linalg.svd(diffs, full_matrices=False)
+    var = s ** 2
+    return {"epochs": [e for e, _ in kept], "projections": names,
+            "explained_variance_ratio": (var / var.sum()).tolist(),
+            "coords": (diffs @ vt[:2].T).tolist(),
+            "distance_to_final": np.linalg.norm(diffs, axis=1).tolist()}
