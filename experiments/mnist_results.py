@@ -23,7 +23,7 @@ RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pf
 IMPLICIT_R = ("pfa", "pfa-o", "pfa-o-square")  # rules whose runs hold R = WᵀBᵀ + a·E₀
 PROJECTIONS = ("h1->h2", "h2->digits")
 PAPER = {"bp": "98.41 best epoch (5 seeds, 98.36–98.45)", "fa": "below BP", "dfa": "below BP", "usf": "≈ BP",
-         "brsf": "≈ BP", "frsf": "≈ BP", "pfa": "≈ BP", "pfa-o": "≈ BP"}
+         "brsf": "≈ BP", "frsf": "≈ BP", "pfa": "≈ BP", "pfa-o": "≈ BP", "pfa-o-square": "≈ BP (PFA-o as the code builds it)"}
 THEORY = {"pfa": "17.5° (expansion 10), ratio 1.05", "pfa-o": "0°, ratio 1", "pfa-o-square": "0°, ratio 1"}
 RUN = re.compile(r"^(?P<rule>[a-z-]+)-s(?P<seed>\d+)$")
 

@@ -78,13 +78,17 @@ def test_mnist_results_regenerate_from_the_committed_metrics(tmp_path):
     import shutil
 
     shutil.copytree(os.path.join(REPO, "docs", "results", "mnist", "runs"), tmp_path / "runs")
+    shutil.copy(os.path.join(REPO, "docs", "results", "mnist", "initial.json"), tmp_path)  # epoch 0 of older runs
     run("mnist_results.py", "--out", str(tmp_path))
     summary = json.load(open(tmp_path / "results.json"))
     rules = summary["rules"]
-    assert set(rules) == {"bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o"}
+    assert set(rules) == {"bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o", "pfa-o-square"}
     assert all(len(r["seeds"]) >= 3 for r in rules.values()) and not summary["unfinished"]
-    for rule in ("pfa", "pfa-o"):  # the bar: within 0.3 percentage points of BP
+    for rule in ("pfa", "pfa-o", "pfa-o-square"):  # the bar: within 0.3 percentage points of BP
         assert abs(rules[rule]["test_acc_mean"] - rules["bp"]["test_acc_mean"]) < 0.003
+    # the paper's 98.41 is the mean of best-epoch accuracies; ours (recorded 98.45) is within its spread
+    assert 0.9836 <= rules["bp"]["best_test_acc_mean"] <= 0.9850
+    assert all(r["best_test_acc_mean"] >= r["test_acc_mean"] for r in rules.values())
     assert (tmp_path / "alignment.png").exists() and (tmp_path / "learning_curves.png").exists()
 
 
