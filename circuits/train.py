@@ -79,8 +79,10 @@ def make_optimizer(model, training: Training) -> torch.optim.SGD:
     feedback = model.feedback_parameters()
     if feedback:
         groups.append({"params": feedback, "name": "feedback", **settings["feedback"]})
-    sgd = BatchManhattanSGD if training.batch_manhattan else torch.optim.SGD
-    return sgd(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov)
+    if training.batch_manhattan:
+        return BatchManhattanSGD(groups, sign=training.manhattan_sign, lr=training.lr, momentum=training.momentum,
+                                 nesterov=training.nesterov)
+    return torch.optim.SGD(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov)
 
 
 def apply_settings(optimizer, scheduler, training: Training, epoch: int) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from circuits.errors import ConfigError
+from plasticity.optim import MANHATTAN_SIGNS
 
 
 @dataclass
@@ -24,7 +25,9 @@ class Training:
     ``input_feedback``: the projections out of the input get their rule's feedback tensors too
     (learned, and their alignment recorded, as in the PFA paper's Fig. 2; W's updates unchanged,
     except that WM's and PAL's first-layer noise draws shift the random stream the others draw from).
-    ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016). ``amp``: forward and
+    ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016; ``manhattan_sign``: where
+    the sign is taken relative to weight decay and momentum, "gradient", "decayed" or "step",
+    see ``plasticity.optim.BatchManhattanSGD``). ``amp``: forward and
     backward under bfloat16 autocast (None: on for CUDA devices, off on the CPU). ``compile``: run
     the training forward (and with it every rule's backward) through ``torch.compile`` with this
     mode: "default", "reduce-overhead" (CUDA graphs on a GPU) or "max-autotune" (None: eager).
@@ -57,6 +60,7 @@ class Training:
     implicit_feedback: bool = True
     input_feedback: bool = False
     batch_manhattan: bool = False
+    manhattan_sign: str = "gradient"
     amp: bool | None = None
     compile: str | None = None
     per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -91,6 +95,9 @@ class Training:
                 raise ConfigError(f"training setting {key}={value!r} {need}")
         if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
             raise ConfigError(f"training setting lr_milestones={self.lr_milestones!r} must list epochs >= 1")
+        if self.manhattan_sign not in MANHATTAN_SIGNS:
+            raise ConfigError(f"training setting manhattan_sign={self.manhattan_sign!r} must be one of "
+                              f"{', '.join(MANHATTAN_SIGNS)}")
         if self.nesterov and self.momentum <= 0:
             raise ConfigError("training setting nesterov=True needs momentum > 0")
         return self
@@ -115,6 +122,7 @@ MEANING = {
     "implicit_feedback": "hold PFA's/KP's feedback implicitly when exact (faster)",
     "input_feedback": "feedback tensors on the input's projections too, to record their alignment (Fig. 2)",
     "batch_manhattan": "step by sign(gradient) (Liao et al. 2016)",
+    "manhattan_sign": "batch Manhattan: sign of the gradient, of gradient + decay (decayed) or of the momentum step",
     "amp": "bfloat16 autocast; none: on for CUDA",
     "compile": "torch.compile mode: default, reduce-overhead, max-autotune; none: eager",
 }
