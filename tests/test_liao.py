@@ -398,3 +398,93 @@ def test_raw_sign_feedback_error_grows_layer_by_layer_and_batch_norm_bounds_it()
     initial, trained = results["bm"]
     assert all(math.isfinite(v) for v in trained)
     assert all(b / a > 4 for a, b in zip(trained, trained[1:])), trained
+
+
+# -- 6. sweep cells with their own settings and circuits; runs that diverge -------------------------
+TINY_EXPERIMENT = '''
+from circuits import Training, zoo
+from plasticity import fa
+circuit = zoo.mlp((3072, 16, 10), name="tiny", feedback=fa())
+training = Training(data="fake_cifar10:train=64,test=32,augment=false", epochs=1, batch_size=32, lr=0.01)
+'''
+
+
+def test_run_cells_takes_cells_with_settings_and_circuits_and_keeps_going_past_a_divergence(tmp_path):
+    """A Cell's sets apply over the file's settings (the command line's over both) and its
+    circuit replaces the file's; a plain Rule cell is as before. With keep_going a diverging
+    run leaves diverged.json beside its copied records and is not trained again."""
+    import json
+    import os
+
+    from circuits.sweep import Cell, diverged, run_cells
+    from circuits.train import TrainingDiverged
+    from plasticity import FA
+
+    file = tmp_path / "tiny.py"
+    file.write_text(TINY_EXPERIMENT)
+    cells = {"plain": FA(),
+             "bn-bm": Cell(FA(), sets={"batch_manhattan": True, "lr": 0.001},
+                           circuit=zoo.mlp((3072, 16, 10), name="tiny-bn", norm="batch")),
+             "boom": Cell(USF(scale="none"), sets={"lr": 1e30})}
+    out, work = tmp_path / "out", tmp_path / "work"
+    kw = dict(data_root="unused", progress=False, work=str(work), sets={"momentum": 0.5})
+    got = run_cells(str(file), cells, str(out), keep_going=True, **kw)
+    assert set(got) == {"plain", "bn-bm", "boom"} and len(got["plain"][0]) == 1
+    config = json.load(open(out / "runs" / "bn-bm-s0" / "config.json"))
+    assert config["training"]["batch_manhattan"] and config["training"]["lr"] == 0.001
+    assert config["training"]["momentum"] == 0.5 and config["invocation"]["cell_sets"] == {"batch_manhattan": True, "lr": 0.001}
+    assert [p["norm"] for p in config["circuit"]["populations"] if p["kind"] == "layer"] == ["batch"]
+    plain = json.load(open(out / "runs" / "plain-s0" / "config.json"))
+    assert plain["training"]["lr"] == 0.01 and not plain["training"]["batch_manhattan"]
+    assert "cell_sets" not in plain["invocation"]
+    record = diverged(str(out / "runs" / "boom-s0"))
+    assert record is not None and "training diverged" in record["error"] and record["epochs"] == 0
+    assert diverged(str(out / "runs" / "plain-s0")) is None
+    stamp = os.path.getmtime(work / "boom-s0" / "checkpoint.pt")
+    again = run_cells(str(file), cells, str(out), keep_going=True, **kw)  # nothing trains again
+    assert again == got and os.path.getmtime(work / "boom-s0" / "checkpoint.pt") == stamp
+    with pytest.raises(TrainingDiverged):
+        run_cells(str(file), {"boom": cells["boom"]}, str(tmp_path / "strict"), **{**kw, "work": None})
+
+
+def test_training_records_error_norms_without_shifting_the_random_stream(tmp_path, monkeypatch):
+    """metrics.jsonl and initial.json hold ‖e‖ per population (the probe batch's, equal to
+    ``error_norms`` of the saved circuit at epoch 0), TensorBoard gets error_norm/POP; brSF (which
+    draws every step) ends with the same weights as a run whose diagnostic draws nothing."""
+    import json
+
+    from circuits import train as train_module
+    from circuits.data import Split
+    from circuits.train import train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 6, generator=g)
+    splits = {"train": Split(x, (x[:, 0] > 0).long()), "test": Split(x[:16], (x[:16, 0] > 0).long())}
+    training = Training(data="generated", epochs=2, batch_size=16, lr=0.05)
+
+    def go(name):
+        train(small_mlp(BRSF(), sizes=(6, 7, 5, 2)), training, rule="brsf", run_dir=str(tmp_path / name),
+              data_root="unused", seed=0, progress=False, splits=splits)
+        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"]
+
+    recorded = go("a")
+    metrics = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
+    assert all(set(m["error_norms"]) == {"h1", "h2", "out"} for m in metrics)
+    assert all(v > 0 and math.isfinite(v) for m in metrics for v in m["error_norms"].values())
+    initial = json.load(open(tmp_path / "a" / "initial.json"))
+    torch.manual_seed(0)
+    fresh = small_mlp(BRSF(), sizes=(6, 7, 5, 2)).compile()
+    probe = (x[:16], (x[:16, 0] > 0).long())
+    assert initial["error_norms"]["out"] == pytest.approx(fresh.error_norms(*probe)["out"], rel=1e-6)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "a" / "tensorboard")).Reload()
+    assert {"error_norm/h1", "error_norm/h2", "error_norm/out"} <= set(events.Tags()["scalars"])
+
+    from circuits.compile import CompiledCircuit
+    monkeypatch.setattr(train_module._Trainer, "error_norms", lambda self: {})
+    monkeypatch.setattr(CompiledCircuit, "error_norms", lambda self, x, y: {})
+    quiet = go("b")
+    tensors = [k for k, v in recorded.items() if isinstance(v, torch.Tensor)]
+    assert "projections.h1->h2.weight" in tensors
+    for key in tensors:
+        assert torch.equal(recorded[key], quiet[key]), key
