@@ -8,16 +8,15 @@ import torch
 import torch.nn.functional as F
 
 import test_conv_rules as conv
-from circuits import Circuit, Training, zoo
+from circuits import Training, zoo
 from circuits.errors import ConfigError
 from circuits.rebuild import rebuild
 from circuits.train import make_optimizer
-from connectomes import Dense, FixedProbability, sign_concordance
+from connectomes import FixedProbability, sign_concordance
 from helpers import small_mlp
 from plasticity import BRSF, FRSF, USF, make_rule
 from plasticity.brsf import draw_unit_magnitudes
 from plasticity.optim import BatchManhattanSGD
-from populations import Input, Layer, Readout
 from test_rules import check, reference, run_compiled, setup
 
 SIGN_RULES = {"usf": USF, "brsf": BRSF, "frsf": FRSF}
@@ -239,7 +238,7 @@ def bn_reference(model, x, y, feedback, train, activation="tanh"):
     """Closed-form pass through x → BN(W x) → σ → … → out with the rule's ``feedback(proj, δ)``
     (the error sent to the pre population) and BN's exact backward (autograd of F.batch_norm
     alone). Returns {projection: ΔW}, {norm: (Δγ, Δβ)}."""
-    act, dact = conv_acts = {"tanh": (torch.tanh, lambda z: 1 - torch.tanh(z) ** 2),
+    act, dact = {"tanh": (torch.tanh, lambda z: 1 - torch.tanh(z) ** 2),
                              "relu": (torch.relu, lambda z: (z > 0).double())}[activation]
     names = list(model.projections)
     xs, zs, bns = [x], [], []
