@@ -116,6 +116,14 @@ class CompiledCircuit(nn.Module):
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor], exact: bool = False) -> torch.Tensor:
         """Readout activity for input ``x``. ``exact=True`` runs every projection as plain
         autograd (errors by Wᵀ): the true BP gradient of the same weights, for comparisons."""
+        return self.run(x, exact)
+
+    def run(self, x: torch.Tensor | dict[str, torch.Tensor], exact: bool = False,
+            record: dict | None = None) -> torch.Tensor:
+        """``forward``, and with ``record`` (a dict) each non-input population's activity (batch ×
+        shape) put in it by population name (``error_norms`` differentiates the loss with respect
+        to them). Diagnostics call this, not ``forward``, so hooks on a training step's forward
+        do not see them."""
         if not isinstance(x, dict):
             if len(self.inputs) != 1:
                 raise CircuitError(f"circuit {self.circuit.name!r} has several inputs: pass a dict {{name: tensor}}")
@@ -154,6 +162,8 @@ class CompiledCircuit(nn.Module):
             if pop.name in norms:
                 total = norms[pop.name](total)
             acts[pop.name] = ACTIVATIONS[pop.activation](total)
+        if record is not None:
+            record.update((pop.name, acts[pop.name]) for pop, _, _ in self._plan)
         out = acts[self.readout.name]
         if fed and out.requires_grad and not exact:
             out = ReadoutError.apply(out, tuple(p for p, _ in fed), *(x for _, x in fed))
@@ -264,6 +274,30 @@ class CompiledCircuit(nn.Module):
             bp = torch.autograd.grad(self.loss(self(x, exact=True), y), weights)
         self.load_state_dict(stats, strict=False)
         return {n: angle_deg(a, b) for n, a, b in zip(names, rule, bp)}
+
+    def error_norms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Per non-input population P: ‖e_P‖, the mean over the batch of the L2 norm of the error
+        arriving at P's activity (after its activation; the error the rule's feedback delivers,
+        before P multiplies it by its own σ' and norm), in units of one sample's loss:
+
+            ‖e_P‖ = (1/n) Σ_i ‖∂(Σ_j loss_j)/∂a_P,i‖₂ ,   a_P,i: P's activity for sample i (all its cells)
+
+        (n × the gradient of the mean loss, so the value does not depend on the batch size). For
+        the readout it is ‖softmax − onehot‖ averaged over the batch (cross-entropy). Measured with
+        the rules' own backward (one forward and one backward on (x, y), in the current train/eval
+        mode); parameters' ``.grad`` and batch-norm statistics are left as they were. Random draws
+        (brSF's magnitudes, WM/PAL noise) do consume the random stream: callers that must not
+        shift it fork it (``torch.random.fork_rng``), as the training loop does."""
+        stats = {k: v.clone() for k, v in self.state_dict().items()
+                 if k.startswith("norms.") and not k.endswith(("weight", "bias"))}
+        acts: dict[str, torch.Tensor] = {}
+        with torch.enable_grad():
+            loss = self.loss(self.run(x, record=acts), y) * len(y)
+            names = [n for n, a in acts.items() if a.requires_grad]
+            grads = torch.autograd.grad(loss, [acts[n] for n in names], allow_unused=True)
+        self.load_state_dict(stats, strict=False)
+        return {n: float("nan") if g is None else g.detach().flatten(1).norm(dim=1).mean().item()
+                for n, g in zip(names, grads)}
 
     def schedule_summary(self) -> str:
         """The order of computation: forward by topological generation, then the error routes

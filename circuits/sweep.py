@@ -11,14 +11,18 @@ import os
 import shutil
 import statistics
 import sys
+from dataclasses import dataclass, field
 
+from circuits.circuit import Circuit
 from circuits.run import load_experiment, started_run
 from circuits.rundir import sha256_file
+from circuits.train import TrainingDiverged
 from circuits.train import train as train_run
 from plasticity import Rule
 
 
-RECORDS = ("config.json", "metrics.jsonl", "initial.json")  # what a run's results are, without its checkpoint
+RECORDS = ("config.json", "metrics.jsonl", "initial.json", "diverged.json")  # a run's results, without its checkpoint
+DIVERGED = "diverged.json"  # written by run_cells(keep_going=True) for a run that diverged
 
 
 def run_name(cell: str, seed: int) -> str:
@@ -54,43 +58,84 @@ def copy_records(src: str, dst: str) -> None:
             os.replace(tmp, os.path.join(dst, name))
 
 
-def run_cells(file: str, cells: dict[str, Rule], out: str, *, data_root: str, seeds=(0,),
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a sweep that needs more than a rule: ``sets``, training settings of this cell
+    (applied after the file's ``per_rule`` and before the command line's ``--set``, e.g.
+    ``{"batch_manhattan": True, "lr": 1e-4}``), and ``circuit``, a circuit to train instead of
+    the experiment file's (e.g. ``zoo.mlp(..., norm="batch")``; the rule is put on it)."""
+
+    rule: Rule
+    sets: dict = field(default_factory=dict)
+    circuit: Circuit | None = None
+
+
+def as_cell(value: Rule | Cell) -> Cell:
+    return value if isinstance(value, Cell) else Cell(value)
+
+
+def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: str, seeds=(0,),
               epochs: int | None = None, sets: dict | None = None, device: str = "cpu",
-              progress: bool = True, work: str | None = None, train: bool = True) -> dict[str, dict[int, list[dict]]]:
+              progress: bool = True, work: str | None = None, train: bool = True,
+              keep_going: bool = False) -> dict[str, dict[int, list[dict]]]:
     """Train ``file``'s circuit once per cell and seed with the cell's rule on every plastic
     projection; training settings are the file's, resolved for the rule (``per_rule``), then
-    ``sets`` and ``epochs``. Returns {cell: {seed: metrics per epoch}} of the finished runs.
+    the cell's own ``sets`` (a ``Cell``), then ``sets`` and ``epochs``. A cell is a ``Rule`` or a
+    ``Cell`` (a rule with training settings and/or a circuit of its own). Returns {cell: {seed:
+    metrics per epoch}} of the finished runs.
 
     Run CELL-sSEED trains in ``work``/CELL-sSEED (default ``out``/runs: checkpoints and all); when
     it finishes, its results (``RECORDS``) are copied to ``out``/runs/CELL-sSEED, which is what a
     page is written from and what is committed. A finished run is never trained again, and a
     stopped one resumes from its checkpoint. ``train=False`` trains nothing: the results are
-    read from the copies alone (regenerating a page from committed data)."""
+    read from the copies alone (regenerating a page from committed data).
+
+    ``keep_going``: a run that diverges (``TrainingDiverged``: a learning-rate grid reaches
+    rates some rules cannot take) does not stop the sweep: its run folder gets ``diverged.json``
+    ({"error": the message, "epochs": epochs finished}), copied with its records; it counts as
+    finished (never trained again) and returns the epochs it finished (``diverged(run_dir)``
+    tells it apart)."""
     circuit, training = load_experiment(file)
     records = os.path.join(out, "runs")
     work = work or records
     histories: dict[str, dict[int, list[dict]]] = {}
     for seed in seeds:
-        for cell, rule in cells.items():
-            t = training.resolve(rule.name).with_values(dict(sets or {}))
+        for cell, spec in cells.items():
+            spec = as_cell(spec)
+            rule = spec.rule
+            t = training.resolve(rule.name).with_values(dict(spec.sets), where=f"cell {cell!r}")
+            t = t.with_values(dict(sets or {}))
             if epochs is not None:
                 t = t.with_values({"epochs": epochs}, where="epochs")
             name = run_name(cell, seed)
             run_dir, copy = os.path.join(work, name), os.path.join(records, name)
             copied = read_records(copy)
+            if diverged(copy) is not None:  # final: a diverged run is not trained again
+                histories.setdefault(cell, {})[seed] = copied
+                continue
             if len(copied) >= t.epochs and (work == records or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
                 histories.setdefault(cell, {})[seed] = copied[:t.epochs]
                 continue
             if not train:
                 continue
-            resume, finished = started_run(run_dir, t.epochs)
+            resume, finished = started_run(run_dir, t.epochs) if diverged(run_dir) is None else (False, read_records(run_dir))
             if finished is None:
-                c = circuit.with_rule(rule)
+                c = (spec.circuit if spec.circuit is not None else circuit).with_rule(rule)
                 c.seed = seed
                 invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name,
                               "rule_options": rule.describe(), "seed": seed, "sets": dict(sets or {}), "cell": cell}
-                finished = train_run(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
-                                     device=device, progress=progress, resume=resume, invocation=invocation)
+                if spec.sets:
+                    invocation["cell_sets"] = dict(spec.sets)
+                try:
+                    finished = train_run(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
+                                         device=device, progress=progress, resume=resume, invocation=invocation)
+                except TrainingDiverged as err:
+                    if not keep_going:
+                        raise
+                    finished = read_records(run_dir)
+                    with open(os.path.join(run_dir, DIVERGED), "w") as f:
+                        json.dump({"error": str(err), "epochs": len(finished)}, f, indent=1)
+                    print(f"{name}: diverged after {len(finished)} epochs ({err})", file=sys.stderr)
                 last = finished[-1] if finished else {}
                 print(f"{name}: {len(finished)} epochs, test accuracy {last.get('test_acc', float('nan')):.4f}",
                       file=sys.stderr)
@@ -98,6 +143,15 @@ def run_cells(file: str, cells: dict[str, Rule], out: str, *, data_root: str, se
                 copy_records(run_dir, copy)
             histories.setdefault(cell, {})[seed] = finished
     return histories
+
+
+def diverged(run_dir: str) -> dict | None:
+    """The run's diverged.json ({"error", "epochs"}), None if it did not diverge."""
+    path = os.path.join(run_dir, DIVERGED)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -137,13 +191,14 @@ def sweep_parser(description: str, default_out: str):
     return ap
 
 
-def run_cells_from_args(file: str, cells: dict[str, Rule], args) -> dict[str, list[dict]]:
-    """``run_cells`` with the options of ``sweep_parser``."""
+def run_cells_from_args(file: str, cells: dict[str, Rule | Cell], args, seeds=None,
+                        keep_going: bool = False) -> dict[str, dict[int, list[dict]]]:
+    """``run_cells`` with the options of ``sweep_parser`` (``seeds``: instead of ``--seeds``)."""
     from circuits.run import parse_sets
 
-    return run_cells(file, cells, args.out, data_root=args.data_root, seeds=seeds_of(args), epochs=args.epochs,
-                     sets=parse_sets(args.set), device=args.device, progress=not args.no_progress,
-                     work=args.work, train=not args.report_only)
+    return run_cells(file, cells, args.out, data_root=args.data_root, seeds=seeds_of(args) if seeds is None else seeds,
+                     epochs=args.epochs, sets=parse_sets(args.set), device=args.device, progress=not args.no_progress,
+                     work=args.work, train=not args.report_only, keep_going=keep_going)
 
 
 def seeds_of(args) -> tuple[int, ...]:

@@ -1,7 +1,8 @@
 """The training loop: SGD over a compiled circuit, writing a run directory.
 
     run_dir/config.json          the resolved circuit, settings, invocation, identity and resumes
-    run_dir/metrics.jsonl        one JSON object per epoch
+    run_dir/metrics.jsonl        one JSON object per epoch (``error_norms``: ‖e‖ per population on
+                                 the probe batch, ``CompiledCircuit.error_norms``)
     run_dir/initial.json         the same record at initialisation (epoch 0: before any step)
     run_dir/trajectory/          the forward weights every ``keep_every`` epochs (if asked)
     run_dir/steps.jsonl          one per ``log_every`` steps (if asked): loss, lr, projection metrics
@@ -81,8 +82,10 @@ def make_optimizer(model, training: Training) -> torch.optim.SGD:
     feedback = model.feedback_parameters()
     if feedback:
         groups.append({"params": feedback, "name": "feedback", **settings["feedback"]})
-    sgd = BatchManhattanSGD if training.batch_manhattan else torch.optim.SGD
-    return sgd(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov)
+    if training.batch_manhattan:
+        return BatchManhattanSGD(groups, sign=training.manhattan_sign, lr=training.lr, momentum=training.momentum,
+                                 nesterov=training.nesterov)
+    return torch.optim.SGD(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov)
 
 
 def apply_settings(optimizer, scheduler, training: Training, epoch: int) -> None:
@@ -543,6 +546,14 @@ class _Trainer:
         bar.close()
         self.end_epoch(epoch, lr, loss_sum.item(), correct.item(), seen, time.perf_counter() - start)
 
+    def error_norms(self) -> dict[str, float]:
+        """‖e‖ per population on the probe batch (``CompiledCircuit.error_norms``), with the random
+        state left as it was: a rule that draws (brSF, WM, PAL) trains on the same numbers as
+        without this record."""
+        cuda = [torch.device(self.device)] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            return self.model.error_norms(*self.probe)
+
     def log_step(self, epoch: int, step: int, global_step: int, loss_value: float) -> None:
         line = {"epoch": epoch + 1, "step": step + 1, "global_step": global_step, "loss": loss_value,
                 "lr": self.optimizer.param_groups[0]["lr"], "projections": projection_metrics(self.model, self.probe)}
@@ -588,6 +599,7 @@ class _Trainer:
                 if split in self.splits:
                     record.update(evaluated(self.model, self.splits[split], self.training.eval_batch_size, split))
         record["projections"] = projection_metrics(self.model, self.probe)
+        record["error_norms"] = self.model.error_norms(*self.probe)
 
     def end_epoch(self, epoch: int, lr: float, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
         """Check, evaluate, record and checkpoint a finished epoch; print its line."""
@@ -599,7 +611,7 @@ class _Trainer:
                 record.update(evaluated(model, self.splits["val"], training.eval_batch_size, "val"))
             record.update(evaluated(model, self.splits["test"], training.eval_batch_size, "test"))
         record.update(lr=lr, weight_decay=optimizer.param_groups[0]["weight_decay"], seconds=seconds,
-                      projections=projection_metrics(model, self.probe))
+                      projections=projection_metrics(model, self.probe), error_norms=self.error_norms())
         self.history.append(record)
         self.scheduler.step()
         if self.main:
@@ -632,6 +644,8 @@ def _log_epoch(writer, record: dict, global_step: int) -> None:
         if key in record:
             writer.add_scalar(f"epoch/{key}", record[key], global_step)
     _log_projections(writer, record["projections"], global_step)
+    for name, value in record.get("error_norms", {}).items():
+        writer.add_scalar(f"error_norm/{name}", value, global_step)
     writer.flush()
 
 

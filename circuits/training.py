@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from circuits.errors import ConfigError
+from plasticity.optim import MANHATTAN_SIGNS
 
 
 @dataclass
@@ -26,7 +27,9 @@ class Training:
     except that WM's and PAL's first-layer noise draws shift the random stream the others draw from).
     ``keep_every`` > 0: the forward weights at epoch 0 and every ``keep_every`` epochs are kept in
     run_dir/trajectory/epoch-NNNN.pt (for the weight-trajectory probe, ``probes.trajectory``).
-    ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016). ``amp``: forward and
+    ``batch_manhattan``: the SGD step uses sign(∂W) (Liao et al. 2016; ``manhattan_sign``: where
+    the sign is taken relative to weight decay and momentum, "gradient", "decayed" or "step",
+    see ``plasticity.optim.BatchManhattanSGD``). ``amp``: forward and
     backward under bfloat16 autocast (None: on for CUDA devices, off on the CPU). ``compile``: run
     the training forward (and with it every rule's backward) through ``torch.compile`` with this
     mode: "default", "reduce-overhead" (CUDA graphs on a GPU) or "max-autotune" (None: eager).
@@ -60,6 +63,7 @@ class Training:
     input_feedback: bool = False
     keep_every: int = 0
     batch_manhattan: bool = False
+    manhattan_sign: str = "gradient"
     amp: bool | None = None
     compile: str | None = None
     per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -94,6 +98,9 @@ class Training:
                 raise ConfigError(f"training setting {key}={value!r} {need}")
         if any(not isinstance(m, int) or m < 1 for m in self.lr_milestones):
             raise ConfigError(f"training setting lr_milestones={self.lr_milestones!r} must list epochs >= 1")
+        if self.manhattan_sign not in MANHATTAN_SIGNS:
+            raise ConfigError(f"training setting manhattan_sign={self.manhattan_sign!r} must be one of "
+                              f"{', '.join(MANHATTAN_SIGNS)}")
         if self.nesterov and self.momentum <= 0:
             raise ConfigError("training setting nesterov=True needs momentum > 0")
         return self
@@ -119,6 +126,7 @@ MEANING = {
     "input_feedback": "feedback tensors on the input's projections too, to record their alignment (Fig. 2)",
     "keep_every": "keep the forward weights every N epochs (and at epoch 0) in trajectory/ (0: never)",
     "batch_manhattan": "step by sign(gradient) (Liao et al. 2016)",
+    "manhattan_sign": "batch Manhattan: sign of the gradient, of gradient + decay (decayed) or of the momentum step",
     "amp": "bfloat16 autocast; none: on for CUDA",
     "compile": "torch.compile mode: default, reduce-overhead, max-autotune; none: eager",
 }

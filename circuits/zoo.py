@@ -34,11 +34,13 @@ def _conv(c, pre, name, channels, kernel, stride=1, padding=0, activation="relu"
     return post
 
 
-def mlp(sizes=(784, 512, 512, 10), activation="relu", name="mlp", seed=0, feedback=None) -> Circuit:
-    """Input(sizes[0]) → Dense layers → Readout(sizes[-1]) (the PFA paper's MNIST circuit)."""
+def mlp(sizes=(784, 512, 512, 10), activation="relu", name="mlp", seed=0, feedback=None, norm=None) -> Circuit:
+    """Input(sizes[0]) → Dense layers → Readout(sizes[-1]) (the PFA paper's MNIST circuit).
+    ``norm="batch"``: every hidden layer batch-normalises its summed input before its activation
+    (BatchNorm1d, affine; no bias, the norm's shift replaces it), as Liao et al. (2016) use BN."""
     c = Circuit(name, seed=seed)
     pops = [c.add(Input("pixels", sizes[0]))]
-    pops += [c.add(Layer(f"h{i}", n, activation=activation)) for i, n in enumerate(sizes[1:-1], start=1)]
+    pops += [c.add(Layer(f"h{i}", n, activation=activation, norm=norm)) for i, n in enumerate(sizes[1:-1], start=1)]
     pops.append(c.add(Readout("classes", sizes[-1])))
     for pre, post in zip(pops, pops[1:]):
         c.connect(pre, post, Dense())

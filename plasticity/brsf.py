@@ -6,12 +6,19 @@ The magnitudes |M_t| ~ U(0, a) are drawn as one random byte each: 256 evenly spa
 their variance a²/12 · (1 − 1/65536); a byte is an eighth of a word (a float per synapse from
 torch's CPU generator, `torch.rand`, would cost more than the matrix product it feeds). For
 metrics the feedback is reported at its expected value E|M_t| ⊙ sign(Wᵀ) = (a/2) sign(Wᵀ).
-Under ``torch.compile`` the draw runs as one custom op, the same code and generator."""
+Under ``torch.compile`` the draw runs as one custom op, the same code and generator.
+
+Liao et al. (2016)'s brSF ("batchwise random magnitude sign-concordant feedback", V = M ∘ sign(W)
+with M redrawn after every update); the bound a is Glorot's, as in BioTorch (Liao et al.'s
+magnitude distribution is not stated in what we could read: assumed). ``concordance`` (q in
+[0, 1], default 1): a fixed random fraction 1 − q of the feedback synapses carries the opposite
+sign of W (``plasticity.concordance``): (|M_t| ⊙ C ⊙ sign(W))ᵀ δ."""
 import math
 
 import torch
 
 from plasticity.base import FeedbackEdge, Rule, fans
+from plasticity.concordance import apply_concordance, check_concordance, concordance_options, draw_concordance
 
 
 LEVELS = 256
@@ -53,14 +60,21 @@ class BRSF(Rule):
 
     sparse_tensors = ("S",)
 
+    def __init__(self, connector=None, concordance=1.0):
+        q = check_concordance(self.name, concordance)
+        super().__init__(connector=connector, **concordance_options(q))
+        self.concordance = q
+
     def init_feedback(self, proj, generator):
         fan_in, fan_out = fans(tuple(proj.weight.shape))
         proj.magnitude_bound = math.sqrt(6.0 / (fan_in + fan_out))
         if self.connector is not None:  # S: which feedback synapses exist (1/0), W's layout
             proj.register_buffer("S", torch.ones(proj.weight.shape))
+        draw_concordance(proj, self.concordance, generator)
 
     def signs(self, proj, W):
-        sign = W.sign()
+        """C ⊙ sign(W), thinned by the connector's synapses if any (W's layout)."""
+        sign = apply_concordance(proj, W.sign())
         return sign.mul_(proj.S) if self.connector is not None else sign
 
     def backward(self, proj, x, W, delta, plastic, need_e):

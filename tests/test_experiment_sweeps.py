@@ -120,3 +120,34 @@ def test_epoch_zero_rebuilt_from_config_equals_the_recorded_initial_json(data_ro
                     assert rebuilt[rule][2]["projections"][name][key] == pytest.approx(m[key], abs=1e-4), (rule, name, key)
     assert recorded["usf"][2]["projections"]["h1->h2"]["alignment_deg"] == pytest.approx(30, abs=2)  # sign(Wᵀ) vs Wᵀ
     assert set(json.load(open(tmp_path / "cache.json"))) == {"pfa-s2", "usf-s2"}
+
+
+def test_liao_sweep_selects_on_validation_writes_its_page_and_resumes(data_root, tmp_path):
+    """Two tiny cells (raw uSF under plain SGD and under BN + BM, one rate each) and the q = 0 end
+    of the concordance sweep: the page lists both arms with the rate chosen on validation, the
+    concordance rows, and ‖e‖ per layer from epoch 0; a second invocation trains nothing and
+    writes the same table (from OUT/runs, as --report-only does)."""
+    args = ["--data-root", data_root, "--out", str(tmp_path), "--depths", "mlp2", "--rules", "usf-raw",
+            "--conditions", "sgd,bn+bm", "--lrs", "0.01", "--concordance", "0,1", "--set", "val_size=1000", *SLICE]
+    run("liao_sign_symmetry.py", *args)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["mlp2-usf-raw-bn+bm-lr0.01-s0", "mlp2-usf-raw-q0-bn+bm-lr0.01-s0",
+                                                     "mlp2-usf-raw-sgd-lr0.01-s0"]
+    result = json.load(open(tmp_path / "liao.json"))
+    rows = {r["condition"]: r for r in result["rows"]}
+    assert set(rows) == {"sgd", "bn+bm"} and all(r["lr"] == 0.01 and r["seeds"] == [0] for r in rows.values())
+    assert all(0 <= r["val_acc"] <= 1 and r["epochs"] == 1 for r in rows.values())
+    config = json.load(open(tmp_path / "runs" / "mlp2-usf-raw-bn+bm-lr0.01-s0" / "config.json"))
+    assert config["training"]["batch_manhattan"] and config["data"]["val"] == 1000
+    assert config["circuit"]["projections"][1]["rule"] == {"rule": "usf", "scale": "none", "last_layer_bp": False}
+    q0 = json.load(open(tmp_path / "runs" / "mlp2-usf-raw-q0-bn+bm-lr0.01-s0" / "config.json"))
+    assert q0["circuit"]["projections"][1]["rule"]["concordance"] == 0.0
+    assert [(c["q"], c["condition"]) for c in result["concordance"]] == [(0.0, "bn+bm"), (1.0, "bn+bm")]
+    norms = rows["sgd"]["error_norms"]
+    assert len(norms) == 2 and set(norms[0]) == {"h1", "h2", "classes"}  # epoch 0 and epoch 1
+    # raw sign feedback at width 512: ‖e‖ grows towards the input by about √(512/2) = 16 per layer
+    assert norms[0]["h1"] > 8 * norms[0]["h2"] > 64 * norms[0]["classes"]
+    page = (tmp_path / "liao.md").read_text()
+    assert "| mlp2 | usf-raw | bn+bm | 0.01 |" in page and (tmp_path / "liao.png").exists()
+    again = run("liao_sign_symmetry.py", *args)
+    assert "epoch 1/1" not in again.stderr
+    assert (tmp_path / "liao.md").read_text().split("\n")[4:] == page.split("\n")[4:]
