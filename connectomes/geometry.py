@@ -62,12 +62,20 @@ class Geometry:
         """Δbias = Σ δ over the batch (and positions): one per post cell or channel."""
         return delta.sum(0) if delta.dim() == 2 else delta.sum((0, *range(2, delta.dim())))
 
+    init_gain: float | None = None  # None: Glorot-uniform; g: N(0, g²/fan_in)
+
     def init_weight(self, shape: tuple, generator: torch.Generator) -> torch.Tensor:
-        """Initial W: Glorot-uniform with gain 1 (the PFA paper's choice for every W)."""
+        """Initial W: Glorot-uniform with gain 1 (the PFA paper's choice for every W), or with
+        ``init_gain`` g set, Gaussian with variance g²/fan_in (g = 1: LeCun, g = √2: He)."""
+        if self.init_gain is not None:
+            return fan_in_normal(shape, generator, self.init_gain)
         return xavier_uniform(shape, generator)
 
+    def _init_description(self) -> dict:
+        return {} if self.init_gain is None else {"init_gain": self.init_gain}
+
     def describe(self) -> dict:
-        return {"kind": self.kind}
+        return {"kind": self.kind, **self._init_description()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "kind")
@@ -82,6 +90,10 @@ class Dense(Geometry):
 
     kind = "dense"
     groups = 1
+
+    def __init__(self, init_gain=None):
+        """``init_gain``: None, Glorot-uniform W (the default); g, W ~ N(0, g²/N_pre)."""
+        self.init_gain = check_gain(init_gain, "Dense init_gain")
 
     def weight_shape(self, pre_shape, post_shape):
         return (math.prod(post_shape), math.prod(pre_shape))
@@ -116,7 +128,8 @@ class Conv2d(Geometry):
 
     kind = "conv2d"
 
-    def __init__(self, kernel_size, stride=1, padding=0, dilation=1, groups=1):
+    def __init__(self, kernel_size, stride=1, padding=0, dilation=1, groups=1, init_gain=None):
+        self.init_gain = check_gain(init_gain, "Conv2d init_gain")
         self.kernel_size = _pair(kernel_size, "Conv2d kernel_size")
         self.stride = _pair(stride, "Conv2d stride")
         self.padding = _pair(padding, "Conv2d padding", minimum=0)
@@ -168,7 +181,8 @@ class Conv2d(Geometry):
 
     def describe(self):
         return {"kind": self.kind, "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "dilation": list(self.dilation), "groups": self.groups}
+                "padding": list(self.padding), "dilation": list(self.dilation), "groups": self.groups,
+                **self._init_description()}
 
 
 # --------------------------------------------------------------------------- weightless
@@ -343,6 +357,22 @@ class Block(Weightless):
 
     def describe(self):
         return {"kind": self.kind, "module": self.label, "parameters": self.parameter_count()}
+
+
+def check_gain(gain, what: str) -> float | None:
+    """None, or ``gain`` as a positive float (ValueError naming ``what`` otherwise)."""
+    if gain is None:
+        return None
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+        raise ValueError(f"{what} must be a positive number (the init's sd is gain/√fan_in), got {gain!r}")
+    return float(gain)
+
+
+def fan_in_normal(shape: tuple, generator: torch.Generator, gain: float) -> torch.Tensor:
+    """Gaussian tensor with variance gain²/fan_in, fan_in = shape[1] · prod(shape[2:]) (dim 0 is
+    the receiving side: post for W, pre for a feedback tensor in feedback layout)."""
+    fan_in = shape[1] * math.prod(shape[2:])
+    return torch.randn(shape, generator=generator) * (gain / math.sqrt(fan_in))
 
 
 def xavier_uniform(shape: tuple, generator: torch.Generator, gain: float = 1.0) -> torch.Tensor:

@@ -48,6 +48,24 @@ def fans(shape: tuple) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+def gain_option(rule: str, name: str, gain) -> dict:
+    """{name: gain} for a rule's options when a feedback init gain is given (nothing when None,
+    so a rule without one describes itself as before); ValueError naming the rule otherwise."""
+    from connectomes.geometry import check_gain
+
+    gain = check_gain(gain, f"{rule}: {name}")
+    return {} if gain is None else {name: gain}
+
+
+def feedback_init(shape: tuple, generator: torch.Generator, gain: float | None) -> torch.Tensor:
+    """A fixed feedback tensor in feedback layout (pre × post [× kernel]): Glorot-uniform
+    (gain None, the default), or N(0, gain²/fan_in) with fan_in = post · kernel, the number of
+    errors each pre cell sums (gain 1: LeCun, √2: He)."""
+    from connectomes.geometry import fan_in_normal, xavier_uniform
+
+    return xavier_uniform(shape, generator) if gain is None else fan_in_normal(shape, generator, gain)
+
+
 def feedback_shape(weight_shape: tuple) -> tuple:
     """Shape of Wᵀ in feedback layout (pre × post × kernel)."""
     return (weight_shape[1], weight_shape[0], *weight_shape[2:])

@@ -4,13 +4,14 @@ fixed random B (N_pre × N_readout). The readout error is sent from the readout
 than recomputed; no backprop runs underneath. The projection's own backward sends nothing.
 
 On a convolution N_pre counts every pre cell (C·H·W, flattened C-major): B reaches each cell of
-the feature map separately (memory-heavy on large maps, but the rule as written)."""
+the feature map separately (memory-heavy on large maps, but the rule as written).
+
+``B_gain``: None (Glorot-uniform B, the default) or g: B ~ N(0, g²/N_readout)."""
 import math
 
 import torch.nn.functional as F
 
-from connectomes.geometry import xavier_uniform
-from plasticity.base import FeedbackEdge, Rule
+from plasticity.base import FeedbackEdge, Rule, feedback_init, gain_option
 
 
 class DFA(Rule):
@@ -18,6 +19,9 @@ class DFA(Rule):
     edges = (FeedbackEdge("B", "readout", "pre", plastic=False),)
     sparse_tensors = ("B",)
     needs_readout_error = True
+
+    def __init__(self, B_gain=None, connector=None):
+        super().__init__(connector=connector, **gain_option(self.name, "B_gain", B_gain))
 
     def check(self, projection, geometry, readouts):
         if len(readouts) != 1:
@@ -27,7 +31,7 @@ class DFA(Rule):
     def init_feedback(self, proj, generator):
         n_pre = math.prod(proj.pre_shape)
         n_readout = proj.readout_size
-        proj.register_buffer("B", xavier_uniform((n_pre, n_readout), generator))
+        proj.register_buffer("B", feedback_init((n_pre, n_readout), generator, self.options.get("B_gain")))
 
     def feedback_tensor(self, proj, W):
         B = proj.B

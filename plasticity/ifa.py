@@ -5,12 +5,20 @@
 with Ŵ₀ᵀ = W₀ᵀ/‖W₀‖ and N̂⊥ a random direction orthogonalised against Ŵ₀ᵀ (Frobenius norms,
 B in feedback layout pre × post). ∠(vec W₀ᵀ, vec B) = θ exactly and ‖B‖ = ‖W₀‖; then B stays
 fixed and e_in = B δ as in FA. θ = 0° starts symmetric, θ = 90° is FA with a scaled B.
+
+``B_gain``: None (‖B‖ = ‖W₀‖, the default) or g: ‖B‖ = g·√(n/fan_in), the norm expected of a
+feedback tensor drawn N(0, g²/fan_in) (n synapses, fan_in = N_post · kernel), so that the
+feedback's scale can be varied apart from W's at the same angle (trainability maps).
+
+Cheon, Bae & Paik (2025) build the pair the other way round (Fig. 4a: W₀ sampled at θ from a
+random B); at a given θ and scale the two constructions differ only in which of the pair is the
+Glorot draw.
 """
 import math
 
 import torch
 
-from plasticity.base import FeedbackEdge, Rule, feedback_shape
+from plasticity.base import FeedbackEdge, Rule, feedback_shape, gain_option
 
 
 class IFA(Rule):
@@ -18,10 +26,10 @@ class IFA(Rule):
     edges = (FeedbackEdge("B", "post", "pre", plastic=False),)
     sparse_tensors = ("B",)
 
-    def __init__(self, angle: float = 45.0, connector=None):
+    def __init__(self, angle: float = 45.0, B_gain=None, connector=None):
         if not 0 <= angle <= 180:
             raise ValueError(f"ifa: angle must be between 0 and 180 degrees, got {angle!r}")
-        super().__init__(connector=connector, angle=angle)
+        super().__init__(connector=connector, angle=angle, **gain_option(self.name, "B_gain", B_gain))
 
     def init_feedback(self, proj, generator):
         Wt = proj.weight.detach().transpose(0, 1).double()
@@ -31,6 +39,10 @@ class IFA(Rule):
         noise -= (noise * w_hat).sum() * w_hat  # orthogonal to Ŵᵀ
         n_hat = noise / noise.norm()
         theta = math.radians(self.options["angle"])
+        gain = self.options.get("B_gain")
+        if gain is not None:
+            fan_in = Wt.shape[1] * math.prod(Wt.shape[2:])
+            norm = gain * math.sqrt(Wt.numel() / fan_in)
         B = norm * (math.cos(theta) * w_hat + math.sin(theta) * n_hat)
         proj.register_buffer("B", B.to(proj.weight.dtype).contiguous())  # feedback layout, like FA's B
 

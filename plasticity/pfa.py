@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from connectomes.geometry import xavier_uniform
-from plasticity.base import FeedbackEdge, Rule, advance_decay, start_decay
+from plasticity.base import FeedbackEdge, Rule, advance_decay, feedback_init, gain_option, start_decay
 
 B_INITS = ("xavier", "orthogonal", "identity")
 ROUTES = ("auto", "explicit", "factored")
@@ -86,7 +86,10 @@ class PFA(Rule):
 
     sparse_tensors = ("B", "R")
 
-    def __init__(self, expansion: float = 10, B_init: str | None = None, route: str = "auto", connector=None):
+    def __init__(self, expansion: float = 10, B_init: str | None = None, route: str = "auto", connector=None,
+                 R_gain=None):
+        """``R_gain``: None (Glorot-uniform R₀, the default) or g: R₀ ~ N(0, g²/N̄) (N̄ · kernel for
+        a convolution), the scale of the plastic feedback's random start."""
         B_init = B_init or self.default_B_init
         if not expansion > 0:
             raise ValueError(f"{self.name}: expansion must be positive, got {expansion!r}")
@@ -96,7 +99,8 @@ class PFA(Rule):
             raise ValueError(f"{self.name}: B_init='identity' needs expansion=1, got {expansion!r}")
         if route not in ROUTES:
             raise ValueError(f"{self.name}: route must be one of {ROUTES}, got {route!r}")
-        super().__init__(connector=connector, expansion=expansion, B_init=B_init, route=route)
+        super().__init__(connector=connector, expansion=expansion, B_init=B_init, route=route,
+                         **gain_option(self.name, "R_gain", R_gain))
 
     @property
     def supports_implicit(self):
@@ -129,7 +133,7 @@ class PFA(Rule):
         n_out = W.shape[0]
         n_bar = self.n_bar(n_out, g)
         B = self._init_B(n_bar, n_out, g, generator)
-        R = xavier_uniform((W.shape[1], n_bar, *W.shape[2:]), generator)  # feedback layout
+        R = feedback_init((W.shape[1], n_bar, *W.shape[2:]), generator, self.options.get("R_gain"))  # feedback layout
         proj.register_buffer("B", B)
         if not proj.implicit:
             proj.R = nn.Parameter(R)

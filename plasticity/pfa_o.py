@@ -19,9 +19,10 @@ class PFAoSquare(PFAo):
     """PFA-o with N̄ = N_out: B square orthogonal (the official code's PFA-o)."""
     name = "pfa-o-square"
 
-    def __init__(self, route: str = "auto", connector=None, expansion: float = 1, B_init: str | None = None):
+    def __init__(self, route: str = "auto", connector=None, expansion: float = 1, B_init: str | None = None,
+                 R_gain=None):
         if expansion != 1 or B_init not in (None, "orthogonal"):
             raise ValueError(f"{self.name}: N̄ = N_out with an orthogonal B by definition (expansion=1, "
                              f"B_init='orthogonal'); got expansion={expansion!r}, B_init={B_init!r}; "
                              "use pfa_o(expansion=...) for other sizes")
-        super().__init__(expansion=1, B_init="orthogonal", route=route, connector=connector)
+        super().__init__(expansion=1, B_init="orthogonal", route=route, connector=connector, R_gain=R_gain)
