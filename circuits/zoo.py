@@ -34,16 +34,18 @@ def _conv(c, pre, name, channels, kernel, stride=1, padding=0, activation="relu"
     return post
 
 
-def mlp(sizes=(784, 512, 512, 10), activation="relu", name="mlp", seed=0, feedback=None, norm=None) -> Circuit:
+def mlp(sizes=(784, 512, 512, 10), activation="relu", name="mlp", seed=0, feedback=None, norm=None,
+        init_gain=None) -> Circuit:
     """Input(sizes[0]) → Dense layers → Readout(sizes[-1]) (the PFA paper's MNIST circuit).
     ``norm="batch"``: every hidden layer batch-normalises its summed input before its activation
-    (BatchNorm1d, affine; no bias, the norm's shift replaces it), as Liao et al. (2016) use BN."""
+    (BatchNorm1d, affine; no bias, the norm's shift replaces it), as Liao et al. (2016) use BN.
+    ``init_gain``: None (Glorot-uniform W) or g, every W ~ N(0, g²/fan_in)."""
     c = Circuit(name, seed=seed)
     pops = [c.add(Input("pixels", sizes[0]))]
     pops += [c.add(Layer(f"h{i}", n, activation=activation, norm=norm)) for i, n in enumerate(sizes[1:-1], start=1)]
     pops.append(c.add(Readout("classes", sizes[-1])))
     for pre, post in zip(pops, pops[1:]):
-        c.connect(pre, post, Dense())
+        c.connect(pre, post, Dense(init_gain=init_gain))
     return _finish(c, feedback)
 
 

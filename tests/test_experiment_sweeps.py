@@ -151,3 +151,29 @@ def test_liao_sweep_selects_on_validation_writes_its_page_and_resumes(data_root,
     again = run("liao_sign_symmetry.py", *args)
     assert "epoch 1/1" not in again.stderr
     assert (tmp_path / "liao.md").read_text().split("\n")[4:] == page.split("\n")[4:]
+
+
+def test_trainability_sweep_builds_its_grid_and_resumes(data_root, tmp_path):
+    """experiments/ifa_trainability.py: the depth and size cells on a slice of MNIST; the init
+    gains reach the circuits and rules it trains; a rerun trains nothing."""
+    args = ["--data-root", data_root, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+            "--studies", "depth,size,init", "--rules", "ifa", "--depths", "2", "--sizes", "100",
+            "--gains", "0.5", "--epochs", "1", "--set", "train_size=256", "--no-progress"]
+    run("ifa_trainability.py", *args)
+    rows = json.load(open(tmp_path / "out" / "trainability.json"))["rows"]
+    assert set(rows) == {"depth-ifa-d2", "size-ifa-n100", "init-ifa-w0.5-b0.5"}
+    config = json.load(open(tmp_path / "out" / "runs" / "init-ifa-w0.5-b0.5-s0" / "config.json"))
+    dense = [p["geometry"] for p in config["circuit"]["projections"]]
+    assert all(gm == {"kind": "dense", "init_gain": 0.5} for gm in dense)
+    assert {p["rule"]["B_gain"] for p in config["circuit"]["projections"] if p["rule"]["rule"] == "ifa"} == {0.5}
+    assert len(dense) == 4  # 3 hidden layers of 256
+    depth = json.load(open(tmp_path / "out" / "runs" / "depth-ifa-d2-s0" / "config.json"))
+    assert len(depth["circuit"]["projections"]) == 2
+    size = json.load(open(tmp_path / "out" / "runs" / "size-ifa-n100-s0" / "config.json"))
+    assert size["training"]["train_size"] == 256  # the command line's --set comes last, over the cell's
+    import runpy
+    module = runpy.run_path(os.path.join(REPO, "experiments", "ifa_trainability.py"))
+    grid = module["cells"](["size"], 45.0, ["ifa"], sizes=[100, 60000])
+    assert grid["size-ifa-n100"].sets == {"train_size": 100} and grid["size-ifa-n60000"].sets == {"train_size": 0}
+    again = run("ifa_trainability.py", *args)
+    assert "epoch 1/1" not in again.stderr
