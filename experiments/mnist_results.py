@@ -21,11 +21,28 @@ import statistics
 
 RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o", "pfa-o-square")
 IMPLICIT_R = ("pfa", "pfa-o", "pfa-o-square")  # rules whose runs hold R = WᵀBᵀ + a·E₀
-PROJECTIONS = ("h1->h2", "h2->digits")
+PROJECTIONS = ("h1->h2", "h2->digits")  # the profile's projections (see PROFILES)
 PAPER = {"bp": "98.41 best epoch (5 seeds, 98.36–98.45)", "fa": "below BP", "dfa": "below BP", "usf": "≈ BP",
          "brsf": "≈ BP", "frsf": "≈ BP", "pfa": "≈ BP", "pfa-o": "≈ BP", "pfa-o-square": "≈ BP (PFA-o as the code builds it)"}
 THEORY = {"pfa": "17.5° (expansion 10), ratio 1.05", "pfa-o": "0°, ratio 1", "pfa-o-square": "0°, ratio 1"}
 RUN = re.compile(r"^(?P<rule>[a-z-]+)-s(?P<seed>\d+)$")
+# BioTorch's published MNIST LeNet top-1 errors (REFERENCE.md), as accuracies
+LENET_PAPER = {"bp": "99.09 (BioTorch: error 0.91%)", "fa": "98.30 (BioTorch: error 1.70%)",
+               "dfa": "98.39 (BioTorch: error 1.61%)", "usf": "99.06 (BioTorch: error 0.94%)",
+               "brsf": "99.09 (BioTorch: error 0.91%)", "frsf": "99.03 (BioTorch: error 0.97%)"}
+PROFILES = {  # which projections a table and figure show, and the published numbers beside them
+    "mlp": {"projections": ("h1->h2", "h2->digits"), "paper": PAPER, "theory": THEORY,
+            "title": "MNIST: final results per rule"},
+    "lenet": {"projections": ("p1->c2", "p2->c3", "c3->f4", "f4->classes"), "paper": LENET_PAPER, "theory": {},
+              "title": "MNIST LeNet-5: final results per rule"},
+}
+
+
+def use_profile(name: str) -> None:
+    """Point the table and figures at a circuit's projections and references (module settings)."""
+    global PROJECTIONS, PAPER, THEORY
+    profile = PROFILES[name]
+    PROJECTIONS, PAPER, THEORY = profile["projections"], profile["paper"], profile["theory"]
 
 
 def read_metrics(run_dir: str) -> list[dict]:
@@ -75,6 +92,9 @@ def summarize(done: dict) -> dict:
                "wall_minutes": [sum(e.get("seconds", 0.0) for e in m) / 60 for m in seeds.values()]}
         row["test_acc_mean"], row["test_acc_sd"] = _ms(row["test_acc"])
         row["best_test_acc_mean"], row["best_test_acc_sd"] = _ms(row["best_test_acc"])
+        if all("val_acc" in e for m in seeds.values() for e in m):  # the test accuracy at the best validation epoch
+            row["val_selected_test_acc"] = [max(m, key=lambda e: e["val_acc"])["test_acc"] for m in seeds.values()]
+            row["val_selected_test_acc_mean"], row["val_selected_test_acc_sd"] = _ms(row["val_selected_test_acc"])
         for p in PROJECTIONS:
             for key in ("alignment_deg", "norm_ratio"):
                 vals = [x.get("projections", {}).get(p, {}).get(key, float("nan")) for x in last]
@@ -113,9 +133,12 @@ def _fmt(ms: tuple[float, float], spec: str) -> str:
 
 def table(summary: dict, epochs: int) -> str:
     bp = summary.get("bp", {}).get("test_acc_mean", float("nan"))
+    names = " / ".join(p.replace("->", "→") for p in PROJECTIONS)
+    val = any("val_selected_test_acc_mean" in r for r in summary.values())
     lines = [f"| rule | seeds | final test accuracy (%), {epochs} epochs | vs BP (pp) | best-epoch test accuracy (%) | "
-             "paper | alignment h1→h2 / h2→digits (deg) | norm ratio h1→h2 / h2→digits | wall time per run (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             + ("test accuracy at the best validation epoch (%) | " if val else "")
+             + f"paper | alignment {names} (deg) | norm ratio {names} | wall time per run (min) |",
+             "|---|---|---|---|---|" + ("---|" if val else "") + "---|---|---|---|"]
     for rule, r in summary.items():
         acc = f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_sd']:.2f}"
         best = f"{100 * r['best_test_acc_mean']:.2f} ± {100 * r['best_test_acc_sd']:.2f}"
@@ -124,7 +147,11 @@ def table(summary: dict, epochs: int) -> str:
         ratio = " / ".join(_fmt(r[f"{p} norm_ratio"], ".2f") for p in PROJECTIONS)
         paper = PAPER.get(rule, "—") + (f"; theory {THEORY[rule]}" if rule in THEORY else "")
         wall = _fmt(_ms(r["wall_minutes"]), ".1f")
-        lines.append(f"| {rule} | {len(r['seeds'])} | {acc} | {diff} | {best} | {paper} | {align} | {ratio} | {wall} |")
+        chosen = ""
+        if val:
+            chosen = (f"{100 * r['val_selected_test_acc_mean']:.2f} ± {100 * r['val_selected_test_acc_sd']:.2f} | "
+                      if "val_selected_test_acc_mean" in r else "— | ")
+        lines.append(f"| {rule} | {len(r['seeds'])} | {acc} | {diff} | {best} | {chosen}{paper} | {align} | {ratio} | {wall} |")
     return "\n".join(lines)
 
 
@@ -149,6 +176,8 @@ def initial_records(runs_root: str, done: dict, cache_path: str) -> dict:
                     out.setdefault(rule, {})[seed] = json.load(f)
                 continue
             if name not in cache:
+                if not os.path.exists(os.path.join(path, "config.json")):
+                    continue  # nothing to rebuild from: its curves start at epoch 1
                 with open(os.path.join(path, "config.json")) as f:
                     config = json.load(f)
                 model = rebuild(config["circuit"]).compile(seed=config["seed"])
@@ -212,14 +241,15 @@ def figures(done: dict, out: str, initial: dict | None = None) -> None:
     fig.savefig(os.path.join(out, "learning_curves.png"), dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    fig, axes = plt.subplots(2, len(PROJECTIONS), figsize=(5.5 * len(PROJECTIONS), 7), sharex=True, squeeze=False)
     for col, p in enumerate(PROJECTIONS):
         for row, key in enumerate(("alignment_deg", "norm_ratio")):
             band(axes[row, col], _curves(done, lambda e: e.get("projections", {}).get(p, {}).get(key, float("nan")),
                                          initial))
             axes[row, col].set_title(f"{p}: {'path/weight alignment (deg)' if row == 0 else 'norm ratio'}", fontsize=9)
             axes[row, col].grid(alpha=0.3)
-        axes[0, col].axhline(17.5, color="gray", ls="--", lw=0.8)
+        if "pfa" in THEORY:
+            axes[0, col].axhline(17.5, color="gray", ls="--", lw=0.8)
         axes[1, col].axhline(1.0, color="gray", ls="--", lw=0.8)
         axes[1, col].set_xlabel("epoch (0: at initialisation)")
     axes[0, 0].legend(fontsize=7, ncol=2)
@@ -233,7 +263,10 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", help="folder of RULE-sSEED run directories to take metrics from")
     ap.add_argument("--out", default=os.path.join("docs", "results", "mnist"))
     ap.add_argument("--epochs", type=int, default=40, help="runs with fewer epochs count as unfinished")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="mlp",
+                    help="which circuit's projections and published numbers (mlp: the PFA paper's MLP; lenet: BioTorch's)")
     args = ap.parse_args(argv)
+    use_profile(args.profile)
     runs = os.path.join(args.out, "runs")
     if args.runs:
         copy_runs(args.runs, runs)
@@ -265,7 +298,7 @@ def main(argv=None) -> int:
     if unfinished:
         text += "\n\nUnfinished runs (left out): " + ", ".join(unfinished)
     with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write("# MNIST: final results per rule (generated by experiments/mnist_results.py)\n\n" + text + "\n\n"
+        f.write(f"# {PROFILES[args.profile]['title']} (generated by experiments/mnist_results.py)\n\n" + text + "\n\n"
                 "![learning curves](learning_curves.png)\n\n![alignment and norm ratio](alignment.png)\n")
     figures(done, args.out, initial_records(runs, done, os.path.join(args.out, "initial.json")))
     print(text)

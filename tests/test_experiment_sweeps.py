@@ -177,3 +177,25 @@ def test_trainability_sweep_builds_its_grid_and_resumes(data_root, tmp_path):
     assert grid["size-ifa-n100"].sets == {"train_size": 100} and grid["size-ifa-n60000"].sets == {"train_size": 0}
     again = run("ifa_trainability.py", *args)
     assert "epoch 1/1" not in again.stderr
+
+
+def test_results_table_selects_the_epoch_on_validation_and_takes_lenets_projections(tmp_path):
+    """mnist_results: with validation metrics the table adds the test accuracy of the epoch with
+    the best validation accuracy (not the best test epoch), per seed; --profile lenet reports
+    every error-sending LeNet projection beside BioTorch's published numbers."""
+    projections = {p: {"alignment_deg": 80.0 + i, "norm_ratio": 1.0} for i, p in
+                   enumerate(("p1->c2", "p2->c3", "c3->f4", "f4->classes"))}
+    epochs = [(0.90, 0.95), (0.99, 0.96), (0.95, 0.99)]  # (val, test): validation picks epoch 2 → test 0.96
+    for seed, shift in ((0, 0.0), (1, 0.01)):
+        run_dir = tmp_path / "runs" / f"fa-s{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": i + 1, "train_loss": 0.1, "val_acc": v, "test_acc": t + shift, "seconds": 1.0,
+                        "projections": projections}) + "\n" for i, (v, t) in enumerate(epochs)))
+    run("mnist_results.py", "--out", str(tmp_path), "--epochs", "3", "--profile", "lenet")
+    rules = json.load(open(tmp_path / "results.json"))["rules"]
+    assert rules["fa"]["val_selected_test_acc"] == [0.96, 0.97]
+    assert rules["fa"]["best_test_acc"] == [0.99, 1.0] and rules["fa"]["test_acc"] == [0.99, 1.0]
+    table = (tmp_path / "results.md").read_text()
+    assert "# MNIST LeNet-5" in table and "96.50 ± 0.71" in table and "BioTorch: error 1.70%" in table
+    assert "83.0 ± 0.0" in table and "p1→c2 / p2→c3 / c3→f4 / f4→classes" in table

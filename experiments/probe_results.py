@@ -1,0 +1,108 @@
+"""One page from the probes of several trained runs (``python -m probes``): the curvature,
+robustness and landscape of each rule side by side.
+
+Reads DIR/NAME/probes.json for every NAME under DIR (as ``python -m probes RUN ... --out DIR``
+writes them) and writes DIR/summary.md (table), DIR/summary.json (the table's numbers) and
+DIR/summary.png (Hessian trace and top eigenvalue per run; accuracy against corruption severity,
+averaged over the corruptions; accuracy against the PGD L∞ and L2 budgets), regenerated from the
+committed probes.json files alone:
+
+    python experiments/probe_results.py docs/results/ifa/probes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from circuits.sweep import write_report
+
+
+def load(root: str) -> dict:
+    out = {}
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name, "probes.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                out[name] = json.load(f)
+    if not out:
+        raise SystemExit(f"no NAME/probes.json under {root}")
+    return out
+
+
+def summary(results: dict) -> dict:
+    rows = {}
+    for name, r in results.items():
+        h, c, a = r.get("hessian"), r.get("corruptions"), r.get("attacks")
+        row = {"rule": r["rule"], "seed": r["seed"], "examples": r["examples"]}
+        if h:
+            row.update(trace=h["trace"]["trace"], trace_stderr=h["trace"]["stderr"], top=h["top_eigenvalues"][0],
+                       second=h["top_eigenvalues"][1] if len(h["top_eigenvalues"]) > 1 else float("nan"))
+        if c:
+            kinds = [k for k in c if k != "clean"]
+            row.update(clean=c["clean"], corrupted_by_severity=[float(np.mean([c[k][s] for k in kinds])) for s in range(5)],
+                       corrupted_mean=float(np.mean([c[k] for k in kinds])))
+        if a:
+            row.update(budgets=a["budgets"], attacks=a["accuracy"])
+        rows[name] = row
+    return rows
+
+
+def write(rows: dict, out: str, note: str = "") -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    x = np.arange(len(names))
+    if all("trace" in rows[n] for n in names):
+        axes[0].bar(x, [rows[n]["trace"] for n in names], yerr=[rows[n]["trace_stderr"] for n in names])
+        axes[1].bar(x, [rows[n]["top"] for n in names])
+    for ax, label in [(axes[0], "Hessian trace"), (axes[1], "largest Hessian eigenvalue")]:
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(label)
+    for i, n in enumerate(names):
+        r = rows[n]
+        if "clean" in r:
+            axes[2].plot(range(0, 6), [100 * r["clean"], *[100 * v for v in r["corrupted_by_severity"]]], "o-", ms=3,
+                         color=f"C{i % 10}", label=n)
+        if "attacks" in r:
+            axes[3].plot(r["budgets"]["pgd_linf"], [100 * v for v in r["attacks"]["pgd_linf"]], "o-", ms=3,
+                         color=f"C{i % 10}", label=n)
+    axes[2].set(xlabel="corruption severity (0: clean; mean over the 10 kinds)", ylabel="test accuracy (%)")
+    axes[3].set(xlabel="PGD L∞ budget ε (pixel units)", ylabel="test accuracy (%)")
+    axes[2].legend(fontsize=6)
+    axes[3].legend(fontsize=6)
+    lines = ["# Probes of trained runs", "", note, "",
+             "| run | rule | seed | Hessian trace | λ₁ | λ₂ | clean accuracy | mean corrupted accuracy | "
+             "FGSM ε=0.1 | PGD L∞ ε=0.1 | PGD L2 ε=1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def at(r, kind, eps):
+        if "attacks" not in r or eps not in r["budgets"][kind]:
+            return "—"
+        return f"{100 * r['attacks'][kind][r['budgets'][kind].index(eps)]:.1f}%"
+
+    for n, r in rows.items():
+        trace = f"{r['trace']:.2f} ± {r['trace_stderr']:.2f}" if "trace" in r else "—"
+        l1 = f"{r['top']:.3f}" if "top" in r else "—"
+        l2 = f"{r['second']:.3f}" if "second" in r else "—"
+        clean = f"{100 * r['clean']:.1f}%" if "clean" in r else "—"
+        corr = f"{100 * r['corrupted_mean']:.1f}%" if "corrupted_mean" in r else "—"
+        lines.append(f"| {n} | {r['rule']} | {r['seed']} | {trace} | {l1} | {l2} | {clean} | {corr} | "
+                     f"{at(r, 'fgsm', 0.1)} | {at(r, 'pgd_linf', 0.1)} | {at(r, 'pgd_l2', 1.0)} |")
+    return write_report(out, "summary", {"rows": rows}, fig, lines, "curvature and robustness per run")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("root", help="folder of NAME/probes.json")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args(argv)
+    print(write(summary(load(args.root)), args.root, args.note))
+
+
+if __name__ == "__main__":
+    main()
