@@ -24,10 +24,11 @@ NORMS = (None, "batch")
 CELL_TYPES = {"E": 1.0, "I": -1.0}  # Dale's principle: the sign of every synapse a cell sends
 
 
-def check_cells(name: str, cells, shape: tuple) -> dict | None:
+def check_cells(name: str, cells, shape: tuple, vector: bool = True) -> dict | None:
     """``cells`` as {"E": fraction, "I": fraction} (None: no cell types, signed synapses);
-    ValueError naming the population otherwise. Fractions in [0, 1] summing to 1, on a vector
-    population (a feature map's cells are not typed yet)."""
+    ValueError naming the population otherwise. Fractions in [0, 1] summing to 1; ``vector``: on
+    a vector population only (a feature map's cells are not typed yet; an input's cells, which
+    Dense projections flatten, may have any shape)."""
     if cells is None:
         return None
     if not isinstance(cells, dict) or not cells or set(cells) - set(CELL_TYPES):
@@ -37,7 +38,7 @@ def check_cells(name: str, cells, shape: tuple) -> dict | None:
         raise ValueError(f"population {name!r}: cell-type fractions must be numbers in [0, 1], got {cells!r}")
     if abs(sum(cells.values()) - 1) > 1e-9:
         raise ValueError(f"population {name!r}: cell-type fractions must sum to 1, got {cells!r}")
-    if len(shape) != 1:
+    if vector and len(shape) != 1:
         raise ValueError(f"population {name!r}: cell types are implemented for vector populations, got shape {shape}")
     return {k: cells[k] for k in CELL_TYPES if k in cells}  # E first, as the cells are laid out
 
@@ -112,7 +113,7 @@ class Input(Population):
 
     def __init__(self, name: str, size, cells: dict | None = None):
         super().__init__(name, size)
-        self.cells = check_cells(name, cells, self.shape)
+        self.cells = check_cells(name, cells, self.shape, vector=False)
 
 
 class Layer(Population):
