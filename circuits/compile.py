@@ -25,6 +25,15 @@ from plasticity import BP, Projection, ReadoutError
 from populations import ACTIVATIONS, Input, Layer, Readout
 
 
+def _cell_signs(pre, post) -> dict:
+    """``pre_sign``/``post_sign`` (int8 ±1) of a connectome record, for the sides with cell types."""
+    out = {}
+    for key, signs in (("pre_sign", pre), ("post_sign", post)):
+        if signs is not None:
+            out[key] = signs.to(torch.int8).cpu()
+    return out
+
+
 class PlanStep(NamedTuple):
     """One population of the forward pass: its incoming projections as (name, pre population,
     geometry, carries the population's bias), and whether the bias is added on its own."""
@@ -83,7 +92,8 @@ class CompiledCircuit(nn.Module):
                                       sends_error=input_feedback or not isinstance(pre, Input), seed=self.seed,
                                       post_is_readout=isinstance(pop, Readout),
                                       readout_size=self.readout.size, implicit=implicit_feedback,
-                                      weight=d.get("weight"), connector=d.get("connector"))
+                                      weight=d.get("weight"), connector=d.get("connector"),
+                                      signs={"pre": pre.signs(), "post": pop.signs(), "readout": self.readout.signs()})
                     if not d["plastic"]:
                         proj.weight.requires_grad_(False)
                     self.projections[pn] = proj
@@ -187,7 +197,12 @@ class CompiledCircuit(nn.Module):
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Let projections with implicit feedback follow ``optimizer``'s steps (a step post-hook
-        that advances their scalar state with the settings of W's parameter group)."""
+        that advances their scalar state with the settings of W's parameter group), and keep
+        Dale's principle: after each step every sign-constrained tensor (W, plastic feedback) is
+        projected (``Projection.enforce_dale``: a synapse whose sign flipped is set to zero)."""
+        dale = [p for p in self.projections.values() if p.dale]
+        if dale:
+            optimizer.register_step_post_hook(lambda opt, args, kwargs: self.enforce_dale())
         implicit = [p for p in self.projections.values() if p.implicit]
         if not implicit:
             return
@@ -212,6 +227,13 @@ class CompiledCircuit(nn.Module):
 
         optimizer.register_step_post_hook(advance)
 
+    def enforce_dale(self) -> None:
+        """Project every sign-constrained tensor onto Dale's principle (``attach_optimizer``
+        does it after each optimizer step; call it yourself after a hand-written update)."""
+        for p in self.projections.values():
+            if p.dale:
+                p.enforce_dale()
+
     # -- metrics -------------------------------------------------------------------------------
     def alignment(self) -> dict[str, dict[str, float]]:
         """Per projection that sends errors: angle between Wᵀ and its effective feedback (path
@@ -235,6 +257,9 @@ class CompiledCircuit(nn.Module):
         function of W, as BP's Wᵀ or SF's signs), and for feedback ``forward`` (the forward
         projection it serves). A sparse forward projection (``connect(..., connector=...)``) keeps
         zeros where no synapse exists and adds ``mask`` (bool, W's shape: True = synapse).
+        Under Dale's principle a record adds ``pre_sign`` / ``post_sign`` (int8, ±1: E/I) for its
+        pre (sending) and post (receiving) populations where these have cell types (ē's are set
+        by its rule); records of circuits without cell types are as before.
         """
         records = []
         fwd = self.circuit.projections()
@@ -243,7 +268,8 @@ class CompiledCircuit(nn.Module):
             d = fwd[name]
             records.append({"name": name, "kind": "forward", "pre": d["pre"], "post": d["post"],
                             "weight": p.weight.detach().cpu(), "rule": p.rule.name,
-                            "plastic": bool(d["plastic"]), "transported": False})
+                            "plastic": bool(d["plastic"]), "transported": False,
+                            **_cell_signs(p.signs.get("pre"), p.signs.get("post"))})
             if p.mask_W is not None:
                 records[-1]["mask"] = p.mask_W.detach().cpu()
             if not p.sends_error:
@@ -256,10 +282,13 @@ class CompiledCircuit(nn.Module):
                     tensor = p.effective_feedback()
                 if tensor is None:
                     continue
+                roles = {d["pre"]: "pre", d["post"]: "post", self.readout.name: "readout"}
                 records.append({"name": fname, "kind": "feedback", "pre": f["pre"], "post": f["post"],
                                 "weight": tensor.detach().cpu(), "rule": p.rule.name,
                                 "plastic": bool(f["plastic"]), "transported": bool(f["transported"]),
-                                "forward": name})
+                                "forward": name,
+                                **_cell_signs(p.signs.get(roles.get(f["pre"], "ebar")),
+                                              p.signs.get(roles.get(f["post"], "ebar")))})
         return records
 
     def update_alignment(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -21,12 +21,13 @@ GEOMETRIES = {"dense": Dense, "conv2d": Conv2d, "identity": Identity, "flatten":
 def _population(d: dict):
     shape = tuple(d["shape"])
     size = shape[0] if len(shape) == 1 else shape
+    cells = d.get("cells")  # Dale's principle (absent: signed synapses)
     if d["kind"] == "input":
-        return Input(d["name"], size)
+        return Input(d["name"], size, cells=cells)
     if d["kind"] == "readout":
-        return Readout(d["name"], size, loss=d["loss"], bias=d["bias"])
+        return Readout(d["name"], size, loss=d["loss"], bias=d["bias"], cells=cells)
     if d["kind"] == "layer":
-        return Layer(d["name"], size, activation=d["activation"], bias=d["bias"], norm=d["norm"])
+        return Layer(d["name"], size, activation=d["activation"], bias=d["bias"], norm=d["norm"], cells=cells)
     raise ConfigError(f"population kind {d['kind']!r}")
 
 

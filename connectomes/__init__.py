@@ -19,14 +19,15 @@ from connectomes.files import (ConnectomeFileError, export_sonata, read_connecto
 from connectomes.geometry import (AdaptiveAvgPool2d, AvgPool2d, Block, Conv2d, Dense, Flatten, Geometry,
                                   GlobalAvgPool, Identity, MaxPool2d, ShortcutA, xavier_uniform)
 from connectomes.motifs import cell_graph, motif_census, triad_census
-from connectomes.reciprocity import (NonFiniteWeightError, bootstrap_intervals, circuit_reciprocity, density_sweep,
+from connectomes.reciprocity import (NonFiniteWeightError, bootstrap_intervals, cell_type_reciprocity,
+                                     circuit_reciprocity, density_sweep,
                                      pair_statistics, print_reciprocity, reciprocity_table)
 from connectomes.reference import RAT_CORTEX, REFERENCES, references_for
 
 __all__ = [
     "AllToAll", "FixedProbability", "AdaptiveAvgPool2d", "AvgPool2d", "Block", "Conv2d", "Flatten", "GlobalAvgPool", "MaxPool2d", "ShortcutA",
     "ConnectomeFileError", "Dense", "Geometry", "Identity", "NonFiniteWeightError", "RAT_CORTEX", "REFERENCES", "alignment_deg", "angle_deg", "cell_graph",
-    "bootstrap_intervals", "circuit_reciprocity", "density_sweep", "export_sonata", "motif_census", "norm_ratio", "pair_statistics",
+    "bootstrap_intervals", "cell_type_reciprocity", "circuit_reciprocity", "density_sweep", "export_sonata", "motif_census", "norm_ratio", "pair_statistics",
     "print_reciprocity", "read_connectome", "reciprocity_table", "references_for", "sign_concordance", "triad_census", "write_connectome",
     "write_graph", "xavier_uniform",
 ]

@@ -32,7 +32,7 @@ import torch
 FORMAT = "circuits-connectome"
 VERSION = 1
 ORIENTATION = "post x pre"
-_TENSORS = ("weight", "mask")
+_TENSORS = ("weight", "mask", "pre_sign", "post_sign")  # (older readers skip datasets they do not know)
 
 
 class ConnectomeFileError(ValueError):

@@ -71,6 +71,14 @@ class Geometry:
             return fan_in_normal(shape, generator, self.init_gain)
         return xavier_uniform(shape, generator)
 
+    def init_mean_square(self, shape: tuple) -> float:
+        """E[W²] of ``init_weight``'s draw: 2/(fan_in + fan_out) (Glorot, gain 1) or g²/fan_in;
+        Dale's principle's balanced draw keeps it (``connectomes.dale.balanced_init``)."""
+        fan_in = shape[1] * math.prod(shape[2:])
+        if self.init_gain is not None:
+            return self.init_gain ** 2 / fan_in
+        return 2.0 / (fan_in + shape[0] * math.prod(shape[2:]))
+
     def _init_description(self) -> dict:
         return {} if self.init_gain is None else {"init_gain": self.init_gain}
 

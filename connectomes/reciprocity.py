@@ -495,6 +495,58 @@ def circuit_reciprocity(records: list[dict], *, threshold: float = 0.0, density:
     return out
 
 
+TYPE_PAIRS = ("E→E", "E→I", "I→E", "I→I")  # pre type → post type of the forward synapse
+
+
+def cell_type_reciprocity(records: list[dict], *, threshold: float = 0.0, density: float | None = None,
+                          intervals: int = 0, seed: int = 0) -> dict[str, PairStats]:
+    """Pair statistics split by cell type (Dale's principle), keyed by ``TYPE_PAIRS``: the pairs
+    of pre cell type A and post cell type B of every dense forward projection whose pre and post
+    populations have cell types (records with ``pre_sign`` and ``post_sign``) and whose pre cells
+    receive errors, pooled over those projections (chance computed per projection and type pair).
+    A pair's forward synapse is A → B and its reverse synapse (direct feedback) B → A.
+
+    Within a type pair every synapse's sign is fixed by its sender's type, so strengths are the
+    magnitudes |w| (a synapse exists where |w| > threshold): for E→E these are the positive
+    amplitudes Song et al. (2005) measured between pyramidal cells, a like-for-like comparison;
+    E→I, I→E and I→I are reported beside it, compared with no reference. ``density``: each
+    direction of each type block keeps its strongest synapses at that connection probability.
+    ``{}`` when no record has cell types (older files, circuits without them)."""
+    blocks: dict[str, list[PairBlock]] = {k: [] for k in TYPE_PAIRS}
+    cells: dict[str, list[int]] = {k: [0, 0] for k in TYPE_PAIRS}
+    for item in feedback_routes(records):
+        fwd = item["forward"]
+        if item["route"] == "none" or fwd.get("pre_sign") is None or fwd.get("post_sign") is None:
+            continue
+        F = direct_feedback(item["direct"])
+        w = _numpy(fwd["weight"])
+        check_finite(w, fwd["name"], fwd["pre"], fwd["post"])
+        w = np.abs(w)
+        f = None if F is None else np.abs(F.numpy())
+        pre_e, post_e = _numpy(fwd["pre_sign"]) > 0, _numpy(fwd["post_sign"]) > 0
+        for a, rows in (("E", pre_e), ("I", ~pre_e)):
+            for b, cols in (("E", post_e), ("I", ~post_e)):
+                if not rows.any() or not cols.any():
+                    continue
+                key = f"{a}→{b}"
+                sub_f = None if f is None else f[np.ix_(rows, cols)]
+                blocks[key].append(pair_block(w[np.ix_(cols, rows)], sub_f, threshold, None, None, density,
+                                              f"{fwd['name']} {key}", "F", fwd["pre"], fwd["post"]))
+                cells[key][0] += int(rows.sum())
+                cells[key][1] += int(cols.sum())
+    out = {}
+    for key, bs in blocks.items():
+        if not bs:
+            continue
+        st = _pair_stats(bs, cells[key][0], cells[key][1], density)
+        st.name, st.route = key, "pooled"
+        st.rule = "+".join(sorted({r.get("rule", "") for r in records if r.get("kind") == "forward"}))
+        if intervals:
+            st.intervals = bootstrap_intervals(bs, repeats=intervals, seed=seed)
+        out[key] = st
+    return out
+
+
 def density_sweep(records: list[dict], densities, *, projection: str, threshold: float = 0.0) -> list[dict]:
     """The matched-density statistics of one projection at each density (the dependence of the
     comparison on that choice): a list of ``{"density": p, **PairStats.to_dict()}``."""
@@ -569,6 +621,6 @@ def print_reciprocity(records_or_stats, **kwargs) -> None:
     print(reciprocity_table(stats))
 
 
-__all__ = ["HEADLINE", "NonFiniteWeightError", "direct_feedback", "PairBlock", "PairStats", "pair_block", "projection_pairs", "RAT_CORTEX", "bootstrap_intervals", "check_finite",
+__all__ = ["HEADLINE", "TYPE_PAIRS", "cell_type_reciprocity", "NonFiniteWeightError", "direct_feedback", "PairBlock", "PairStats", "pair_block", "projection_pairs", "RAT_CORTEX", "bootstrap_intervals", "check_finite",
            "circuit_reciprocity", "density_sweep", "feedback_routes", "lognormal_fit", "pair_statistics",
            "pearson", "print_reciprocity", "reciprocity_table", "spearman", "strongest"]

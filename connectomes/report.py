@@ -32,7 +32,8 @@ import numpy as np
 
 from connectomes.files import ConnectomeFileError, read_connectome
 from connectomes.motifs import cell_graph, motif_census
-from connectomes.reciprocity import (HEADLINE, PairStats, bootstrap_intervals, circuit_reciprocity, density_sweep,
+from connectomes.reciprocity import (HEADLINE, PairStats, bootstrap_intervals, cell_type_reciprocity,
+                                     circuit_reciprocity, density_sweep,
                                      direct_feedback,
                                      feedback_routes, fmt, lognormal_fit, projection_pairs, reciprocity_table)
 from connectomes.reference import CLOSE, REFERENCES, RAT_CORTEX, references_for
@@ -737,6 +738,7 @@ def write_report(run_dirs: list[str], out_dir: str, *, motifs: bool = True, moti
         md += ["As stored:", "", reciprocity_table(a.native), "",
                f"At the matched density p = {density:g}:", "", reciprocity_table(a.matched), ""]
 
+    md += _cell_type_section(runs, threshold, density)
     md += _correlation_section(runs, out_dir)
     md += ["## Weight distributions", ""]
     dist = plot_weight_distributions(runs, os.path.join(out_dir, "weight_distributions.png"))
@@ -768,7 +770,10 @@ def write_report(run_dirs: list[str], out_dir: str, *, motifs: bool = True, moti
             "references": [ref.to_dict() for ref in REFERENCES],
             "runs": [{"label": r.label, "path": r.path, "rule": r.rule, "seed": r.seed, "circuit": r.circuit,
                       "test_acc": r.final("test_acc"),
-                      "analysis": next((a.to_dict() for rr, a in pairs if rr is r), None)} for r in runs]}
+                      "analysis": next((a.to_dict() for rr, a in pairs if rr is r), None),
+                      **({"cell_types": {k: st.to_dict() for k, st in cell_type_reciprocity(
+                          r.records, threshold=threshold, density=density).items()}}
+                         if r.records and cell_type_reciprocity(r.records) else {})} for r in runs]}
     _write_atomic(os.path.join(out_dir, "report.json"), json.dumps(plain_json(data), indent=1, allow_nan=False) + "\n")
     path = os.path.join(out_dir, "report.md")
     _write_atomic(path, "\n".join(md) + "\n")
@@ -813,6 +818,38 @@ def _alignment_section(runs: list[Run], out_dir: str) -> list[str]:
                  if c == r.circuit and n in proj else "–" for c, n in cols]
         md.append(f"| {r.label} | " + " | ".join(cells) + " |")
     return md + [""]
+
+
+def cell_type_lines(records: list[dict], label: str, *, threshold: float = 0.0, density: float = DEFAULT_DENSITY) -> list[str]:
+    """The Markdown of one run's statistics split by cell type (Dale's principle), as stored and at
+    the matched density, E→E compared with cortex; [] when its records have no cell types."""
+    native = cell_type_reciprocity(records, threshold=threshold)
+    if not native:
+        return []
+    matched = cell_type_reciprocity(records, threshold=threshold, density=density)
+    lines = [f"### {label}", "", "As stored (strengths are magnitudes |w|: the sign is the sender's type):", "",
+             reciprocity_table(native, reference=False), "",
+             f"At the matched density p = {density:g}:", "", reciprocity_table(matched, reference=False), ""]
+    if "E→E" in matched:
+        lines += [f"E→E against cortex (matched density {density:g}): " + "; ".join(
+            f"{c['label']} {fmt(c['value'], '.2f')} vs {c['study']} {_ref_text(c)}"
+            + ("" if c["close"] is None else (" (close)" if c["close"] else " (not close)"))
+            for c in compare(matched["E→E"])), ""]
+    return lines
+
+
+def _cell_type_section(runs: list[Run], threshold: float, density: float) -> list[str]:
+    body = []
+    for r in runs:
+        if r.records:
+            body += cell_type_lines(r.records, r.label, threshold=threshold, density=density)
+    if not body:
+        return []
+    return ["## Cell types (Dale's principle)", "",
+            "Pairs split by the types of the forward synapse's pre and post cells (A→B; the reverse synapse "
+            "runs B→A), pooled over the projections whose pre and post populations have cell types. Song et "
+            "al. (2005) measured E→E pairs (pyramidal cells, positive EPSP amplitudes): only E→E stands "
+            "beside cortex; E→I, I→E and I→I are reported on their own.", ""] + body
 
 
 def _correlation_section(runs: list[Run], out_dir: str) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from connectomes.dale import balanced_init, project_signs_
 from connectomes.geometry import Geometry
 
 
@@ -140,6 +141,35 @@ class Rule:
 
     def after_step(self, proj: "Projection", group: dict) -> None:
         """Called after each optimizer step with W's parameter group (implicit rules only)."""
+
+    # -- Dale's principle ----------------------------------------------------------------------
+    def sender_signs(self, proj: "Projection", role: str) -> torch.Tensor | None:
+        """The signs of the cells at the source role of a feedback edge ("post", "readout",
+        "ebar"), None when they have no cell type."""
+        return proj.signs.get(role)
+
+    def apply_dale(self, proj: "Projection", generator: torch.Generator) -> None:
+        """Put the rule's feedback tensors under Dale's principle: each feedback synapse has the
+        sign of the cell that sends it (the source of its ``FeedbackEdge``: the post cell for FA,
+        KP, WM and PAL's B; the readout cell for DFA's B). Each tensor whose sender has a cell
+        type is redrawn by ``balanced_init`` with the mean square of the rule's own draw (so gain
+        options carry over) and gets a buffer ``sign_<tensor>`` (its column signs, the senders');
+        plastic ones are projected after every optimizer step (``Projection.enforce_dale``).
+        A transported feedback (the sign of W, i.e. of the *receiving* cell) cannot obey it:
+        ValueError naming the rule and projection."""
+        for edge in self.edges:
+            signs = self.sender_signs(proj, edge.source)
+            if signs is None:
+                continue
+            if edge.transported:
+                raise ValueError(
+                    f"projection {proj.name!r}: {self.name} cannot run under Dale's principle: its feedback "
+                    f"{edge.tensor} is transported from W, so a synapse from {edge.source} cell j to pre cell i has "
+                    "the sign of W[j, i], the sign of the receiving pre cell i, not of the sending cell j")
+            t = getattr(proj, edge.tensor)
+            with torch.no_grad():
+                t.copy_(balanced_init(tuple(t.shape), signs, generator, t.double().square().mean().item(), t.dtype))
+            proj.add_dale(edge.tensor, signs)
 
     def forward(self, proj: "Projection", x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """The post cells' input W x (+ ``bias``, the post population's, fused into the op)."""
@@ -294,7 +324,7 @@ class Projection(nn.Module):
     def __init__(self, name: str, geometry: Geometry, pre_shape: tuple, post_shape: tuple,
                  rule: Rule, sends_error: bool, seed: int, post_is_readout: bool = False,
                  readout_size: int | None = None, implicit: bool = False,
-                 weight: torch.Tensor | None = None, connector=None):
+                 weight: torch.Tensor | None = None, connector=None, signs: dict | None = None):
         super().__init__()
         self.name = name
         self.geometry = geometry
@@ -305,18 +335,31 @@ class Projection(nn.Module):
         self.readout_size = readout_size
         self.attached = False  # set when an optimizer drives the implicit state
         self.state: dict = {}  # small Python state of implicit rules (saved in the state_dict)
+        # Dale's principle: sign vectors of the cells (pre, post, readout; ē set by its rule)
+        self.signs = {k: v for k, v in (signs or {}).items() if v is not None}
+        self.dale: dict[str, str] = {}  # constrained tensor attribute -> its column-sign buffer
         shape = geometry.weight_shape(tuple(pre_shape), tuple(post_shape))
+        pre_signs = self.signs.get("pre")
+        if self.signs and geometry.kind != "dense":
+            raise ValueError(f"projection {name!r}: Dale's principle (cell types) is implemented for Dense "
+                             f"projections, not {geometry.kind}")
         sparse = connector is not None and connector.p < 1
         if sparse and geometry.weightless:
             raise ValueError(f"projection {name!r} is weightless ({geometry.kind}): it has no synapses and "
                              f"takes no connector (got {connector!r})")
         explicit_weight = weight is not None
-        if weight is None:
+        if weight is None and pre_signs is not None:  # balanced E/I draw, the mean square of W's own init
+            weight = balanced_init(tuple(shape), pre_signs, seeded_generator(seed, name, "W"),
+                                   geometry.init_mean_square(tuple(shape)))
+        elif weight is None:
             weight = geometry.init_weight(shape, seeded_generator(seed, name, "W"))
         elif tuple(weight.shape) != tuple(shape):
             raise ValueError(f"projection {name!r}: initial weight of shape {tuple(weight.shape)} does not "
                              f"match W {tuple(shape)}")
         weight = weight.detach().clone()
+        if explicit_weight and pre_signs is not None and bool((weight * pre_signs.to(weight.dtype) < 0).any()):
+            raise ValueError(f"projection {name!r}: the initial weight breaks Dale's principle (a synapse with the "
+                             "opposite sign of its pre cell's type)")
         mask = None
         if sparse:
             base = connector.seed if getattr(connector, "seed", None) is not None else seed
@@ -326,12 +369,32 @@ class Projection(nn.Module):
             weight.mul_(mask.to(weight.dtype))
         self.weight = nn.Parameter(weight)
         self.register_buffer("mask_W", mask)  # None (dense) is not in the state_dict
-        self.implicit = bool(implicit and sends_error and rule.supports_implicit and mask is None)
+        if pre_signs is not None:
+            self.add_dale("weight", pre_signs, buffer="sign_W")
+        # implicit feedback is a closed form of W's unprojected SGD path: not under Dale's principle
+        self.implicit = bool(implicit and sends_error and rule.supports_implicit and mask is None and not self.signs)
         if sends_error:
-            rule.init_feedback(self, seeded_generator(seed, name, "feedback"))
+            generator = seeded_generator(seed, name, "feedback")
+            rule.init_feedback(self, generator)
+            if self.signs:  # after the rule's own draws (their scale), before any connector thins them
+                rule.apply_dale(self, generator)
             if rule.connector is not None:
                 rule.apply_connector(self, seed)
 
+    def add_dale(self, tensor: str, signs: torch.Tensor, buffer: str | None = None) -> None:
+        """Constrain ``tensor`` (an attribute, receiver × sender) to the column signs ``signs``:
+        kept as the buffer ``sign_<tensor>`` and enforced by ``enforce_dale``."""
+        buffer = buffer or f"sign_{tensor}"
+        t = getattr(self, tensor)
+        self.register_buffer(buffer, signs.to(t.dtype).clone())
+        self.dale[tensor] = buffer
+
+    @torch.no_grad()
+    def enforce_dale(self) -> None:
+        """Dale's principle after an optimizer step: every constrained tensor (W, plastic and
+        fixed feedback) loses the synapses whose sign flipped (set to 0; ``project_signs_``)."""
+        for tensor, buffer in self.dale.items():
+            project_signs_(getattr(self, tensor), getattr(self, buffer))
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """The post cells' input W x from the pre activity x (batch × pre shape), plus ``bias``
         (the post population's, 1-D: one per cell or channel) when given: fused into the same
@@ -372,4 +435,5 @@ class Projection(nn.Module):
 
     def extra_repr(self) -> str:
         sparse = "" if self.mask_W is None else f" (sparse, {self.mask_W.float().mean().item():.3f} of synapses)"
-        return f"{self.name}: {self.geometry!r} W{tuple(self.weight.shape)}{sparse}, rule={self.rule!r}"
+        dale = f", Dale's principle on {', '.join(self.dale)}" if self.dale else ""
+        return f"{self.name}: {self.geometry!r} W{tuple(self.weight.shape)}{sparse}, rule={self.rule!r}{dale}"

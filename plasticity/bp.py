@@ -11,3 +11,9 @@ class BP(Rule):
 
     def feedback_tensor(self, proj, W):
         return W.transpose(0, 1)
+
+    def apply_dale(self, proj, generator):
+        """Under Dale's principle BP is the reference, not a model: W obeys the constraint (the
+        step is projected) and its error is the exact gradient of the constrained network, sent
+        through the transported Wᵀ, whose synapse from post cell j to pre cell i has the sign of
+        the *receiving* cell i; that transport is not a synapse set, so nothing is constrained."""

@@ -48,3 +48,9 @@ class IFA(Rule):
 
     def feedback_tensor(self, proj, W):
         return proj.B
+
+    def apply_dale(self, proj, generator):
+        if proj.signs.get("post") is not None:
+            raise ValueError(f"projection {proj.name!r}: ifa cannot run under Dale's principle: B is built at an "
+                             "exact angle to W₀ᵀ, whose entries have the signs of the receiving pre cells; a B with "
+                             "the signs of its sending post cells cannot keep that angle")

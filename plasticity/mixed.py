@@ -75,6 +75,11 @@ class Mixed(Rule):
     def intermediate_shape(self, post_shape, geometry):
         return (self.n_bar(post_shape[0]),) if self.has["pfa"] else None
 
+    def apply_dale(self, proj, generator):
+        if proj.signs.get("post") is not None:
+            raise ValueError(f"projection {proj.name!r}: mixed feedback is not implemented under Dale's principle "
+                             "(use kp, fa or pfa on their own)")
+
     def check(self, projection, geometry, readouts):
         if geometry.kind != "dense":
             raise ValueError(f"projection {projection!r}: {self.name} is implemented for Dense projections only, "

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from connectomes.dale import balanced_init
 from connectomes.geometry import xavier_uniform
 from plasticity.base import FeedbackEdge, Rule, advance_decay, feedback_init, gain_option, start_decay
 
@@ -144,6 +145,48 @@ class PFA(Rule):
         proj.register_buffer("BtB", unmix(B, B, g))  # BᵀB per group, stacked: C_out × C_out/g
         proj.register_buffer("E0B", unmix(B, E0.transpose(0, 1), g).transpose(0, 1).contiguous())
         start_decay(proj)
+
+    def apply_dale(self, proj, generator):
+        """PFA under Dale's principle. B (ē × post) has the signs of the post cells that send it;
+        ē cells are both E and I, alternating (k even: E), and R (pre × ē) has the signs of the ē
+        cells. Both types are needed: the entries of Wᵀ that R B learns have the sign of the
+        receiving pre cell, so a pre cell hears post cell j through the ē cells of the type that
+        gives W[j, i]'s sign (the others' synapses settle at zero): (R B)[i, j] =
+        s_j Σ_k R[i, k] |B[k, j]| takes either sign, which a direct feedback synapse from j cannot.
+        PFA-o: B must stay semi-orthogonal (BᵀB = I) with one sign per column, so its columns have
+        disjoint supports: post cell j projects to its own block of about N̄/N_out ē cells, the
+        block alternating E, I (at least 2 ē cells per post cell: N̄ ≥ 2 N_out), with random
+        non-negative magnitudes of unit norm per column. B_init="identity" (one ē cell per post
+        cell) is refused."""
+        post = proj.signs.get("post")
+        if post is None:
+            return
+        n_bar, n_out = proj.B.shape
+        B_init = self.options["B_init"]
+        with torch.no_grad():
+            if B_init in ("orthogonal", "identity"):
+                if n_bar < 2 * n_out:
+                    raise ValueError(
+                        f"projection {proj.name!r}: {self.name} under Dale's principle needs at least two ē cells (an "
+                        f"E and an I) per post cell for a sign-constrained semi-orthogonal B; N̄ = {n_bar} for "
+                        f"{n_out} post cells (use pfa or pfa-o with expansion >= 2)")
+                owner = torch.arange(n_bar) * n_out // n_bar  # contiguous blocks, one per post cell
+                start = torch.searchsorted(owner, owner, right=False)
+                ebar = torch.where((torch.arange(n_bar) - start) % 2 == 0, 1.0, -1.0).double()
+                mag = torch.randn(n_bar, generator=generator, dtype=torch.float64).abs()
+                B = torch.zeros(n_bar, n_out, dtype=torch.float64)
+                B[torch.arange(n_bar), owner] = mag
+                B /= B.norm(dim=0, keepdim=True)
+                proj.B.copy_(B * post)
+            else:
+                ebar = torch.where(torch.arange(n_bar) % 2 == 0, 1.0, -1.0).double()
+                proj.B.copy_(balanced_init((n_bar, n_out), post, generator, proj.B.double().square().mean().item(),
+                                           proj.B.dtype))
+            proj.signs["ebar"] = ebar
+            proj.R.copy_(balanced_init(tuple(proj.R.shape), ebar, generator, proj.R.double().square().mean().item(),
+                                       proj.R.dtype))
+        proj.add_dale("B", post)
+        proj.add_dale("R", ebar)
 
     def _init_B(self, n_bar, n_out, groups, generator):
         init = self.options["B_init"]

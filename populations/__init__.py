@@ -8,12 +8,15 @@ norm, then the activation).
 """
 from populations.population import (
     ACTIVATIONS,
+    CELL_TYPES,
     NORMS,
     Input,
     Intermediate,
     Layer,
     Population,
     Readout,
+    cell_signs,
+    check_cells,
 )
 
-__all__ = ["ACTIVATIONS", "NORMS", "Input", "Intermediate", "Layer", "Population", "Readout"]
+__all__ = ["ACTIVATIONS", "CELL_TYPES", "cell_signs", "check_cells", "NORMS", "Input", "Intermediate", "Layer", "Population", "Readout"]

@@ -21,6 +21,37 @@ ACTIVATIONS = {
 
 NORMS = (None, "batch")
 
+CELL_TYPES = {"E": 1.0, "I": -1.0}  # Dale's principle: the sign of every synapse a cell sends
+
+
+def check_cells(name: str, cells, shape: tuple, vector: bool = True) -> dict | None:
+    """``cells`` as {"E": fraction, "I": fraction} (None: no cell types, signed synapses);
+    ValueError naming the population otherwise. Fractions in [0, 1] summing to 1; ``vector``: on
+    a vector population only (a feature map's cells are not typed yet; an input's cells, which
+    Dense projections flatten, may have any shape)."""
+    if cells is None:
+        return None
+    if not isinstance(cells, dict) or not cells or set(cells) - set(CELL_TYPES):
+        raise ValueError(f"population {name!r}: cells must be a dict of cell types {{'E': fraction, 'I': fraction}}, "
+                         f"got {cells!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in cells.values()):
+        raise ValueError(f"population {name!r}: cell-type fractions must be numbers in [0, 1], got {cells!r}")
+    if abs(sum(cells.values()) - 1) > 1e-9:
+        raise ValueError(f"population {name!r}: cell-type fractions must sum to 1, got {cells!r}")
+    if vector and len(shape) != 1:
+        raise ValueError(f"population {name!r}: cell types are implemented for vector populations, got shape {shape}")
+    return {k: cells[k] for k in CELL_TYPES if k in cells}  # E first, as the cells are laid out
+
+
+def cell_signs(cells: dict | None, n: int) -> torch.Tensor | None:
+    """The sign of each of ``n`` cells (float64: +1 E, −1 I), None without cell types. The first
+    round(f_E · n) cells are excitatory, the rest inhibitory (a fixed, ordered assignment: the
+    same cells keep their type across seeds, and a slice [:n_E] is the E population)."""
+    if cells is None:
+        return None
+    n_e = int(round(cells.get("E", 0.0) * n))
+    return torch.cat([torch.ones(n_e, dtype=torch.float64), -torch.ones(n - n_e, dtype=torch.float64)])
+
 LOSSES = {
     "cross_entropy": lambda out, target: F.cross_entropy(out, target),
     "mse": lambda out, target: F.mse_loss(out, F.one_hot(target, out.shape[-1]).to(out.dtype)),
@@ -48,6 +79,7 @@ class Population:
             raise ValueError(f"population {name!r}: size must be a positive int or a tuple of them, got {size!r}")
         self.name = name
         self.shape = shape
+        self.cells: dict | None = None  # Dale's principle: {"E": f, "I": 1 − f}; None: signed synapses
 
     @property
     def size(self) -> int:
@@ -56,7 +88,13 @@ class Population:
 
     def describe(self) -> dict:
         """JSON-ready description (for config.json and the graph export)."""
-        return {"kind": self.kind, "name": self.name, "shape": list(self.shape)}
+        out = {"kind": self.kind, "name": self.name, "shape": list(self.shape)}
+        return out if self.cells is None else {**out, "cells": dict(self.cells)}
+
+    def signs(self) -> torch.Tensor | None:
+        """Each cell's sign under Dale's principle (+1 E, −1 I; float64, ``size`` long), None
+        when the population has no cell types."""
+        return cell_signs(self.cells, self.size)
 
     def __repr__(self) -> str:
         shape = self.shape[0] if len(self.shape) == 1 else self.shape
@@ -64,10 +102,18 @@ class Population:
 
 
 class Input(Population):
-    """Cells clamped to the data (x only; they receive no error)."""
+    """Cells clamped to the data (x only; they receive no error).
+
+    ``cells``: None (the default: the afferents' synapses are signed, unconstrained) or
+    {"E": f, "I": 1 − f}: Dale's principle for the synapses the input cells send (e.g. {"E": 1}
+    for excitatory afferents)."""
 
     kind = "input"
     compartments = ("x",)
+
+    def __init__(self, name: str, size, cells: dict | None = None):
+        super().__init__(name, size)
+        self.cells = check_cells(name, cells, self.shape, vector=False)
 
 
 class Layer(Population):
@@ -78,13 +124,17 @@ class Layer(Population):
     vector, BatchNorm2d for a feature map), before the activation; its affine parameters are
     forward parameters, trained by exact BP inside the population (local to its cells).
     ``bias`` defaults to True without a norm and False with one (the norm's shift replaces it).
+    ``cells``: None (signed synapses, the default) or {"E": f, "I": 1 − f}: Dale's principle,
+    every synapse a cell sends (forward, and feedback it sends as a post cell) has its cell's
+    sign; the first round(f · N) cells are E, the rest I (``cell_signs``).
     """
 
     kind = "layer"
 
     def __init__(self, name: str, size, activation: str = "relu", bias: bool | None = None,
-                 norm: str | None = None):
+                 norm: str | None = None, cells: dict | None = None):
         super().__init__(name, size)
+        self.cells = check_cells(name, cells, self.shape)
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"population {name!r}: unknown activation {activation!r} (known: {', '.join(ACTIVATIONS)})"
@@ -106,12 +156,16 @@ class Readout(Layer):
     """Output cells: linear (identity transfer), compared with the target by ``loss``.
 
     The readout's error e_L = ∂loss/∂(readout activity) is where every error starts.
+    ``cells``: the readout cells' types under Dale's principle; they send no forward synapse, so
+    their type is the sign of the feedback they send (FA's/KP's B into the last hidden layer,
+    DFA's B into every layer).
     """
 
     kind = "readout"
 
-    def __init__(self, name: str, size, loss: str = "cross_entropy", bias: bool = True):
-        super().__init__(name, size, activation="identity", bias=bias)
+    def __init__(self, name: str, size, loss: str = "cross_entropy", bias: bool = True,
+                 cells: dict | None = None):
+        super().__init__(name, size, activation="identity", bias=bias, cells=cells)
         if loss not in LOSSES:
             raise ValueError(f"population {name!r}: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
         self.loss = loss

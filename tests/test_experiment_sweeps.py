@@ -199,3 +199,31 @@ def test_results_table_selects_the_epoch_on_validation_and_takes_lenets_projecti
     table = (tmp_path / "results.md").read_text()
     assert "# MNIST LeNet-5" in table and "96.50 ± 0.71" in table and "BioTorch: error 1.70%" in table
     assert "83.0 ± 0.0" in table and "p1→c2 / p2→c3 / c3→f4 / f4→classes" in table
+
+
+def test_dale_sweep_keeps_signs_records_cell_types_and_regenerates(data_root, tmp_path):
+    """experiments/mnist_dale.py on a slice: the Dale circuit trains (every constrained tensor
+    of the checkpoint has its senders' signs), each run gets cell_types.json with the four type
+    pairs, the unconstrained runs stand beside it, and --report-only writes the same table."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = ["--data-root", data_root, "--out", str(out), "--work", str(work), "--rules", "kp,pfa-o", *SLICE]
+    run("mnist_dale.py", *args)
+    rows = json.load(open(out / "dale.json"))["rows"]
+    assert [(r["rule"], r["seeds"], r["signed_seeds"]) for r in rows] == [("kp", [0], [0]), ("pfa-o", [0], [0])]
+    # four steps at lr 0.01 leave the Dale circuit near chance, the signed run is the committed first epoch
+    assert all(abs(r["test_acc"] - 0.1) < 0.1 and r["signed_test_acc"] > 0.9 for r in rows), rows
+    for name in ("kp-dale-s0", "pfa-o-dale-s0"):
+        types = json.load(open(out / "runs" / name / "cell_types.json"))
+        assert list(types["matched"]) == ["E→E", "E→I", "I→E", "I→I"]
+        assert sorted(os.listdir(out / "runs" / name)) == ["cell_types.json", "config.json", "initial.json", "metrics.jsonl"]
+    model = load_checkpoint(str(work / "pfa-o-dale-s0" / "checkpoint.pt"))["model"]
+    for proj in ("h1->h2", "h2->digits"):
+        for tensor, signs in (("weight", "sign_W"), ("B", "sign_B"), ("R", "sign_R")):
+            t, s = model[f"projections.{proj}.{tensor}"], model[f"projections.{proj}.{signs}"]
+            assert int((t * s < 0).sum()) == 0, (proj, tensor)
+    assert "projections.pixels->h1.sign_W" not in model  # signed afferents
+    page = (out / "dale.md").read_text().split("\n")[4:]
+    import shutil
+    shutil.rmtree(work)  # the page comes back from OUT/runs alone, cell types included
+    again = run("mnist_dale.py", *args, "--report-only")
+    assert "epoch 1/1" not in again.stderr and (out / "dale.md").read_text().split("\n")[4:] == page
