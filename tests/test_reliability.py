@@ -241,7 +241,7 @@ def test_torch_compile_traces_every_rule_in_one_graph(rule):
     from torch._dynamo.utils import counters
     torch.manual_seed(0)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    options = {"expansion": 4} if rule.startswith("pfa") else {}
+    options = {"expansion": 4} if rule in ("pfa", "pfa-o") else {}  # pfa-o-square: N̄ = N_out by definition
     models = []
     for compiled in (False, True):
         m = zoo.mlp((784, 24, 24, 10), feedback=make_rule(rule, **options)).compile(implicit_feedback=True)
