@@ -1,0 +1,200 @@
+"""Mutation testing of circuits/, plasticity/ and connectomes/ with cosmic-ray (not in CI: slow).
+
+Each package's mutants are enumerated by cosmic-ray (``cosmic-ray init``: every operator at
+every place it applies); a seeded random sample of them (``--sample``; all with ``--sample 0``)
+is run one by one with ``cosmic-ray mutate-and-test`` in a scratch git worktree of HEAD (the
+working tree is never touched), each against the package's own test files (``TESTS``), stopping
+at the first failure. Outcomes go to OUT/PACKAGE.jsonl as they finish, so an interrupted run
+resumes where it stopped; OUT/mutation.md and OUT/mutation.json summarise them:
+
+    score = killed / (killed + survived)
+
+over the sampled mutants (incompetent mutants, which do not even import, and timeouts count as
+killed, as cosmic-ray counts them), with a 95% Wilson interval for the whole package's score
+(the sample is uniform over its mutants), and every survivor's diff for explanation.
+
+    python tools/mutation.py --packages plasticity,connectomes,circuits --sample 300 --out benchmarks/results/mutation
+    python tools/mutation.py --report-only --out benchmarks/results/mutation
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+TESTS = {  # each package's tests: the files that exercise it directly
+    "plasticity": ["tests/test_rules.py", "tests/test_equivalences.py", "tests/test_conv_rules.py",
+                   "tests/test_sparse_feedback.py", "tests/test_liao.py", "tests/test_init_gains.py",
+                   "tests/test_mixed.py", "tests/test_noise_alignment.py", "tests/test_dale.py"],
+    "connectomes": ["tests/test_connectome_reciprocity.py", "tests/test_connectome_motifs.py",
+                    "tests/test_connectome_files.py", "tests/test_connectome_records.py", "tests/test_connectome_kp.py",
+                    "tests/test_conv_geometry.py", "tests/test_sparse_forward.py", "tests/test_metrics.py",
+                    "tests/test_dale_connectome.py", "tests/test_init_gains.py"],
+    "circuits": ["tests/test_training_loop.py", "tests/test_run_folders.py", "tests/test_reliability.py",
+                 "tests/test_faults.py", "tests/test_data_integrity.py", "tests/test_zoo.py", "tests/test_conv_data.py",
+                 "tests/test_errors.py", "tests/test_zoo_convert.py", "tests/test_equivalences.py"],
+}
+
+
+def test_command(package: str) -> str:
+    files = " ".join(TESTS[package])
+    return f"{shlex.quote(PYTHON)} -m pytest -x -q -p no:cacheprovider {files}"
+
+
+def enumerate_mutants(package: str, workdir: str) -> list[dict]:
+    """Every mutant cosmic-ray makes of ``package``: [{"job" (MODULE:OPERATOR:OCCURRENCE), "module",
+    "operator", "occurrence", "line", "definition"}], in a fixed order (so a seeded sample repeats)."""
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    config = os.path.join(workdir, f"{package}.toml")
+    with open(config, "w") as f:
+        f.write(f'[cosmic-ray]\nmodule-path = "{package}"\ntimeout = 600.0\nexcluded-modules = []\n'
+                f'test-command = "true"\n[cosmic-ray.distributor]\nname = "local"\n')
+    db = os.path.join(workdir, f"{package}.sqlite")
+    subprocess.run([PYTHON, "-m", "cosmic_ray.cli", "init", config, db], cwd=workdir, check=True,
+                   capture_output=True)
+    with use_db(db, WorkDB.Mode.open) as work:
+        items = list(work.work_items)
+    out = []
+    for item in items:
+        m = item.mutations[0]
+        key = f"{m.module_path}:{m.operator_name}:{m.occurrence}"  # stable across enumerations (job ids are not)
+        out.append({"job": key, "module": str(m.module_path), "operator": m.operator_name,
+                    "occurrence": m.occurrence, "line": m.start_pos[0], "definition": m.definition_name})
+    return sorted(out, key=lambda r: (r["module"], r["line"], r["operator"], r["occurrence"]))
+
+
+def run_mutant(mutant: dict, package: str, workdir: str, timeout: float) -> dict:
+    """Apply one mutant in ``workdir`` (a scratch checkout), run the package's tests, restore."""
+    start = time.time()
+    try:
+        proc = subprocess.run([PYTHON, "-m", "cosmic_ray.cli", "mutate-and-test", mutant["module"], mutant["operator"],
+                               str(mutant["occurrence"]), test_command(package)], cwd=workdir, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        outcome = result.get("test_outcome") or result.get("worker_outcome")
+        diff = result.get("diff")
+    except subprocess.TimeoutExpired:
+        outcome, diff = "timeout", None
+        subprocess.run(["git", "checkout", "--", mutant["module"]], cwd=workdir)  # undo a mutation left behind
+    return {**mutant, "outcome": outcome, "diff": diff, "seconds": round(time.time() - start, 1)}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def summarise(out: str) -> dict:
+    packages = {}
+    for package in TESTS:
+        path = os.path.join(out, f"{package}.jsonl")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        meta = json.load(open(os.path.join(out, f"{package}.meta.json")))
+        counts = {}
+        for r in rows:
+            counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+        killed = sum(counts.get(k, 0) for k in ("killed", "incompetent", "timeout"))
+        survived = counts.get("survived", 0)
+        lo, hi = wilson(killed, killed + survived)
+        packages[package] = {"mutants": meta["mutants"], "sampled": meta["sampled"], "seed": meta["seed"],
+                             "commit": meta["commit"], "run": len(rows), "outcomes": counts,
+                             "score": killed / (killed + survived) if killed + survived else float("nan"),
+                             "interval95": [lo, hi], "hours": sum(r["seconds"] for r in rows) / 3600,
+                             "survivors": [r for r in rows if r["outcome"] == "survived"]}
+    return packages
+
+
+def write(packages: dict, out: str) -> None:
+    with open(os.path.join(out, "mutation.json"), "w") as f:
+        json.dump(packages, f, indent=1)
+    lines = ["# Mutation testing (tools/mutation.py, cosmic-ray)", "",
+             "score = killed / (killed + survived) over a uniform random sample of each package's mutants "
+             "(incompetent and timed-out mutants count as killed); 95% Wilson interval for the package. "
+             "Each mutant runs against the package's own test files (`tools/mutation.py: TESTS`).", "",
+             "| package | mutants | sampled | run | killed | survived | incompetent | timeout | score | 95% interval | CPU hours | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p, s in packages.items():
+        o = s["outcomes"]
+        lines.append(f"| {p} | {s['mutants']} | {s['sampled']} | {s['run']} | {o.get('killed', 0)} | {o.get('survived', 0)} | "
+                     f"{o.get('incompetent', 0)} | {o.get('timeout', 0)} | {100 * s['score']:.1f}% | "
+                     f"{100 * s['interval95'][0]:.1f}–{100 * s['interval95'][1]:.1f}% | {s['hours']:.2f} | {s['commit'][:7]} |")
+    for p, s in packages.items():
+        if s["survivors"]:
+            lines += ["", f"## Surviving mutants: {p}", ""]
+            for r in s["survivors"]:
+                lines += [f"- `{r['module']}:{r['line']}` ({r['definition']}), {r['operator']} #{r['occurrence']}: "
+                          "explanation pending", "", "```diff", (r["diff"] or "").strip(), "```", ""]
+    with open(os.path.join(out, "mutation.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--packages", default="plasticity,connectomes,circuits")
+    ap.add_argument("--sample", type=int, default=300, help="mutants per package (0: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's test run")
+    ap.add_argument("--out", default=os.path.join("benchmarks", "results", "mutation"))
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if not args.report_only:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
+            workdir = os.path.join(scratch, "repo")
+            subprocess.run(["git", "worktree", "add", "--detach", workdir, commit], cwd=REPO, check=True, capture_output=True)
+            shared = os.path.join(os.path.dirname(REPO), "shared")
+            if os.path.isdir(shared) and not os.path.exists(os.path.join(scratch, "shared")):
+                os.symlink(shared, os.path.join(scratch, "shared"))  # the tests find ../shared/data
+            try:
+                for package in [p for p in args.packages.split(",") if p]:
+                    if package not in TESTS:
+                        raise SystemExit(f"unknown package {package!r} (known: {', '.join(TESTS)})")
+                    mutants = enumerate_mutants(package, workdir)
+                    sample = mutants if args.sample <= 0 else random.Random(args.seed).sample(mutants, min(args.sample, len(mutants)))
+                    meta_path = os.path.join(args.out, f"{package}.meta.json")
+                    meta = {"mutants": len(mutants), "sampled": len(sample), "seed": args.seed, "commit": commit}
+                    if os.path.exists(meta_path) and json.load(open(meta_path))["commit"] != commit:
+                        print(f"{package}: earlier results are of another commit; they stay and count", file=sys.stderr)
+                    with open(meta_path, "w") as f:
+                        json.dump(meta, f)
+                    results = os.path.join(args.out, f"{package}.jsonl")
+                    done = set()
+                    if os.path.exists(results):
+                        with open(results) as f:
+                            done = {json.loads(line)["job"] for line in f if line.strip()}
+                    for i, mutant in enumerate(sample):
+                        if mutant["job"] in done:
+                            continue
+                        r = run_mutant(mutant, package, workdir, args.timeout)
+                        with open(results, "a") as f:
+                            f.write(json.dumps(r) + "\n")
+                        print(f"{package} {i + 1}/{len(sample)} {r['module']}:{r['line']} {r['operator']}: {r['outcome']} "
+                              f"({r['seconds']} s)", file=sys.stderr, flush=True)
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", workdir], cwd=REPO, capture_output=True)
+    packages = summarise(args.out)
+    write(packages, args.out)
+    print(open(os.path.join(args.out, "mutation.md")).read())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
