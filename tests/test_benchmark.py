@@ -77,3 +77,26 @@ def test_connectome_stats_benchmark_writes_its_table(tmp_path):
     rows = json.load(open(tmp_path / "connectome_stats.json"))["rows"]
     assert len(rows) == 5 and all(r["median_s"] > 0 and len(r["times_s"]) == 1 for r in rows)
     assert "| pair_statistics, dense 60×60 (W and F) |" in (tmp_path / "connectome_stats.md").read_text()
+
+
+def test_memory_benchmark_counts_known_bytes_and_repeats_exactly(tmp_path):
+    """benchmarks/memory.py on the tiny MLP (16-16-16-10): plain BP holds its weights, gradients and
+    momentum (3 × 714 float32 = 8568 bytes) when the step starts; FA holds besides them its B of the
+    two projections that send errors (16·16 + 16·10 floats); the step's own extra bytes are
+    the same for both (activations and new gradients); a second run gives the same bytes."""
+    import memory
+
+    args = ["--workload", "overhead", "--rules", "fa,pfa", "--warmup", "1", "--tag", "test"]
+    memory.main([*args, "--out", str(tmp_path / "a")])
+    memory.main([*args, "--out", str(tmp_path / "b")])
+    rows = json.load(open(tmp_path / "a" / "memory.json"))["overhead-test"]["rows"]
+    assert rows == json.load(open(tmp_path / "b" / "memory.json"))["overhead-test"]["rows"]
+    assert set(rows) == {"plain PyTorch BP", "fa", "pfa", "pfa (explicit ē route)", "pfa (R as parameter)"}
+    bp, fa = rows["plain PyTorch BP"], rows["fa"]
+    assert bp["held_bytes"] == 3 * 4 * (16 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10) == 8568
+    assert fa["held_bytes"] - bp["held_bytes"] == 4 * (16 * 16 + 16 * 10)
+    assert fa["peak_bytes"] - fa["held_bytes"] == bp["peak_bytes"] - bp["held_bytes"] > 0
+    assert bp["ratio_to_plain_bp"] == 1.0 and fa["ratio_to_plain_bp"] == fa["peak_bytes"] / bp["peak_bytes"]
+    assert fa["target"] == 1.10 and fa["met"] is False and "target" not in rows["pfa (explicit ē route)"]
+    table = (tmp_path / "a" / "memory.md").read_text()
+    assert "| fa | 0.010 | 0.011 | 1.173 | ≤ 1.10 **not met** |" in table
