@@ -211,7 +211,8 @@ def measure(steps, device, reps, per_rep, warmup):
 def git_commit() -> str | None:
     """The commit of the code being timed (with "+changes" if its code differs from it)."""
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True, check=True).stdout
+        root = os.path.dirname(HERE)  # the repository's root: pathspecs below cover all of its code
+        run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
         dirty = run("status", "--porcelain", "--untracked-files=no", "--", "*.py", "*.toml").strip()
         return run("rev-parse", "--short", "HEAD").strip() + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

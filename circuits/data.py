@@ -11,7 +11,10 @@ A data set is named by a string, optionally with options: ``"mnist"``, ``"cifar1
 - ``imagenet``: ``torchvision.datasets.ImageFolder`` on ROOT/imagenet/train and ROOT/imagenet/val
   (one folder per class; ROOT itself may hold train/ and val/), read by a DataLoader:
   RandomResizedCrop(image_size) + flip for training, Resize(image_size·256/224) +
-  CenterCrop(image_size) for evaluation. Options: ``image_size`` (224), ``workers``.
+  CenterCrop(image_size) for evaluation. Options: ``image_size`` (224), ``workers``, ``decoder``:
+  ``pil`` (ImageFolder's PIL decoding, the default) or ``torchvision`` (``torchvision.io.decode_image``
+  to a uint8 tensor, cropped and resized as a tensor with antialiasing; the same images up to
+  decoding and resampling differences, see benchmarks/data_pipeline.py for its speed).
 - ``fake_cifar10``, ``fake_cifar100``: generated CIFAR-shaped data (class templates plus noise),
   for tests and smoke runs; options ``train`` and ``test`` (sizes).
 - ``fake_imagenet``: generated ImageNet-shaped data in memory (1000 classes, 224², class templates
@@ -62,11 +65,12 @@ MD5 = {"mnist": {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
                  "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"}}
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000  # ILSVRC-2012
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DECODERS = ("pil", "torchvision")  # ImageNet's JPEG decoding: PIL (ImageFolder's own), torchvision.io
 OPTIONS = {  # the options each kind of data set takes, with their defaults
     "memory": {},
     "cifar": {"augment": True},
     "fake": {"augment": True, "train": 1024, "test": 256},
-    "imagenet": {"augment": True, "image_size": 224, "workers": min(8, os.cpu_count() or 1)},
+    "imagenet": {"augment": True, "image_size": 224, "workers": min(8, os.cpu_count() or 1), "decoder": "pil"},
     "fake_imagenet": {"train": 256, "test": 64, "classes": 1000, "image_size": 224},
 }
 
@@ -212,6 +216,11 @@ def _options(spec: str, kind: str, given: dict) -> dict:
         raise DataError(f"data set {spec!r}: unknown option {unknown[0]!r} (options: {', '.join(known) or 'none'})")
     out = dict(known)
     for key, value in given.items():
+        if isinstance(known[key], str):
+            if value not in DECODERS:
+                raise DataError(f"data set {spec!r}: {key}={value!r} is not one of {', '.join(DECODERS)}")
+            out[key] = value
+            continue
         try:
             if isinstance(known[key], bool):
                 if value.lower() not in ("true", "false", "1", "0"):
@@ -458,16 +467,11 @@ def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
                         "pass --data-root DIR, or try the experiment end to end on generated data with "
                         "--set data=fake_imagenet (options: train, test, classes, image_size)")
     import torchvision
-    from torchvision import transforms as T
 
-    size = options["image_size"]
-    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    evaluation = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *normalise])
-    training = (T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *normalise])
-                if options["augment"] else evaluation)
+    training, evaluation, loader = imagenet_transforms(options)
     try:
-        train = torchvision.datasets.ImageFolder(os.path.join(where, "train"), training)
-        test = torchvision.datasets.ImageFolder(os.path.join(where, "val"), evaluation)
+        train = torchvision.datasets.ImageFolder(os.path.join(where, "train"), training, loader=loader)
+        test = torchvision.datasets.ImageFolder(os.path.join(where, "val"), evaluation, loader=loader)
     except (RuntimeError, FileNotFoundError, OSError) as err:
         raise DataError(f"ImageNet under {where} could not be read: {err}") from None
     if train.classes != test.classes:
@@ -486,6 +490,31 @@ def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
         train = torch.utils.data.Subset(train, order[:-val_size])
     splits["train"] = LoaderSplit(train, workers)
     return splits
+
+
+def read_image(path: str) -> torch.Tensor:
+    """An image file as a uint8 3 × H × W tensor (RGB; grey and CMYK JPEGs converted), by torchvision.io."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    return decode_image(read_file(path), mode=ImageReadMode.RGB)
+
+
+def imagenet_transforms(options: dict):
+    """(training transform, evaluation transform, ImageFolder loader) of the ImageNet options."""
+    import torchvision
+    from torchvision import transforms as T
+
+    size = options["image_size"]
+    if options.get("decoder", "pil") == "torchvision":  # uint8 tensors: crop and resize, then to float
+        normalise = [T.ConvertImageDtype(torch.float32), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        loader = read_image
+    else:
+        normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        loader = torchvision.datasets.folder.default_loader
+    evaluation = T.Compose([T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size), *normalise])
+    training = (T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(), *normalise])
+                if options["augment"] else evaluation)
+    return training, evaluation, loader
 
 
 def check_imagenet(where: str, train, test) -> None:

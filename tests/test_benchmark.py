@@ -100,3 +100,20 @@ def test_memory_benchmark_counts_known_bytes_and_repeats_exactly(tmp_path):
     assert fa["target"] == 1.10 and fa["met"] is False and "target" not in rows["pfa (explicit ē route)"]
     table = (tmp_path / "a" / "memory.md").read_text()
     assert "| fa | 0.010 | 0.011 | 1.173 | ≤ 1.10 **not met** |" in table
+
+
+def test_data_pipeline_benchmark_on_ten_tiny_images(tmp_path):
+    """benchmarks/data_pipeline.py end to end on 10 small JPEGs: one row per decoder and worker
+    count, every image of the pass after the first batch counted, the two decoders' evaluation
+    tensors close (JPEG decoders differ by rounding only), the GPU step rate unknown on a CPU."""
+    import data_pipeline
+
+    data_pipeline.main(["--images", "10", "--classes", "2", "--width", "64", "--height", "48", "--image-size", "32",
+                        "--batch-size", "4", "--workers", "0", "--repeats", "2", "--out", str(tmp_path), "--tag", "t"])
+    run = json.load(open(tmp_path / "data_pipeline.json"))["t"]
+    assert [(r["decoder"], r["workers"]) for r in run["rows"]] == [("pil", 0), ("torchvision", 0)]
+    assert all(len(r["runs"]) == 2 and r["images_per_s"] > 0 and r["images_timed"] == 10 - 4 for r in run["rows"])
+    assert run["setup"].startswith("10 JPEGs 64×48") and run["decoder_difference"]["images"] == 2
+    assert run["decoder_difference"]["mean_abs"] < 0.02
+    assert run["resnet18_step_images_per_s"] is None and run["resnet18_step_note"].startswith("unknown")
+    assert "| torchvision | 0 |" in (tmp_path / "data_pipeline.md").read_text()
