@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import step_time  # noqa: E402
 
@@ -117,3 +119,38 @@ def test_data_pipeline_benchmark_on_ten_tiny_images(tmp_path):
     assert run["decoder_difference"]["mean_abs"] < 0.02
     assert run["resnet18_step_images_per_s"] is None and run["resnet18_step_note"].startswith("unknown")
     assert "| torchvision | 0 |" in (tmp_path / "data_pipeline.md").read_text()
+
+
+GPU_CHECK = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_check.sh")
+
+
+@pytest.mark.parametrize("step", ["devices", "step_time", "memory", "ddp", "data_pipeline"])
+def test_gpu_check_runs_each_step_on_the_cpu(step, tmp_path):
+    """benchmarks/gpu_check.sh --cpu-dry-run, one step at a time (GPU_CHECK_STEPS): the step
+    succeeds, the others are recorded as skipped, and its results land in the one folder (the
+    DDP step on generated data: 2 gloo processes end with 1 process's weights)."""
+    import subprocess
+
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_STEPS": step, "OMP_NUM_THREADS": "1",
+           "CIRCUITS_DATA_ROOT": str(tmp_path / "no-data")}
+    r = subprocess.run(["bash", GPU_CHECK, "--cpu-dry-run", str(tmp_path / "out")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    out = tmp_path / "out"
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert r.returncode == 0, (summary, (out / f"{step}.log").read_text()[-3000:])
+    assert [line.split()[0] for line in summary] == ["devices", "step_time", "memory", "ddp", "data_pipeline"]
+    assert all(("ok (" in line) == line.startswith(step) and ("skipped" in line) != line.startswith(step)
+               for line in summary), summary
+    assert "torch" in (out / "env.txt").read_text()
+    if step == "devices":
+        assert "skipped" in (out / "devices.log").read_text()  # the CUDA tests, on a machine without CUDA
+    elif step in ("step_time", "memory"):
+        run = json.load(open(out / f"{step}.json"))["overhead-gpu"]
+        assert set(run["rows"]) >= {"plain PyTorch BP", "fa"} and run["device"] == "cpu"
+    elif step == "ddp":
+        record = json.load(open(out / "ddp.json"))
+        assert record["data"].startswith("fake_cifar10") and record["device"] == "cpu"
+        assert record["max_weight_difference"] < 1e-5 and record["test_acc"][0] == record["test_acc"][1]
+        assert not (out / "ddp-two").exists()
+    else:
+        assert json.load(open(out / "data_pipeline.json"))["gpu"]["rows"][0]["images_timed"] == 8 - 4
