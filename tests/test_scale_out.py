@@ -293,3 +293,17 @@ def test_deferred_check_reads_the_device_only_at_checks(tmp_path, monkeypatch):
         per_step[k] = [b - a for a, b in zip(marks, marks[1:])]  # reads between step i's and step i+1's update
     assert per_step[3] == [0, 0, 1, 0, 0], per_step  # the check after step 3 (the one after step 6 ends the epoch)
     assert per_step[1] == [1] * 5, per_step
+
+
+def test_deferred_check_trains_bit_for_bit_like_the_per_step_check(tmp_path):
+    """The loss sum kept on the device (nan_check_every > 1) is the per-step float sum: the same
+    metrics and weights as nan_check_every=1, to the bit."""
+    out = {}
+    for k in (1, 4):
+        history = train(tiny(), Training(data="d", epochs=2, batch_size=BATCH, lr=0.1, momentum=0.9, nan_check_every=k),
+                        rule="fa", run_dir=str(tmp_path / f"k{k}"), data_root="unused", seed=SEED, progress=False,
+                        splits={"train": Split(*data(N)), "test": Split(*data(TEST, 1))})
+        out[k] = ([{key: v for key, v in r.items() if key != "seconds"} for r in history],
+                  load_checkpoint(str(tmp_path / f"k{k}" / "checkpoint.pt"))["model"])
+    assert out[1][0] == out[4][0]
+    assert all(torch.equal(out[1][1][key], out[4][1][key]) for key in out[1][1] if torch.is_tensor(out[1][1][key]))
