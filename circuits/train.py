@@ -139,7 +139,7 @@ def evaluate_split(model, split, batch_size: int, shard: tuple[int, int] = (0, 1
 
 def _device_of(model):
     """Where the model's tensors are: the device of its collectives (NCCL needs CUDA tensors)."""
-    return next(iter(model.state_dict().values())).device
+    return next(model.parameters()).device
 
 
 def evaluate(model, split, batch_size: int) -> tuple[float, float]:
