@@ -141,6 +141,12 @@ def compiled(model: nn.Module, mode: str) -> nn.Module:
 def workloads(name, device, batch_size, rules=RULES, compile_mode=None):
     """{label: one training step} for plain PyTorch BP and each of ``rules`` on workload ``name``;
     each model's forward through ``torch.compile(mode=compile_mode)`` unless that is None."""
+    return {label: build() for label, build in builders(name, device, batch_size, rules, compile_mode).items()}
+
+
+def builders(name, device, batch_size, rules=RULES, compile_mode=None):
+    """{label: a function that builds that workload's model and optimizer and returns one training
+    step}, in the order ``workloads`` builds them (the memory benchmark builds each in turn)."""
     def run(model):
         return model if compile_mode is None else compiled(model, compile_mode)
 
@@ -150,21 +156,31 @@ def workloads(name, device, batch_size, rules=RULES, compile_mode=None):
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(batch_size, *shape, generator=g).to(device),
                 torch.randint(0, 10, (batch_size,), generator=g).to(device)) for _ in range(4)]
-    plain = plain_fn().to(device)
-    opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    steps = {"plain PyTorch BP": make_step(run(plain), opt, nn.functional.cross_entropy, batches)}
-    if work.mlp_sizes and "fa" in rules:
-        for label, transported in ((REFERENCE_FA, False), (REFERENCE_FA_WT, True)):
-            ref = MinimalFAMLP(work.mlp_sizes, transported=transported).to(device)
-            ref_opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-            steps[label] = make_step(run(ref), ref_opt, nn.functional.cross_entropy, batches)
-    specs = [(r, r, {}, True) for r in rules] + [(k, *v) for k, v in VARIANTS.items() if v[0] in rules]
-    for label, rule, options, implicit in specs:
+
+    def plain_step():
+        plain = plain_fn().to(device)
+        opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        return make_step(run(plain), opt, nn.functional.cross_entropy, batches)
+
+    def reference_step(transported):
+        ref = MinimalFAMLP(work.mlp_sizes, transported=transported).to(device)
+        ref_opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        return make_step(run(ref), ref_opt, nn.functional.cross_entropy, batches)
+
+    def rule_step(rule, options, implicit):
         model = circuit_fn(feedback=make_rule(rule, **options)).compile(implicit_feedback=implicit).to(device)
         opt = make_optimizer(model, training)
         model.attach_optimizer(opt)
-        steps[label] = make_step(run(model), opt, model.loss, batches)
-    return steps
+        return make_step(run(model), opt, model.loss, batches)
+
+    out = {"plain PyTorch BP": plain_step}
+    if work.mlp_sizes and "fa" in rules:
+        for label, transported in ((REFERENCE_FA, False), (REFERENCE_FA_WT, True)):
+            out[label] = lambda t=transported: reference_step(t)
+    specs = [(r, r, {}, True) for r in rules] + [(k, *v) for k, v in VARIANTS.items() if v[0] in rules]
+    for label, rule, options, implicit in specs:
+        out[label] = lambda r=rule, o=options, i=implicit: rule_step(r, o, i)
+    return out
 
 
 def sync(device):
@@ -195,7 +211,8 @@ def measure(steps, device, reps, per_rep, warmup):
 def git_commit() -> str | None:
     """The commit of the code being timed (with "+changes" if its code differs from it)."""
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True, check=True).stdout
+        root = os.path.dirname(HERE)  # the repository's root: pathspecs below cover all of its code
+        run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
         dirty = run("status", "--porcelain", "--untracked-files=no", "--", "*.py", "*.toml").strip()
         return run("rev-parse", "--short", "HEAD").strip() + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

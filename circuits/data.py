@@ -11,7 +11,10 @@ A data set is named by a string, optionally with options: ``"mnist"``, ``"cifar1
 - ``imagenet``: ``torchvision.datasets.ImageFolder`` on ROOT/imagenet/train and ROOT/imagenet/val
   (one folder per class; ROOT itself may hold train/ and val/), read by a DataLoader:
   RandomResizedCrop(image_size) + flip for training, Resize(image_size·256/224) +
-  CenterCrop(image_size) for evaluation. Options: ``image_size`` (224), ``workers``.
+  CenterCrop(image_size) for evaluation. Options: ``image_size`` (224), ``workers``, ``decoder``:
+  ``pil`` (ImageFolder's PIL decoding, the default) or ``torchvision`` (``torchvision.io.decode_image``
+  to a uint8 tensor, cropped and resized as a tensor with antialiasing; the same images up to
+  decoding and resampling differences, see benchmarks/data_pipeline.py for its speed).
 - ``fake_cifar10``, ``fake_cifar100``: generated CIFAR-shaped data (class templates plus noise),
   for tests and smoke runs; options ``train`` and ``test`` (sizes).
 - ``fake_imagenet``: generated ImageNet-shaped data in memory (1000 classes, 224², class templates
@@ -62,11 +65,12 @@ MD5 = {"mnist": {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
                  "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"}}
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000  # ILSVRC-2012
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DECODERS = ("pil", "torchvision")  # ImageNet's JPEG decoding: PIL (ImageFolder's own), torchvision.io
 OPTIONS = {  # the options each kind of data set takes, with their defaults
     "memory": {},
     "cifar": {"augment": True},
     "fake": {"augment": True, "train": 1024, "test": 256},
-    "imagenet": {"augment": True, "image_size": 224, "workers": min(8, os.cpu_count() or 1)},
+    "imagenet": {"augment": True, "image_size": 224, "workers": min(8, os.cpu_count() or 1), "decoder": "pil"},
     "fake_imagenet": {"train": 256, "test": 64, "classes": 1000, "image_size": 224},
 }
 
@@ -109,16 +113,60 @@ class LoaderSplit:
     def head(self, n: int) -> "LoaderSplit":
         return LoaderSplit(torch.utils.data.Subset(self.dataset, range(min(n, len(self)))), self.workers, self.device)
 
-    def batches(self, batch_size: int, seed: int | None = None, epoch: int = 0):
-        generator = sampler = None
+    def batches(self, batch_size: int, seed: int | None = None, epoch: int = 0, shard: tuple[int, int] = (0, 1)):
+        """This process's part of every global batch (``shard`` = (rank, world size)): the
+        DataLoader reads only those images. Shuffled (``seed``): the global order is the one a
+        ``RandomSampler`` seeded by (seed, epoch) gives, as with one process; unshuffled
+        (evaluation): the rank's contiguous block of the split, read in order."""
+        rank, world = shard
+        generator, dataset = None, self.dataset
         if seed is not None:
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            sampler = torch.utils.data.RandomSampler(self.dataset, generator=generator)
+            order = torch.utils.data.RandomSampler(dataset, generator=generator)
+            # the loader draws its workers' base seed from ``generator`` before the sampler's
+            # permutation, as a plain DataLoader(sampler=RandomSampler) does: the same order and seeds
+            sampler = GlobalBatchShards(order, batch_size, rank, world)
+        else:
+            if world > 1:
+                dataset = torch.utils.data.Subset(dataset, shard_range(len(dataset), rank, world))
+            sampler = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(dataset), batch_size, False)
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, sampler=sampler, num_workers=self.workers,
+            dataset, batch_sampler=sampler, num_workers=self.workers,
             pin_memory=self.device.type == "cuda", generator=generator)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def shard_range(n: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s contiguous block of ``n`` items split into ``world`` parts (as ``tensor_split``)."""
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return range(start, start + size + (rank < extra))
+
+
+class GlobalBatchShards(torch.utils.data.Sampler):
+    """A batch sampler: the global order of ``order`` (a sampler) cut into global batches of
+    ``batch_size``, of which rank ``rank`` of ``world`` gets its ``shard_range`` share only."""
+
+    def __init__(self, order, batch_size: int, rank: int = 0, world: int = 1):
+        self.order, self.batch_size, self.rank, self.world = order, batch_size, rank, world
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self):
+        batch = []
+        for index in self.order:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                yield self._mine(batch)
+                batch = []
+        if batch:
+            yield self._mine(batch)
+
+    def _mine(self, batch: list) -> list:
+        part = shard_range(len(batch), self.rank, self.world)
+        return batch[part.start:part.stop]
 
 
 class CropFlip:
@@ -130,14 +178,18 @@ class CropFlip:
         self.padding = padding
         self.fill = torch.as_tensor(fill, dtype=torch.float32)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, part: tuple[int, int] | None = None) -> torch.Tensor:
+        """``part`` = (offset, n_global): ``x`` is rows offset.. of a global batch of n_global
+        images, and gets those rows' draws (the draws are made for the whole global batch)."""
         n, c, h, w = x.shape
+        offset, total = part if part is not None else (0, n)
         p = self.padding
         padded = self.fill.to(x.device, x.dtype).view(1, c, 1, 1).expand(n, c, h + 2 * p, w + 2 * p).clone()
         padded[:, :, p:p + h, p:p + w] = x
-        dy = torch.randint(0, 2 * p + 1, (n, 1), generator=generator)
-        dx = torch.randint(0, 2 * p + 1, (n, 1), generator=generator)
-        flip = torch.rand(n, 1, generator=generator) < 0.5
+        mine = slice(offset, offset + n)
+        dy = torch.randint(0, 2 * p + 1, (total, 1), generator=generator)[mine]
+        dx = torch.randint(0, 2 * p + 1, (total, 1), generator=generator)[mine]
+        flip = (torch.rand(total, 1, generator=generator) < 0.5)[mine]
         rows = (dy + torch.arange(h)).to(x.device)
         cols = dx + torch.arange(w)
         cols = torch.where(flip, cols.flip(1), cols).to(x.device)
@@ -164,6 +216,11 @@ def _options(spec: str, kind: str, given: dict) -> dict:
         raise DataError(f"data set {spec!r}: unknown option {unknown[0]!r} (options: {', '.join(known) or 'none'})")
     out = dict(known)
     for key, value in given.items():
+        if isinstance(known[key], str):
+            if value not in DECODERS:
+                raise DataError(f"data set {spec!r}: {key}={value!r} is not one of {', '.join(DECODERS)}")
+            out[key] = value
+            continue
         try:
             if isinstance(known[key], bool):
                 if value.lower() not in ("true", "false", "1", "0"):
@@ -410,16 +467,11 @@ def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
                         "pass --data-root DIR, or try the experiment end to end on generated data with "
                         "--set data=fake_imagenet (options: train, test, classes, image_size)")
     import torchvision
-    from torchvision import transforms as T
 
-    size = options["image_size"]
-    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    evaluation = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *normalise])
-    training = (T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *normalise])
-                if options["augment"] else evaluation)
+    training, evaluation, loader = imagenet_transforms(options)
     try:
-        train = torchvision.datasets.ImageFolder(os.path.join(where, "train"), training)
-        test = torchvision.datasets.ImageFolder(os.path.join(where, "val"), evaluation)
+        train = torchvision.datasets.ImageFolder(os.path.join(where, "train"), training, loader=loader)
+        test = torchvision.datasets.ImageFolder(os.path.join(where, "val"), evaluation, loader=loader)
     except (RuntimeError, FileNotFoundError, OSError) as err:
         raise DataError(f"ImageNet under {where} could not be read: {err}") from None
     if train.classes != test.classes:
@@ -440,6 +492,31 @@ def _load_imagenet(root: str, options: dict, val_size: int) -> dict:
     return splits
 
 
+def read_image(path: str) -> torch.Tensor:
+    """An image file as a uint8 3 × H × W tensor (RGB; grey and CMYK JPEGs converted), by torchvision.io."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    return decode_image(read_file(path), mode=ImageReadMode.RGB)
+
+
+def imagenet_transforms(options: dict):
+    """(training transform, evaluation transform, ImageFolder loader) of the ImageNet options."""
+    import torchvision
+    from torchvision import transforms as T
+
+    size = options["image_size"]
+    if options.get("decoder", "pil") == "torchvision":  # uint8 tensors: crop and resize, then to float
+        normalise = [T.ConvertImageDtype(torch.float32), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        loader = read_image
+    else:
+        normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        loader = torchvision.datasets.folder.default_loader
+    evaluation = T.Compose([T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size), *normalise])
+    training = (T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(), *normalise])
+                if options["augment"] else evaluation)
+    return training, evaluation, loader
+
+
 def check_imagenet(where: str, train, test) -> None:
     """train/ and val/ are not one folder, and not swapped (ILSVRC-2012: 1,281,167 and 50,000 images)."""
     if os.path.realpath(train.root) == os.path.realpath(test.root):
@@ -451,22 +528,38 @@ def check_imagenet(where: str, train, test) -> None:
                         f"({len(train)}): are train/ and val/ swapped?")
 
 
-def batches(split, batch_size: int, seed: int | None = None, epoch: int = 0):
+def batches(split, batch_size: int, seed: int | None = None, epoch: int = 0, shard: tuple[int, int] = (0, 1)):
     """Yield (x, y) batches; shuffled (and augmented, for a split that has an augmentation) in
-    an order given by (seed, epoch) if seed is not None."""
+    an order given by (seed, epoch) if seed is not None.
+
+    ``shard`` = (rank, world size): yield only this process's part, and read only it. Shuffled:
+    of every global batch, its ``shard_range`` share (the rows ``tensor_split`` gives the rank),
+    augmented with the draws those rows get in the global batch, so the union over ranks is the
+    one-process batch exactly. Unshuffled (evaluation): the rank's contiguous block of the split."""
     if isinstance(split, LoaderSplit):
-        yield from split.batches(batch_size, seed, epoch)
+        yield from split.batches(batch_size, seed, epoch, shard)
         return
+    rank, world = shard
     n = len(split)
     if seed is None:
-        for start in range(0, n, batch_size):
-            yield split.x[start:start + batch_size], split.y[start:start + batch_size]
+        block = shard_range(n, rank, world)
+        for start in range(block.start, block.stop, batch_size):
+            stop = min(start + batch_size, block.stop)
+            yield split.x[start:stop], split.y[start:stop]
         return
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n, generator=g).to(split.x.device)
     augment_g = torch.Generator().manual_seed(seed * 100_003 + epoch + 2**40) if split.augment else None
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
+        if world > 1:
+            part = shard_range(len(idx), rank, world)
+            mine = idx[part.start:part.stop]
+            x = split.x[mine]
+            if split.augment is not None:
+                x = split.augment(x, augment_g, part=(part.start, len(idx)))
+            yield x, split.y[mine]
+            continue
         x = split.x[idx]
         if split.augment is not None:
             x = split.augment(x, augment_g)

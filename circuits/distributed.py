@@ -1,7 +1,9 @@
 """Many processes with PyTorch's own engine: ``torchrun --nproc_per_node=N -m circuits.run ...``.
 
-torchrun sets RANK, LOCAL_RANK and WORLD_SIZE. Each process takes its slice of every global
-batch; DistributedDataParallel averages every ``.grad`` across processes, which covers every
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE. Each process reads only its slice of every global
+batch (``circuits.data.batches(..., shard=world())``: the rows ``tensor_split`` gives it, of the
+one-process order) and evaluates its block of each evaluation split (sums all-reduced by
+``all_sum``); DistributedDataParallel averages every ``.grad`` across processes, which covers every
 rule's local changes (W's, and plastic feedback such as KP's B and PFA's R, are ``.grad`` of
 parameters; implicit feedback follows W's averaged step on every process alike).
 """
@@ -32,11 +34,21 @@ def setup(device: str) -> str:
 
 
 def shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """This process's slice of a global batch (equal slices when the batch divides evenly)."""
+    """This process's slice of a global batch (equal slices when the batch divides evenly). The
+    training loop no longer uses it: it reads only its slice (``circuits.data.batches(shard=)``)."""
     rank, size = world()
     if size == 1:
         return x, y
     return x.tensor_split(size)[rank], y.tensor_split(size)[rank]
+
+
+def all_sum(values: list[float], device="cpu") -> list[float]:
+    """The element-wise sum over processes of ``values`` (float64); ``values`` itself with one process."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 def barrier() -> None:

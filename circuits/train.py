@@ -46,7 +46,7 @@ COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 # settings ``--resume --set`` may change: neither the data nor the layout of the saved tensors
 RESUMABLE = ("epochs", "lr", "momentum", "nesterov", "weight_decay", "first_epoch_weight_decay", "feedback_lr",
              "feedback_weight_decay", "lr_milestones", "lr_gamma", "eval_batch_size", "amp", "compile",
-             "keep_every")
+             "keep_every", "nan_check_every")
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,27 +104,42 @@ def apply_settings(optimizer, scheduler, training: Training, epoch: int) -> None
     scheduler.gamma = training.lr_gamma
 
 
+NAN_CHECK_ACCELERATOR = 100  # default steps between NaN checks on a GPU (a check is a device sync)
 TOP5_FROM = 100  # readouts of at least this many classes (CIFAR-100, ImageNet) also get top-5 accuracy
 
 
 @torch.no_grad()
-def evaluate_split(model, split, batch_size: int) -> dict[str, float]:
+def evaluate_split(model, split, batch_size: int, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
     """{"loss": mean loss, "acc": top-1 accuracy in [0, 1]} of the model on a split, and "top5"
-    (the true class among the five highest outputs) when the readout has ≥ ``TOP5_FROM`` classes."""
+    (the true class among the five highest outputs) when the readout has ≥ ``TOP5_FROM`` classes.
+
+    ``shard`` = (rank, world size): each process evaluates (and reads) its block of the split and
+    the sums are all-reduced (every process must call it), giving every process the whole split's numbers."""
     was_training = model.training
     model.eval()
-    loss, correct, top5 = 0.0, 0, 0
-    for x, y in datasets.batches(split, batch_size):
+    loss, correct, top5, seen, wide = 0.0, 0, 0, 0, 0
+    for x, y in datasets.batches(split, batch_size, shard=shard):
         out = model(x)
         loss += model.loss(out, y).item() * len(y)
         correct += (out.argmax(1) == y).sum().item()
-        if out.shape[1] >= TOP5_FROM:
+        seen += len(y)
+        wide = int(out.shape[1] >= TOP5_FROM)
+        if wide:
             top5 += (out.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum().item()
     model.train(was_training)
+    if shard[1] > 1:
+        loss, correct, top5, seen, wide = distributed.all_sum([loss, correct, top5, seen, wide], _device_of(model))
+    if seen != len(split):
+        raise RuntimeError(f"evaluation read {seen:g} of the split's {len(split)} items (shard {shard})")
     result = {"loss": loss / len(split), "acc": correct / len(split)}
-    if out.shape[1] >= TOP5_FROM:
+    if wide:
         result["top5"] = top5 / len(split)
     return result
+
+
+def _device_of(model):
+    """Where the model's tensors are: the device of its collectives (NCCL needs CUDA tensors)."""
+    return next(model.parameters()).device
 
 
 def evaluate(model, split, batch_size: int) -> tuple[float, float]:
@@ -133,9 +148,9 @@ def evaluate(model, split, batch_size: int) -> tuple[float, float]:
     return r["loss"], r["acc"]
 
 
-def evaluated(model, split, batch_size: int, name: str) -> dict[str, float]:
+def evaluated(model, split, batch_size: int, name: str, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
     """``evaluate_split`` as record keys: NAME_loss, NAME_acc (and NAME_top5)."""
-    return {f"{name}_{k}": v for k, v in evaluate_split(model, split, batch_size).items()}
+    return {f"{name}_{k}": v for k, v in evaluate_split(model, split, batch_size, shard).items()}
 
 
 @torch.no_grad()
@@ -307,8 +322,8 @@ class _Trainer:
                  checkpoint_every, invocation):
         self.circuit, self.training, self.rule, self.run_dir, self.seed = circuit, training, rule, run_dir, seed
         self.device, self.log_every, self.checkpoint_every, self.invocation = device, log_every, checkpoint_every, invocation
-        rank, self.world = distributed.world()
-        self.main = rank == 0
+        self.rank, self.world = distributed.world()
+        self.main = self.rank == 0
         self.progress = progress and self.main and sys.stderr.isatty()  # no bar written into a log file
         self.lock = RunLock(run_dir)
         self.ckpt_path = os.path.join(run_dir, "checkpoint.pt")
@@ -470,8 +485,9 @@ class _Trainer:
         self.writer = _tensorboard(self.run_dir, self.start_epoch * self.steps_per_epoch + self.start_step) if self.main else None
         amp = training.amp if training.amp is not None else self.device.startswith("cuda")
         self.autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=bool(amp))
-        # a fixed batch (the first training cells, unshuffled) on which each epoch's ΔW is compared with BP's
-        self.probe = next(datasets.batches(self.splits["train"], training.batch_size))
+        # a fixed batch (the first training cells, unshuffled) on which each epoch's ΔW is compared
+        # with BP's; read by the process that writes the metrics only (the others read only their shards)
+        self.probe = next(datasets.batches(self.splits["train"], training.batch_size)) if self.main else None
         self.net = model
         if self.world > 1:
             # fixed feedback tensors are equal on every process by seeding: no need to broadcast
@@ -493,6 +509,27 @@ class _Trainer:
                 self.writer.close()
         return self.history
 
+    def nan_check_every(self) -> int:
+        """Steps between reads of the loss's finiteness (``Training.nan_check_every``; None: every
+        step on the CPU, every ``NAN_CHECK_ACCELERATOR`` steps on an accelerator)."""
+        k = self.training.nan_check_every
+        if k is None:
+            k = 1 if torch.device(self.device).type == "cpu" else NAN_CHECK_ACCELERATOR
+        return k
+
+    def check_losses(self, loss_sum: torch.Tensor, epoch: int, since: int, done: int, x) -> None:
+        """Deferred NaN guard: the epoch's loss sum, accumulated on the device, turns non-finite
+        with the first non-finite loss; reading it (one sync, all-reduced across processes) tells
+        whether a step in (since, done] diverged. Called before anything is saved."""
+        bad = 0.0 if torch.isfinite(loss_sum).item() else 1.0
+        if self.world > 1:
+            bad = distributed.all_sum([bad], loss_sum.device)[0]
+        if bad:
+            k = self.nan_check_every()
+            raise self.diverged(epoch, done, f"the training loss became non-finite in one of steps {since + 1}-{done} "
+                                f"of epoch {epoch + 1} (checked every {k} steps: nan_check_every={k}); "
+                                f"now: {first_non_finite(self.model, x)}")
+
     def epoch(self, epoch: int, signals) -> None:
         training, model, optimizer = self.training, self.model, self.optimizer
         set_epoch_weight_decay(optimizer, epoch)
@@ -504,6 +541,8 @@ class _Trainer:
         correct = torch.tensor(partial["correct"], device=self.device)
         seen = partial["seen"]
         start = time.perf_counter() - partial["seconds"]
+        every = self.nan_check_every()
+        checked = first  # the steps up to here are known finite
 
         def so_far():
             return {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen,
@@ -511,32 +550,46 @@ class _Trainer:
 
         bar = tqdm(total=self.steps_per_epoch, initial=first, leave=False, mininterval=1.0, disable=not self.progress,
                    desc=f"{self.circuit.name} {self.rule} epoch {epoch + 1}/{training.epochs}")
-        batches = datasets.batches(self.splits["train"], training.batch_size, seed=self.seed, epoch=epoch)
+        batches = datasets.batches(self.splits["train"], training.batch_size, seed=self.seed, epoch=epoch,
+                                   shard=(self.rank, self.world))
         for step, (x, y) in enumerate(batches):
             if step < first:
                 continue
-            x, y = distributed.shard(x, y)
             optimizer.zero_grad(set_to_none=True)
             with self.autocast:
                 out = self.net(x)
                 loss = model.loss(out, y)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):  # nothing is saved: the checkpoint on disk stays
-                bar.close()
-                raise self.diverged(epoch, step, first_non_finite(model, x))
+            if every == 1:  # read the loss now (a device sync every step): stop before the step
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # nothing is saved: the checkpoint on disk stays
+                    bar.close()
+                    raise self.diverged(epoch, step, first_non_finite(model, x))
             loss.backward()
             optimizer.step()
-            loss_sum += loss_value * len(y)
+            if every == 1:
+                loss_sum += loss_value * len(y)
+            else:  # the same float64 sum, kept on the device: non-finite from the first bad loss on
+                loss_sum += loss.detach().double() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
             bar.update(1)
             global_step = epoch * self.steps_per_epoch + step + 1
-            if self.log_every and global_step % self.log_every == 0 and self.main:
-                self.log_step(epoch, step, global_step, loss_value)
             done = step + 1
             stop = signals.caught is not None
-            if stop or (self.checkpoint_every and global_step % self.checkpoint_every == 0
-                        and done < self.steps_per_epoch):
+            log = self.log_every and global_step % self.log_every == 0 and self.main
+            save = stop or (self.checkpoint_every and global_step % self.checkpoint_every == 0
+                            and done < self.steps_per_epoch)
+            if every > 1 and (save or done == self.steps_per_epoch or global_step % every == 0
+                              or (self.log_every and global_step % self.log_every == 0)):
+                try:
+                    self.check_losses(loss_sum, epoch, checked, done, x)
+                except TrainingDiverged:
+                    bar.close()
+                    raise
+                checked = done
+            if log:
+                self.log_step(epoch, step, global_step, loss_value if every == 1 else loss.item())
+            if save:
                 self.checkpoint(epoch, done, so_far(), at=(epoch, done))
             if stop:
                 bar.close()
@@ -544,7 +597,10 @@ class _Trainer:
                 raise Interrupted(f"{signals.caught}: stopped at epoch {epoch + 1}, step {done}; continue with "
                                   f"--resume {self.run_dir}")
         bar.close()
-        self.end_epoch(epoch, lr, loss_sum.item(), correct.item(), seen, time.perf_counter() - start)
+        totals = [loss_sum.item(), correct.item(), seen]
+        if self.world > 1:  # the epoch's training loss and accuracy over every process's share
+            totals = distributed.all_sum(totals, loss_sum.device)
+        self.end_epoch(epoch, lr, totals[0], totals[1], totals[2], time.perf_counter() - start)
 
     def error_norms(self) -> dict[str, float]:
         """‖e‖ per population on the probe batch (``CompiledCircuit.error_norms``), with the random
@@ -594,24 +650,26 @@ class _Trainer:
         os.replace(path + ".tmp", path)
 
     def _initial_metrics(self, record: dict) -> None:
+        for split in ("val", "test"):
+            if split in self.splits:
+                record.update(evaluated(self.model, self.splits[split], self.training.eval_batch_size, split,
+                                        (self.rank, self.world)))
         if self.main:
-            for split in ("val", "test"):
-                if split in self.splits:
-                    record.update(evaluated(self.model, self.splits[split], self.training.eval_batch_size, split))
-        record["projections"] = projection_metrics(self.model, self.probe)
-        record["error_norms"] = self.model.error_norms(*self.probe)
+            record["projections"] = projection_metrics(self.model, self.probe)
+            record["error_norms"] = self.model.error_norms(*self.probe)
 
     def end_epoch(self, epoch: int, lr: float, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
         """Check, evaluate, record and checkpoint a finished epoch; print its line."""
         self.require_finite(epoch, self.steps_per_epoch)
         training, model, optimizer = self.training, self.model, self.optimizer
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen}
-        if self.main:
-            if "val" in self.splits:
-                record.update(evaluated(model, self.splits["val"], training.eval_batch_size, "val"))
-            record.update(evaluated(model, self.splits["test"], training.eval_batch_size, "test"))
-        record.update(lr=lr, weight_decay=optimizer.param_groups[0]["weight_decay"], seconds=seconds,
-                      projections=projection_metrics(model, self.probe), error_norms=self.error_norms())
+        shard = (self.rank, self.world)
+        if "val" in self.splits:
+            record.update(evaluated(model, self.splits["val"], training.eval_batch_size, "val", shard))
+        record.update(evaluated(model, self.splits["test"], training.eval_batch_size, "test", shard))
+        record.update(lr=lr, weight_decay=optimizer.param_groups[0]["weight_decay"], seconds=seconds)
+        if self.main:  # on the probe batch, which the main process alone reads
+            record.update(projections=projection_metrics(model, self.probe), error_norms=self.error_norms())
         self.history.append(record)
         self.scheduler.step()
         if self.main:

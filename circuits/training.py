@@ -33,6 +33,9 @@ class Training:
     backward under bfloat16 autocast (None: on for CUDA devices, off on the CPU). ``compile``: run
     the training forward (and with it every rule's backward) through ``torch.compile`` with this
     mode: "default", "reduce-overhead" (CUDA graphs on a GPU) or "max-autotune" (None: eager).
+    ``nan_check_every``: read whether the loss stayed finite every k steps (a device sync), and
+    before every checkpoint, so a diverged state is never saved; 1: every step, before the step
+    is taken (None: 1 on the CPU, 100 on a GPU, where a per-step read would stall the device).
     """
 
     def compile_options(self) -> dict:
@@ -66,6 +69,7 @@ class Training:
     manhattan_sign: str = "gradient"
     amp: bool | None = None
     compile: str | None = None
+    nan_check_every: int | None = None
     per_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def resolve(self, rule: str) -> "Training":
@@ -129,6 +133,7 @@ MEANING = {
     "manhattan_sign": "batch Manhattan: sign of the gradient, of gradient + decay (decayed) or of the momentum step",
     "amp": "bfloat16 autocast; none: on for CUDA",
     "compile": "torch.compile mode: default, reduce-overhead, max-autotune; none: eager",
+    "nan_check_every": "read the loss's finiteness every N steps (a device sync); none: 1 on CPU, 100 on GPU",
 }
 
 
@@ -149,6 +154,7 @@ LIMITS = [
     ("epochs", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1 (to test a saved run: --evaluate RUN_DIR)"),
     ("batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
     ("eval_batch_size", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
+    ("nan_check_every", lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1 (or none: 1 on the CPU, 100 on a GPU)"),
     ("keep_every", lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0 (0: keep no trajectory)"),
     ("lr", lambda v: isinstance(v, _number) and 0 < v <= FLOAT32_MAX, "must be > 0 (and at most 3.4e38)"),
     ("feedback_lr", lambda v: isinstance(v, _number) and 0 <= v <= FLOAT32_MAX,

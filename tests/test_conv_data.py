@@ -46,7 +46,7 @@ def test_data_errors_name_what_is_missing(tmp_path):
         load("cifar100", str(tmp_path / "empty"))
     with pytest.raises(DataError, match=r"ImageNet not found: looked for train/ and val/ in .*imagenet"):
         load("imagenet", str(tmp_path / "empty"))
-    with pytest.raises(DataError, match=r"unknown option 'size' \(options: augment, image_size, workers\)"):
+    with pytest.raises(DataError, match=r"unknown option 'size' \(options: augment, image_size, workers, decoder\)"):
         load("imagenet:size=3", str(tmp_path))
     with pytest.raises(DataError, match=r"image_size='big' is not a valid int"):
         load("imagenet:image_size=big", str(tmp_path))
@@ -93,3 +93,18 @@ def test_imagenet_folder_through_a_dataloader(tmp_path):
 def test_split_to_keeps_augmentation():
     s = Split(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), CropFlip(1, [0.0]))
     assert s.to("cpu").augment is s.augment
+
+
+def test_torchvision_decoder_gives_pils_evaluation_tensors(tmp_path):
+    """decoder=torchvision (torchvision.io, tensor transforms): on lossless PNGs whose shorter side
+    is already Resize's (16 for image_size 14), the evaluation tensors equal PIL's bit for bit;
+    training batches have the same shape and dtype; an unknown decoder is named."""
+    root = image_folder(tmp_path, size=(16, 24))
+    pil = load("imagenet:image_size=14,workers=0", str(root))
+    tv = load("imagenet:image_size=14,workers=0,decoder=torchvision", str(root))
+    a, b = next(batches(pil["test"], 4)), next(batches(tv["test"], 4))
+    assert a[0].shape == (4, 3, 14, 14) and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    x, _ = next(batches(tv["train"], 4, seed=0, epoch=0))
+    assert x.shape == (4, 3, 14, 14) and x.dtype == torch.float32
+    with pytest.raises(DataError, match="decoder='cv2' is not one of pil, torchvision"):
+        load("imagenet:decoder=cv2", str(root))
