@@ -5,7 +5,7 @@ Reads DIR/NAME/probes.json for every NAME under DIR (as ``python -m probes RUN .
 writes them) and writes DIR/summary.md (table), DIR/summary.json (the table's numbers) and
 DIR/summary.png (Hessian trace and top eigenvalue per run; accuracy against corruption severity,
 averaged over the corruptions; accuracy against the PGD L∞ and L2 budgets), regenerated from the
-committed probes.json files alone:
+committed probes.json files alone (the text under the title from ROOT/note.txt):
 
     python experiments/probe_results.py docs/results/ifa/probes
 """
@@ -36,7 +36,9 @@ def summary(results: dict) -> dict:
     rows = {}
     for name, r in results.items():
         h, c, a = r.get("hessian"), r.get("corruptions"), r.get("attacks")
-        row = {"rule": r["rule"], "seed": r["seed"], "examples": r["examples"]}
+        row = {"rule": r["rule"], "seed": r["seed"], "examples": r["examples"],
+               "weight_norm": float(np.sqrt(sum(v ** 2 for v in r.get("weight_norms", {}).values())))
+               if r.get("weight_norms") else float("nan")}
         if h:
             row.update(trace=h["trace"]["trace"], trace_stderr=h["trace"]["stderr"], top=h["top_eigenvalues"][0],
                        second=h["top_eigenvalues"][1] if len(h["top_eigenvalues"]) > 1 else float("nan"))
@@ -77,8 +79,9 @@ def write(rows: dict, out: str, note: str = "") -> str:
     axes[2].legend(fontsize=6)
     axes[3].legend(fontsize=6)
     lines = ["# Probes of trained runs", "", note, "",
-             "| run | rule | seed | Hessian trace | λ₁ | λ₂ | clean accuracy | mean corrupted accuracy | "
-             "FGSM ε=0.1 | PGD L∞ ε=0.1 | PGD L2 ε=1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| run | rule | seed | ‖W‖ (all forward weights) | Hessian trace | λ₁ | λ₂ | clean accuracy | "
+             "mean corrupted accuracy | FGSM ε=0.1 | PGD L∞ ε=0.1 | PGD L2 ε=1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def at(r, kind, eps):
         if "attacks" not in r or eps not in r["budgets"][kind]:
@@ -91,7 +94,8 @@ def write(rows: dict, out: str, note: str = "") -> str:
         l2 = f"{r['second']:.3f}" if "second" in r else "—"
         clean = f"{100 * r['clean']:.1f}%" if "clean" in r else "—"
         corr = f"{100 * r['corrupted_mean']:.1f}%" if "corrupted_mean" in r else "—"
-        lines.append(f"| {n} | {r['rule']} | {r['seed']} | {trace} | {l1} | {l2} | {clean} | {corr} | "
+        norm = "—" if r["weight_norm"] != r["weight_norm"] else f"{r['weight_norm']:.1f}"
+        lines.append(f"| {n} | {r['rule']} | {r['seed']} | {norm} | {trace} | {l1} | {l2} | {clean} | {corr} | "
                      f"{at(r, 'fgsm', 0.1)} | {at(r, 'pgd_linf', 0.1)} | {at(r, 'pgd_l2', 1.0)} |")
     return write_report(out, "summary", {"rows": rows}, fig, lines, "curvature and robustness per run")
 
@@ -99,9 +103,13 @@ def write(rows: dict, out: str, note: str = "") -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root", help="folder of NAME/probes.json")
-    ap.add_argument("--note", default="")
+    ap.add_argument("--note", help="text under the title (default: ROOT/note.txt, if present)")
     args = ap.parse_args(argv)
-    print(write(summary(load(args.root)), args.root, args.note))
+    note = args.note
+    if note is None and os.path.exists(os.path.join(args.root, "note.txt")):
+        with open(os.path.join(args.root, "note.txt")) as f:
+            note = f.read().strip()
+    print(write(summary(load(args.root)), args.root, note or ""))
 
 
 if __name__ == "__main__":

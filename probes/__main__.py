@@ -53,7 +53,12 @@ def probe_run(run_dir: str, out: str, args) -> dict:
 
     config, training, model, splits = load_run(run_dir, args.data_root)
     result = {"run": os.path.abspath(run_dir), "rule": config["rule"], "seed": config["seed"],
-              "data": training.data, "examples": args.examples}
+              "data": training.data, "examples": args.examples,
+              # curvature scales with the weights (a ReLU layer scaled by c scales the next one's by 1/c):
+              # the forward weights' norms put the Hessian numbers of different runs in context
+              "weight_norms": {n: float(w.detach().norm()) for n, w in
+                               zip([n for n, p in model.projections.items() if p.weight.requires_grad],
+                                   curvature.forward_weights(model))}}
     x, y = first(splits["train"], args.examples)
     batches = [(x[i:i + 500], y[i:i + 500]) for i in range(0, len(y), 500)]
     eigenvectors = None
