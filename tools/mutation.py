@@ -13,6 +13,7 @@ over the sampled mutants (incompetent mutants, which do not even import, and tim
 killed, as cosmic-ray counts them), with a 95% Wilson interval for the whole package's score
 (the sample is uniform over its mutants), and every survivor's diff for explanation.
 
+    pip install -e '.[dev,mutation]'
     python tools/mutation.py --packages plasticity,connectomes,circuits --sample 300 --out benchmarks/results/mutation
     python tools/mutation.py --report-only --out benchmarks/results/mutation
 """
