@@ -3,7 +3,7 @@ noise draw, and convergence towards Wᵀ's direction on a fixed W (dense and con
 import pytest
 import torch
 
-from connectomes import Conv2d, FixedProbability
+from connectomes import FixedProbability
 from connectomes.analysis import alignment_deg, norm_ratio
 from helpers import small_mlp
 from plasticity import PAL, WM, make_rule

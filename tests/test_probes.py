@@ -1,7 +1,6 @@
 """Probes of trained circuits (issue 22) against exact answers: the Hessian against a dense
 float64 Hessian, attacks against a brute-force search, landscapes and trajectories against
 direct computation, and the command line on a real run folder."""
-import itertools
 import json
 import os
 import subprocess
