@@ -249,3 +249,11 @@ def test_connectome_records_and_files_carry_cell_types(tmp_path):
     assert recs["h1->h2:B"]["pre_sign"].tolist() == cell_signs(EI, 5).tolist()  # from h2
     back = {r["name"]: r for r in read_connectome(write_connectome(str(tmp_path / "c.h5"), list(recs.values())))}
     assert torch.equal(back["h1->h2"]["post_sign"], recs["h1->h2"]["post_sign"])
+
+
+def test_pfa_o_under_dale_needs_two_e_bar_cells_per_post_cell():
+    """PFA-o's sign-constrained semi-orthogonal B needs N̄ ≥ 2·N_out: 1.5 ē cells per post cell is
+    refused, 2 is built."""
+    with pytest.raises(ValueError, match="at least two ē cells"):
+        dale_mlp(make_rule("pfa-o", expansion=1.5), sizes=(6, 10, 8, 4)).compile()
+    dale_mlp(make_rule("pfa-o", expansion=2), sizes=(6, 10, 8, 4)).compile()

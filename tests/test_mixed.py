@@ -214,3 +214,14 @@ def test_implicit_route_trains_like_the_explicit_one(groups):
     a, b = implicit.alignment(), explicit.alignment()
     for name in a:
         assert abs(a[name]["alignment_deg"] - b[name]["alignment_deg"]) < 1e-2
+
+
+def test_mixed_pfa_group_draws_b_with_variance_one_over_n_bar_and_refuses_bad_expansions():
+    """The PFA group's B (N̄ × N_out) has PFA's variance 1/N̄ (Glorot with gain √((1 + 1/expansion)/2))."""
+    proj = Projection("a->b", Dense(), (200,), (100,), mixed(groups={"pfa": 1.0}, expansion=4), sends_error=True,
+                      seed=0)
+    n_bar = proj.B.shape[0]
+    assert n_bar == 400 and proj.B.var().item() * n_bar == pytest.approx(1, rel=0.05)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="expansion must be positive"):
+            mixed(groups={"pfa": 1.0}, expansion=bad)

@@ -152,3 +152,10 @@ def test_options_are_checked():
         WM(mirror_every=0)
     with pytest.raises(ValueError, match="pal: noise_std"):
         PAL(noise_std=0)
+
+
+@pytest.mark.parametrize("rule", ["wm", "pal"])
+@pytest.mark.parametrize("rate,decay", [(-0.1, 1.0), (0.5, -1.0)])
+def test_a_negative_rate_or_decay_is_refused_each_alone(rule, rate, decay):
+    with pytest.raises(ValueError, match=f"{rule}: rate and decay must be non-negative"):
+        make_rule(rule, rate=rate, decay=decay)

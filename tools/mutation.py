@@ -35,7 +35,8 @@ PYTHON = sys.executable
 TESTS = {  # each package's tests: the files that exercise it directly
     "plasticity": ["tests/test_rules.py", "tests/test_equivalences.py", "tests/test_conv_rules.py",
                    "tests/test_sparse_feedback.py", "tests/test_liao.py", "tests/test_init_gains.py",
-                   "tests/test_mixed.py", "tests/test_noise_alignment.py", "tests/test_dale.py"],
+                   "tests/test_mixed.py", "tests/test_noise_alignment.py", "tests/test_dale.py",
+                   "tests/test_sparse_forward.py"],
     "connectomes": ["tests/test_connectome_reciprocity.py", "tests/test_connectome_motifs.py",
                     "tests/test_connectome_files.py", "tests/test_connectome_records.py", "tests/test_connectome_kp.py",
                     "tests/test_conv_geometry.py", "tests/test_sparse_forward.py", "tests/test_metrics.py",
