@@ -489,17 +489,19 @@ def test_training_records_error_norms_without_shifting_the_random_stream(tmp_pat
         assert torch.equal(recorded[key], quiet[key]), key
 
 
-def test_batch_manhattan_dampening_follows_sgds_momentum():
+@pytest.mark.parametrize("sign", ["gradient", "decayed", "step"])
+def test_batch_manhattan_dampening_follows_sgds_momentum(sign):
     """With dampening ρ the momentum buffer is v ← μ v + (1 − ρ) d after the first step (v ← d),
-    as torch.optim.SGD keeps it (a mutation of 1 − ρ survived the tests without this one)."""
+    as torch.optim.SGD keeps it, for every sign placement (a mutation of 1 − ρ in the
+    "decayed"/"step" path survived the tests without this one)."""
     w = torch.nn.Parameter(torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))
-    opt = BatchManhattanSGD([w], lr=0.1, momentum=0.9, dampening=0.5)
+    opt = BatchManhattanSGD([w], lr=0.1, momentum=0.9, dampening=0.5, sign=sign)
     grads = [torch.tensor([0.3, -0.2, 0.0], dtype=torch.float64), torch.tensor([-0.1, -0.4, 0.7], dtype=torch.float64)]
     expected, v = w.detach().clone(), None
     for g in grads:
         w.grad = g.clone()
         opt.step()
-        d = torch.sign(g)
+        d = g.clone() if sign == "step" else torch.sign(g)
         v = d.clone() if v is None else 0.9 * v + 0.5 * d
-        expected -= 0.1 * v
+        expected -= 0.1 * (torch.sign(v) if sign == "step" else v)
     torch.testing.assert_close(w.detach(), expected, rtol=0, atol=1e-15)
