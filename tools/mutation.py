@@ -11,10 +11,14 @@ resumes where it stopped; OUT/mutation.md and OUT/mutation.json summarise them:
 
 over the sampled mutants (incompetent mutants, which do not even import, and timeouts count as
 killed, as cosmic-ray counts them), with a 95% Wilson interval for the whole package's score
-(the sample is uniform over its mutants), and every survivor's diff for explanation.
+(the sample is uniform over its mutants), and every survivor's diff. ``--recheck`` runs the
+survivors again at HEAD (after tests were added for them) and records that outcome beside the
+first; OUT/explanations.json says why each remaining survivor is equivalent (its key:
+MODULE:OPERATOR:OCCURRENCE), and the "non-equivalent" score leaves those out.
 
     pip install -e '.[dev,mutation]'
     python tools/mutation.py --packages plasticity,connectomes,circuits --sample 300 --out benchmarks/results/mutation
+    python tools/mutation.py --recheck --out benchmarks/results/mutation
     python tools/mutation.py --report-only --out benchmarks/results/mutation
 """
 from __future__ import annotations
@@ -91,6 +95,25 @@ def run_mutant(mutant: dict, package: str, workdir: str, timeout: float) -> dict
     return {**mutant, "outcome": outcome, "diff": diff, "seconds": round(time.time() - start, 1)}
 
 
+def recheck(package: str, out: str, workdir: str, commit: str, timeout: float) -> None:
+    """Run the recorded survivors of ``package`` again in ``workdir`` (HEAD) and record the
+    outcome as "recheck" on their rows (the first outcome stays)."""
+    path = os.path.join(out, f"{package}.jsonl")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for r in rows:
+        if r["outcome"] == "survived":
+            again = run_mutant({k: r[k] for k in ("job", "module", "operator", "occurrence", "line", "definition")},
+                               package, workdir, timeout)
+            r["recheck"] = {"outcome": again["outcome"], "commit": commit}
+            print(f"{package} recheck {r['module']}:{r['line']} {r['operator']}: {again['outcome']}", file=sys.stderr)
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(path + ".tmp", path)
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return float("nan"), float("nan")
@@ -101,6 +124,10 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def summarise(out: str) -> dict:
+    explanations = {}
+    if os.path.exists(os.path.join(out, "explanations.json")):
+        with open(os.path.join(out, "explanations.json")) as f:
+            explanations = json.load(f)
     packages = {}
     for package in TESTS:
         path = os.path.join(out, f"{package}.jsonl")
@@ -115,11 +142,19 @@ def summarise(out: str) -> dict:
         killed = sum(counts.get(k, 0) for k in ("killed", "incompetent", "timeout"))
         survived = counts.get("survived", 0)
         lo, hi = wilson(killed, killed + survived)
+        now = [r.get("recheck", {}).get("outcome", r["outcome"]) for r in rows]  # after the tests added for survivors
+        equivalent = sum(o == "survived" and r["job"] in explanations for o, r in zip(now, rows))
+        killed_now = sum(o in ("killed", "incompetent", "timeout") for o in now)
+        alive_now = sum(o == "survived" for o in now) - equivalent
         packages[package] = {"mutants": meta["mutants"], "sampled": meta["sampled"], "seed": meta["seed"],
                              "commit": meta["commit"], "run": len(rows), "outcomes": counts,
                              "score": killed / (killed + survived) if killed + survived else float("nan"),
                              "interval95": [lo, hi], "hours": sum(r["seconds"] for r in rows) / 3600,
-                             "survivors": [r for r in rows if r["outcome"] == "survived"]}
+                             "now": {"killed": killed_now, "survived_not_equivalent": alive_now, "equivalent": equivalent,
+                                     "score_non_equivalent": killed_now / (killed_now + alive_now) if killed_now + alive_now else float("nan"),
+                                     "interval95": list(wilson(killed_now, killed_now + alive_now))},
+                             "survivors": [{**r, "explanation": explanations.get(r["job"])}
+                                           for r in rows if r["outcome"] == "survived"]}
     return packages
 
 
@@ -130,19 +165,26 @@ def write(packages: dict, out: str) -> None:
              "score = killed / (killed + survived) over a uniform random sample of each package's mutants "
              "(incompetent and timed-out mutants count as killed); 95% Wilson interval for the package. "
              "Each mutant runs against the package's own test files (`tools/mutation.py: TESTS`).", "",
-             "| package | mutants | sampled | run | killed | survived | incompetent | timeout | score | 95% interval | CPU hours | commit |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| package | mutants | sampled | run | killed | survived | incompetent | timeout | score (first run) | 95% interval | "
+             "now: killed / alive / equivalent | now: score of non-equivalent | 95% interval | CPU hours | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p, s in packages.items():
         o = s["outcomes"]
         lines.append(f"| {p} | {s['mutants']} | {s['sampled']} | {s['run']} | {o.get('killed', 0)} | {o.get('survived', 0)} | "
                      f"{o.get('incompetent', 0)} | {o.get('timeout', 0)} | {100 * s['score']:.1f}% | "
-                     f"{100 * s['interval95'][0]:.1f}–{100 * s['interval95'][1]:.1f}% | {s['hours']:.2f} | {s['commit'][:7]} |")
+                     f"{100 * s['interval95'][0]:.1f}–{100 * s['interval95'][1]:.1f}% | "
+                     f"{s['now']['killed']} / {s['now']['survived_not_equivalent']} / {s['now']['equivalent']} | "
+                     f"{100 * s['now']['score_non_equivalent']:.1f}% | {100 * s['now']['interval95'][0]:.1f}–"
+                     f"{100 * s['now']['interval95'][1]:.1f}% | {s['hours']:.2f} | {s['commit'][:7]} |")
     for p, s in packages.items():
         if s["survivors"]:
             lines += ["", f"## Surviving mutants: {p}", ""]
             for r in s["survivors"]:
-                lines += [f"- `{r['module']}:{r['line']}` ({r['definition']}), {r['operator']} #{r['occurrence']}: "
-                          "explanation pending", "", "```diff", (r["diff"] or "").strip(), "```", ""]
+                recheck = r.get("recheck")
+                status = (f"killed at {recheck['commit'][:7]} by the tests added for it" if recheck and recheck["outcome"] != "survived"
+                          else ("equivalent: " + r["explanation"]) if r.get("explanation") else "alive: to kill")
+                lines += [f"- `{r['module']}:{r['line']}` ({r['definition']}), {r['operator']} #{r['occurrence']}: {status}",
+                          "", "```diff", (r["diff"] or "").strip(), "```", ""]
     with open(os.path.join(out, "mutation.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -155,6 +197,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's test run")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "mutation"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--recheck", action="store_true", help="run the recorded survivors again at HEAD")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     if not args.report_only:
@@ -169,6 +212,9 @@ def main(argv=None) -> int:
                 for package in [p for p in args.packages.split(",") if p]:
                     if package not in TESTS:
                         raise SystemExit(f"unknown package {package!r} (known: {', '.join(TESTS)})")
+                    if args.recheck:
+                        recheck(package, args.out, workdir, commit, args.timeout)
+                        continue
                     mutants = enumerate_mutants(package, workdir)
                     sample = mutants if args.sample <= 0 else random.Random(args.seed).sample(mutants, min(args.sample, len(mutants)))
                     meta_path = os.path.join(args.out, f"{package}.meta.json")
