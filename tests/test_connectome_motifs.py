@@ -146,3 +146,11 @@ def test_matched_density_cell_graph_keeps_each_tensors_strongest_synapses():
     g = cell_graph(recs, density=0.25)
     edges = {(g.cells[a], g.cells[b]) for a, b in zip(*np.nonzero(g.adjacency))}
     assert edges == {(("x", 3), ("h", 2)), (("x", 2), ("h", 2)), (("x", 1), ("h", 2))}   # 12, 11, 10
+
+
+def test_dyads_count_every_unordered_pair_once():
+    """4 cells: 0↔1 mutual, 0→2 and 3→1 asymmetric: 1 mutual, 2 asymmetric, 6 − 3 = 3 null."""
+    adj = np.zeros((4, 4), dtype=bool)
+    adj[0, 1] = adj[1, 0] = adj[0, 2] = adj[3, 1] = True
+    assert dyads(adj) == {"mutual": 1, "asymmetric": 2, "null": 3}
+    assert dyads(np.zeros((5, 5), dtype=bool)) == {"mutual": 0, "asymmetric": 0, "null": 10}

@@ -77,3 +77,12 @@ def test_gains_survive_describe_and_rebuild_and_bad_gains_are_refused():
                         (lambda: IFA(B_gain=float("nan")), "ifa: B_gain")]:
         with pytest.raises(ValueError, match=match):
             make()
+
+
+@pytest.mark.parametrize("gain", [None, 0.5, 2.0])
+def test_init_mean_square_is_the_draws(gain):
+    """Geometry.init_mean_square (which Dale's balanced init keeps) equals E[W²] of init_weight's
+    draw: Glorot's 2/(fan_in + fan_out), or g²/fan_in; for dense and conv shapes."""
+    for geometry, shape in [(Dense(init_gain=gain), (300, 400)), (Conv2d(3, init_gain=gain), (64, 32, 3, 3))]:
+        w = geometry.init_weight(shape, torch.Generator().manual_seed(0))
+        assert (w ** 2).mean().item() == pytest.approx(geometry.init_mean_square(shape), rel=0.03)
