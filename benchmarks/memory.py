@@ -122,10 +122,7 @@ def main(argv=None):
     ap.add_argument("--tag", default="cpu", help="key of this run in the results file")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    unknown = [r for r in rules if r not in RULES]
-    if unknown:
-        ap.error(f"unknown rule(s) {', '.join(unknown)} (known: {', '.join(RULES)})")
+    rules = step_time.chosen_rules(ap, args.rules)
     path = os.path.join(args.out, "memory.json")
     data = json.load(open(path)) if os.path.exists(path) else {}
     for name in (["mlp", "resnet20"] if args.workload == "all" else [args.workload]):

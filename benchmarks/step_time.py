@@ -262,6 +262,15 @@ def verdict(row: dict) -> str:
     return "within noise (" + ("met" if row["ratio_to_plain_bp"] <= row["target"] else "not met") + " by the median)"
 
 
+def chosen_rules(ap, text: str) -> list[str]:
+    """The comma-separated rules of ``--rules``; an unknown one is an argparse error naming it."""
+    rules = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in rules if r not in RULES]
+    if unknown:
+        ap.error(f"unknown rule(s) {', '.join(unknown)} (known: {', '.join(RULES)})")
+    return rules
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workload", default="all", choices=[*WORKLOADS, "all"])
@@ -278,10 +287,7 @@ def main(argv=None):
     ap.add_argument("--tag", default="cpu", help="key of this run in the results file")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    unknown = [r for r in rules if r not in RULES]
-    if unknown:
-        ap.error(f"unknown rule(s) {', '.join(unknown)} (known: {', '.join(RULES)})")
+    rules = chosen_rules(ap, args.rules)
     if args.threads:
         torch.set_num_threads(args.threads)
     path = os.path.join(args.out, "step_time.json")
