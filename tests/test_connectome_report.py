@@ -133,3 +133,62 @@ def test_a_sparse_circuit_is_compared_as_it_is(tmp_path):
     lo, hi = st["intervals"]["reciprocity_over_chance"]
     assert lo < st["reciprocity_over_chance"] < hi
     assert "(a->b, as it is)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_dale_run_gets_its_cell_type_section(tmp_path):
+    """A run whose records carry cell types gets the E→E / E→I / I→E / I→I section, with the
+    statistics of its own records; a signed run gets none."""
+    from connectomes.report import cell_type_lines
+    from test_dale_connectome import planted
+
+    recs, *_ = planted()
+    dale = fake_run(tmp_path / "dale", "kp", 0, connectome=False)
+    write_connectome(os.path.join(dale, "connectome.h5"), recs)
+    signed = fake_run(tmp_path / "signed", "fa", 0)
+    write_report([dale, signed], str(tmp_path / "out"), intervals=0, motifs=False)
+    text = (tmp_path / "out" / "report.md").read_text()
+    section = text.split("## Cell types (Dale's principle)")[1].split("\n## ")[0]
+    expected = cell_type_lines(recs, "kp seed 0", density=0.116)
+    assert expected and "\n".join(expected).strip() in section
+    assert "E→E against cortex" in section and "fa seed 0" not in section
+
+
+def test_command_line_threshold_defaults_to_nonzero_synapses(tmp_path):
+    """Without --threshold a synapse exists where w ≠ 0: the planted sparse connectome's
+    reciprocity (4× chance) is found; counting the zeros as synapses would give 1."""
+    rng = np.random.default_rng(1)
+    n, p = 100, 0.1
+    b = 4 * p * p
+    kind = rng.choice(4, size=(n, n), p=[b, p - b, p - b, 1 - 2 * p + b])
+    W = np.where((kind == 0) | (kind == 1), rng.lognormal(size=(n, n)), 0.0)
+    F = np.where((kind == 0) | (kind == 2), rng.lognormal(size=(n, n)), 0.0).T
+    recs = [{"name": "a->b", "kind": "forward", "pre": "a", "post": "b", "weight": torch.tensor(W), "rule": "fa"},
+            {"name": "a->b:B", "kind": "feedback", "pre": "b", "post": "a", "weight": torch.tensor(F), "rule": "fa",
+             "forward": "a->b"}]
+    run = fake_run(tmp_path / "sparse", "fa", 0, connectome=False)
+    write_connectome(os.path.join(run, "connectome.h5"), recs)
+    assert main([run, "--out", str(tmp_path / "o"), "--no-motifs", "--intervals", "0"]) == 0
+    st = json.load(open(tmp_path / "o" / "report.json"))["runs"][0]["analysis"]["headline"]
+    fwd = int((W != 0).sum())
+    assert st["forward_synapses"] == fwd
+    assert st["reciprocity_over_chance"] == pytest.approx(4.0, rel=0.25)
+
+
+def test_weight_correlation_excitatory_panel_shows_the_positive_pairs(tmp_path, monkeypatch):
+    """The right panel holds the bidirectional pairs whose forward and feedback synapses are both
+    excitatory (w > 0), and its title counts them and gives r of their logarithms."""
+    from matplotlib.figure import Figure
+
+    from connectomes.report import plot_weight_correlation
+
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    run = load_run(fake_run(tmp_path / "fa", "fa", 0))
+    assert plot_weight_correlation(run, str(tmp_path / "w.png")) is not None
+    recs = fake_records("fa", 0)
+    x, y = recs[1]["weight"].double().numpy().ravel(), recs[2]["weight"].double().numpy().T.ravel()
+    both = (x > 0) & (y > 0)
+    r_log = np.corrcoef(np.log(x[both]), np.log(y[both]))[0, 1]
+    title = figures[0].axes[1].get_title()
+    assert f"of {int(both.sum())} pairs shown" in title and int(both.sum()) < x.size
+    assert f"r(ln) = {r_log:.3f}" in title
