@@ -1,5 +1,5 @@
 """The standard circuits, written in the DSL: ``mlp``, ``lenet``, ``resnet20``, ``resnet56``,
-``resnet18``. Each returns a ``Circuit``; ``feedback`` (a rule) is applied if given, otherwise
+``resnet8_mnist``, ``resnet18``. Each returns a ``Circuit``; ``feedback`` (a rule) is applied if given, otherwise
 call ``circuit.feedback(rule)`` yourself.
 
 Populations follow the circuit model: a population sums its inputs, then normalises and applies
@@ -86,15 +86,17 @@ def _basic_block(c, x, name, channels, stride, shortcut):
     return out
 
 
-def resnet_cifar(depth: int, num_classes=10, name=None, seed=0, feedback=None) -> Circuit:
+def resnet_cifar(depth: int, num_classes=10, name=None, seed=0, feedback=None, in_channels=3,
+                 image_size=32) -> Circuit:
     """He et al. (2016)'s CIFAR ResNet of ``depth`` = 6n + 2 layers: conv3×3 (16), three stages of
     n BasicBlocks with 16, 32, 64 channels (stride 2 and option-A shortcuts between stages),
-    global average pooling, readout."""
+    global average pooling, readout. ``in_channels`` and ``image_size`` set the input
+    (in_channels, image_size, image_size): 3 × 32 for CIFAR, 1 × 28 for MNIST (``resnet8_mnist``)."""
     if (depth - 2) % 6:
-        raise ValueError(f"a CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110), got {depth}")
+        raise ValueError(f"a CIFAR ResNet has depth 6n + 2 (8, 14, 20, 32, 44, 56, 110), got {depth}")
     n = (depth - 2) // 6
     c = Circuit(name or f"resnet{depth}", seed=seed)
-    x = _conv(c, c.add(Input("image", (3, 32, 32))), "stem", 16, 3, padding=1)
+    x = _conv(c, c.add(Input("image", (in_channels, image_size, image_size))), "stem", 16, 3, padding=1)
     _stages_and_readout(c, x, (16, 32, 64), n, "A", num_classes)
     return _finish(c, feedback)
 
@@ -107,6 +109,14 @@ def resnet20(num_classes=10, seed=0, feedback=None) -> Circuit:
 def resnet56(num_classes=10, seed=0, feedback=None) -> Circuit:
     """ResNet-56 for CIFAR (0.85M parameters: 853,018 for 10 classes)."""
     return resnet_cifar(56, num_classes, seed=seed, feedback=feedback)
+
+
+def resnet8_mnist(num_classes=10, seed=0, feedback=None) -> Circuit:
+    """The smallest CIFAR ResNet (depth 8: one BasicBlock per stage, 16/32/64 channels, option-A
+    shortcuts) on 1 × 28 × 28 MNIST images: 28 → 14 → 7 pixels over the three stages (75,002
+    parameters for 10 classes)."""
+    return resnet_cifar(8, num_classes, name="resnet8-mnist", seed=seed, feedback=feedback, in_channels=1,
+                        image_size=28)
 
 
 def resnet18(num_classes=1000, image_size=224, seed=0, feedback=None) -> Circuit:
@@ -186,10 +196,10 @@ class PlainBlockA(nn.Module):
 class PlainResNetCifar(nn.Module):
     """He et al.'s CIFAR ResNet (depth 6n + 2, 16-32-64 channels, option-A shortcuts)."""
 
-    def __init__(self, depth, num_classes=10):
+    def __init__(self, depth, num_classes=10, in_channels=3):
         super().__init__()
         n = (depth - 2) // 6
-        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+        self.conv1, self.bn1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
         blocks, cin = [], 16
         for stage, cout in enumerate((16, 32, 64)):
             for b in range(n):

@@ -35,6 +35,8 @@ PROFILES = {  # which projections a table and figure show, and the published num
             "title": "MNIST: final results per rule"},
     "lenet": {"projections": ("p1->c2", "p2->c3", "c3->f4", "f4->classes"), "paper": LENET_PAPER, "theory": {},
               "title": "MNIST LeNet-5: final results per rule"},
+    "resnet": {"projections": ("s1b0_a->s1b0_b", "s2b0_a->s2b0_b", "s3b0_a->s3b0_b", "pool->classes"), "paper": {},
+               "theory": {}, "title": "MNIST ResNet-8 (zoo.resnet8_mnist): final results per rule"},
 }
 
 
@@ -264,7 +266,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join("docs", "results", "mnist"))
     ap.add_argument("--epochs", type=int, default=40, help="runs with fewer epochs count as unfinished")
     ap.add_argument("--profile", choices=sorted(PROFILES), default="mlp",
-                    help="which circuit's projections and published numbers (mlp: the PFA paper's MLP; lenet: BioTorch's)")
+                    help="which circuit's projections and published numbers (mlp: the PFA paper's MLP; lenet: "
+                         "BioTorch's; resnet: experiments/mnist_resnet.py's, no published numbers)")
     args = ap.parse_args(argv)
     use_profile(args.profile)
     runs = os.path.join(args.out, "runs")

@@ -25,6 +25,7 @@ def test_parameter_counts():
     assert circuit_params(zoo.resnet18()) == n_params(torchvision.models.resnet18()) == 11_689_512
     assert circuit_params(zoo.resnet20()) == n_params(ResNetCifar(20)) == 269_722
     assert circuit_params(zoo.resnet56()) == n_params(ResNetCifar(56)) == 853_018
+    assert circuit_params(zoo.resnet8_mnist()) == n_params(ResNetCifar(8, in_channels=1)) == 75_002
     assert circuit_params(zoo.lenet()) == n_params(LeNet()) == 61_706
     assert circuit_params(zoo.mlp((784, 512, 512, 10))) == 669_706
     assert circuit_params(zoo.resnet18(num_classes=10)) == n_params(torchvision.models.resnet18(num_classes=10))
@@ -52,18 +53,20 @@ def compare(model, plain, x, y, rtol=1e-10, atol=1e-12):
     return out
 
 
-def test_resnet20_under_bp_is_the_plain_resnet20():
-    model = zoo.resnet20(feedback=BP()).compile().double()
+@pytest.mark.parametrize("build,depth,in_channels,size", [(zoo.resnet20, 20, 3, 32), (zoo.resnet8_mnist, 8, 1, 28)])
+def test_cifar_resnets_under_bp_are_the_plain_resnets(build, depth, in_channels, size):
+    model = build(feedback=BP()).compile().double()
     with torch.no_grad():  # non-trivial BatchNorm affine parameters
         for norm in model.norms.values():
             norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.2, 0.2)
-    plain = ResNetCifar(20).double()
+    plain = ResNetCifar(depth, in_channels=in_channels).double()
     pairs = [("stem", plain.conv1, plain.bn1), ("classes", plain.fc, None)]
+    n = (depth - 2) // 6
     for i, block in enumerate(plain.blocks):
-        name = f"s{i // 3 + 1}b{i % 3}"
+        name = f"s{i // n + 1}b{i % n}"
         pairs += [(f"{name}_a", block.conv1, block.bn1), (f"{name}_b", block.conv2, block.bn2)]
     copy_into_plain(model, pairs)
-    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    x, y = torch.randn(4, in_channels, size, size, dtype=torch.float64), torch.randint(0, 10, (4,))
     compare(model, plain, x, y)
     for post, conv, bn in pairs:
         (name,) = [n for n in model.projections if n.endswith(f"->{post}")]

@@ -54,7 +54,8 @@ def test_conv_experiments_hold_the_papers_settings():
     import runpy
 
     for name, rule, first_wd in [("cifar10_resnet20", "pfa", 0.005), ("cifar10_resnet56", "pfa-o", 0.005),
-                                 ("resnet18_imagenet", "pfa", 5e-4), ("mnist_lenet", "pfa", 0.03)]:
+                                 ("resnet18_imagenet", "pfa", 5e-4), ("mnist_lenet", "pfa", 0.03),
+                                 ("mnist_resnet", "pfa-o", 0.03)]:
         training = runpy.run_path(os.path.join(REPO, "experiments", f"{name}.py"))["training"]
         assert training.momentum == 0.9 and training.weight_decay == 1e-4
         assert training.resolve(rule).first_epoch_weight_decay == first_wd
