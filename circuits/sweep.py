@@ -88,7 +88,8 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
     it finishes, its results (``RECORDS``) are copied to ``out``/runs/CELL-sSEED, which is what a
     page is written from and what is committed. A finished run is never trained again, and a
     stopped one resumes from its checkpoint. ``train=False`` trains nothing: the results are
-    read from the copies alone (regenerating a page from committed data).
+    read from the copies alone (regenerating a page from committed data), even where the work
+    folder still holds the runs.
 
     ``keep_going``: a run that diverges (``TrainingDiverged``: a learning-rate grid reaches
     rates some rules cannot take) does not stop the sweep: its run folder gets ``diverged.json``
@@ -113,7 +114,8 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
             if diverged(copy) is not None:  # final: a diverged run is not trained again
                 histories.setdefault(cell, {})[seed] = copied
                 continue
-            if len(copied) >= t.epochs and (work == records or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
+            if len(copied) >= t.epochs and (not train or work == records
+                                            or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
                 histories.setdefault(cell, {})[seed] = copied[:t.epochs]
                 continue
             if not train:

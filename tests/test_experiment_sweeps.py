@@ -56,6 +56,8 @@ def test_a_sweep_trains_in_its_work_folder_copies_each_finished_run_and_regenera
     rows = json.load(open(out / "sparse_feedback.json"))["rows"]
     assert len(rows) == 1 and rows[0]["seeds"] == [0, 1] and len(set(rows[0]["test_acc_per_seed"])) == 2
     first = (out / "sparse_feedback.md").read_text().split("\n")[4:]
+    run("sparse_feedback_mnist.py", *args, "--report-only")  # the work folder still there: the copies are read
+    assert (out / "sparse_feedback.md").read_text().split("\n")[4:] == first
     import shutil
     shutil.rmtree(work)
     again = run("sparse_feedback_mnist.py", *args, "--report-only", "--densities", "0.5,0.3")
