@@ -23,7 +23,6 @@ channels_last; otherwise unknown).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,7 +33,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import git_commit  # noqa: E402
+from step_time import git_commit, save_result  # noqa: E402
 
 from circuits import data as datasets  # noqa: E402
 
@@ -151,14 +150,7 @@ def main(argv=None):
         "resnet18_step_note": ("plain BP, torchvision ResNet-18, batch 256, bfloat16, channels_last, on "
                                + torch.cuda.get_device_name(args.device)) if gpu else
                               "unknown: no GPU measured (run with --device cuda on a GPU machine)"}
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "data_pipeline.json")
-    data = json.load(open(path)) if os.path.exists(path) else {}
-    data[args.tag] = record
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(path + ".tmp", path)
-    write_markdown(data, os.path.join(args.out, "data_pipeline.md"))
+    save_result(args.out, "data_pipeline", args.tag, record, write_markdown)
     print(open(os.path.join(args.out, "data_pipeline.md")).read())
 
 

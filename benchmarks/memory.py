@@ -30,7 +30,6 @@ The input batches are built once before every row (the same for all, not counted
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -123,25 +122,18 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     rules = step_time.chosen_rules(ap, args.rules)
-    path = os.path.join(args.out, "memory.json")
-    data = json.load(open(path)) if os.path.exists(path) else {}
     for name in (["mlp", "resnet20"] if args.workload == "all" else [args.workload]):
         batch = args.batch_size or step_time.WORKLOADS[name].batch
         print(f"{name}: batch {batch}", flush=True)
         rows = measure(name, args.device, batch, rules, args.warmup)
-        data[f"{name}-{args.tag}"] = {
+        step_time.save_result(args.out, "memory", f"{name}-{args.tag}", {
             "workload": f"{step_time.WORKLOADS[name].label}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
             "device": args.device,
             "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.machine(),
             "method": "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else
                       "torch.profiler CPU allocator events (profile_memory=True)",
             "warmup": args.warmup, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-            "commit": step_time.git_commit(), "rows": rows}
-        os.makedirs(args.out, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(path + ".tmp", path)
-        write_markdown(data, os.path.join(args.out, "memory.md"))
+            "commit": step_time.git_commit(), "rows": rows}, write_markdown)
     print(open(os.path.join(args.out, "memory.md")).read())
 
 

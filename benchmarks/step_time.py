@@ -219,6 +219,20 @@ def git_commit() -> str | None:
         return None
 
 
+def save_result(out: str, stem: str, key: str, record: dict, write_markdown: Callable[[dict, str], None]) -> None:
+    """Put ``record`` under ``key`` in OUT/STEM.json, keeping the other keys (other devices,
+    workloads, tags), written atomically (a temporary file, then a rename); then rewrite
+    OUT/STEM.md from the whole file with ``write_markdown(data, path)``."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{stem}.json")
+    data = json.load(open(path)) if os.path.exists(path) else {}
+    data[key] = record
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(path + ".tmp", path)
+    write_markdown(data, os.path.join(out, f"{stem}.md"))
+
+
 def targets(workload: str) -> dict[str, float]:
     """The speed targets of issue 4 (ratio to plain BP), by row label."""
     pfa = WORKLOADS[workload].pfa_target
@@ -290,8 +304,6 @@ def main(argv=None):
     rules = chosen_rules(ap, args.rules)
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = os.path.join(args.out, "step_time.json")
-    data = json.load(open(path)) if os.path.exists(path) else {}
     for name in (WORKLOADS if args.workload == "all" else [args.workload]):
         torch.manual_seed(0)
         batch = args.batch_size or WORKLOADS[name].batch
@@ -305,18 +317,12 @@ def main(argv=None):
                 row["target"] = goal[k]
         device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                        else platform.processor() or platform.machine())
-        data[f"{name}-{args.tag}"] = {
+        save_result(args.out, "step_time", f"{name}-{args.tag}", {
             "workload": f"{WORKLOADS[name].label}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
             "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "compile": args.compile, "reps": args.reps, "steps_per_rep": per_rep, "date": time.strftime("%Y-%m-%d"),
-            "commit": git_commit(), "rows": rows}
-        os.makedirs(args.out, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-        write_markdown(data, os.path.join(args.out, "step_time.md"))
+            "commit": git_commit(), "rows": rows}, write_markdown)
     print(open(os.path.join(args.out, "step_time.md")).read())
 
 
