@@ -160,3 +160,6 @@ def test_summary_and_schedule_are_printable():
     assert "h1->h2:R" in text and "plastic" in text and "intermediate" in text
     sched = c.compile().schedule_summary()
     assert "step 0: x0" in sched and "rule pfa" in sched and "ΔW only" in sched
+    assert "(none)" not in text
+    bare = small_mlp(None).summary()  # no rule yet: no feedback projection, said so
+    assert bare.endswith("feedback projections (errors):\n  (none)") and "rule NONE" in bare
