@@ -105,6 +105,11 @@ class CompiledCircuit(nn.Module):
                 self._plan.append(PlanStep(pop, [(pn, d["pre"], d["geometry"], pn == carrier) for pn, d in incoming],
                                            pop.name in self.biases and carrier is None))
 
+        # after plan step i, the activities no later step reads are dropped (as plain PyTorch frees
+        # an intermediate no op saved for backward: e.g. a ResNet block's BN output before the sum)
+        last_read = {pre: i for i, step in enumerate(self._plan) for _, pre, _, _ in step.incoming}
+        self._release = [tuple(n for n, i in last_read.items() if i == j and n != self.readout.name)
+                         for j in range(len(self._plan))]
         # projections whose pre population gets its error from the readout's (DFA)
         self._readout_fed = frozenset(n for n, p in self.projections.items()
                                       if p.sends_error and p.rule.needs_readout_error)
@@ -153,7 +158,8 @@ class CompiledCircuit(nn.Module):
         # attribute lookup costs about a microsecond)
         projections, biases, norms, blocks = self.projections, self.biases, self.norms, self.blocks
         readout_fed, fed = self._readout_fed, []
-        for pop, incoming, add_bias in self._plan:
+        release = self._release if record is None else [()] * len(self._plan)
+        for (pop, incoming, add_bias), done in zip(self._plan, release):
             total = None
             for pn, pre, geometry, carries_bias in incoming:
                 if geometry.weightless:  # identity, pooling, shortcuts, exact-BP blocks: plain autograd
@@ -172,6 +178,8 @@ class CompiledCircuit(nn.Module):
             if pop.name in norms:
                 total = norms[pop.name](total)
             acts[pop.name] = ACTIVATIONS[pop.activation](total)
+            for name in done:
+                del acts[name]
         if record is not None:
             record.update((pop.name, acts[pop.name]) for pop, _, _ in self._plan)
         out = acts[self.readout.name]
