@@ -7,8 +7,11 @@ The circuit and training are experiments/mnist_mlp.py's (784-512-512-10 ReLU, ba
 balanced (``connectomes.dale.balanced_init``), each step projected. Each (rule, seed) trains in
 WORK/RULE-dale-sSEED (an interrupted sweep resumes), its metrics are copied to
 OUT/runs/RULE-dale-sSEED when it ends, with cell_types.json: the pair statistics of its final
-connectome split by cell type (E→E beside cortex). The unconstrained runs are the committed
-40-epoch runs of docs/results/mnist/runs (the same circuit and training, seeds 0-4; ``--signed-runs``).
+connectome split by cell type (E→E beside cortex). A run that diverges (non-finite activity) is
+recorded as such (diverged.json) and the sweep goes on: the table gives its epoch, its best epoch
+counts in the best-epoch column, and the final-accuracy mean is over the runs that finished. The
+unconstrained runs are the committed 40-epoch runs of docs/results/mnist/runs (the same circuit
+and training, seeds 0-4; ``--signed-runs``).
 The table (final and best test accuracy, accuracy cost, alignment and norm ratio per projection,
 E→E statistics), dale.json and dale.png go to OUT.
 
@@ -24,7 +27,8 @@ import statistics
 import time
 
 from circuits import Circuit
-from circuits.sweep import Cell, final, mean_sd, read_records, run_cells_from_args, run_name, seeds_of, sweep_parser, write_report
+from circuits.sweep import (Cell, diverged, final, mean_sd, read_records, run_cells_from_args, run_name, seeds_of,
+                            sweep_parser, write_report)
 from connectomes import Dense
 from plasticity import make_rule
 from populations import Input, Layer, Readout
@@ -78,16 +82,21 @@ def summarize(histories: dict, out: str, signed_runs: str, seeds, rules=RULES) -
     alignment and norm ratio per projection, and the E→E statistics at the matched density."""
     rows = []
     for r in rules:
-        runs = histories.get(f"{r}-dale", {})
-        if not runs:
+        every = histories.get(f"{r}-dale", {})
+        if not every:
             continue
-        row = {"rule": r, "seeds": sorted(runs), "epochs": min(len(h) for h in runs.values()),
+        blew_up = {s: diverged(os.path.join(out, "runs", run_name(f"{r}-dale", s))) for s in sorted(every)}
+        blew_up = {s: d["epochs"] for s, d in blew_up.items() if d is not None}  # epochs finished before it
+        runs = {s: h for s, h in every.items() if s not in blew_up}  # the finished runs
+        row = {"rule": r, "seeds": sorted(runs), "diverged": blew_up,
+               "epochs": min((len(h) for h in runs.values()), default=0),
                "test_acc_per_seed": [final(runs[s]) for s in sorted(runs)],
-               "seconds_per_epoch": statistics.fmean(m.get("seconds", 0.0) for h in runs.values() for m in h)}
+               "seconds_per_epoch": statistics.fmean(m.get("seconds", 0.0) for h in every.values() for m in h)}
         row["test_acc"], row["test_acc_sd"] = mean_sd(row["test_acc_per_seed"])
-        row["best_test_acc"], row["best_test_acc_sd"] = mean_sd(max(m["test_acc"] for m in h) for h in runs.values())
+        # best epoch over every run, a diverged one's epochs before it diverged included
+        row["best_test_acc"], row["best_test_acc_sd"] = mean_sd(max(m["test_acc"] for m in h) for h in every.values() if h)
         signed = {s: read_records(os.path.join(signed_runs, run_name(r, s))) for s in seeds}
-        signed = {s: h[:row["epochs"]] for s, h in signed.items() if len(h) >= row["epochs"]}
+        signed = {s: h[:row["epochs"]] for s, h in signed.items() if row["epochs"] and len(h) >= row["epochs"]}
         row["signed_seeds"] = sorted(signed)
         row["signed_test_acc"], row["signed_test_acc_sd"] = mean_sd(final(h) for h in signed.values())
         row["cost"] = row["signed_test_acc"] - row["test_acc"]
@@ -142,7 +151,10 @@ def write(result: dict, out: str, note: str = "") -> str:
         def al(p):
             s = r[f"signed_alignment_deg:{p}"]
             return f"{_pm(r, f'alignment_deg:{p}')} / {'—' if s != s else f'{s:.1f}'}"
-        lines.append(f"| {r['rule']} | {','.join(map(str, r['seeds']))} | {r['epochs']} | {_pm(r, 'test_acc', '.2f', 100)} | "
+        seeds = ",".join(map(str, r["seeds"])) or "none"
+        if r.get("diverged"):
+            seeds += " (diverged: " + ", ".join(f"seed {s} after epoch {e}" for s, e in r["diverged"].items()) + ")"
+        lines.append(f"| {r['rule']} | {seeds} | {r['epochs']} | {_pm(r, 'test_acc', '.2f', 100)} | "
                      f"{_pm(r, 'best_test_acc', '.2f', 100)} | {_pm(r, 'signed_test_acc', '.2f', 100)} | "
                      f"{cost} | {al('h1->h2')} | {al('h2->digits')} | "
                      f"{_pm(r, 'norm_ratio:h1->h2', '.2f')} | {_pm(r, 'norm_ratio:h2->digits', '.2f')} | "
@@ -166,11 +178,12 @@ def main(argv=None):
     rules = tuple(r.strip() for r in args.rules.split(","))
     start = time.time()
     sweep = cells(rules)
-    histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), sweep, args)
+    histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), sweep, args, keep_going=True)
     work = args.work or os.path.join(args.out, "runs")
     for cell, runs in histories.items():
         for seed in runs:
-            write_cell_types(work, args.out, run_name(cell, seed))
+            if diverged(os.path.join(args.out, "runs", run_name(cell, seed))) is None:  # no final connectome
+                write_cell_types(work, args.out, run_name(cell, seed))
     seeds = seeds_of(args)
     note = (f"Written by `experiments/mnist_dale.py --epochs {args.epochs or 40}` (seeds {','.join(map(str, seeds))}; "
             "h1, h2 and the readout 80% E / 20% I, pixels signed; circuit and training of experiments/mnist_mlp.py); "

@@ -229,3 +229,34 @@ def test_dale_sweep_keeps_signs_records_cell_types_and_regenerates(data_root, tm
     shutil.rmtree(work)  # the page comes back from OUT/runs alone, cell types included
     again = run("mnist_dale.py", *args, "--report-only")
     assert "epoch 1/1" not in again.stderr and (out / "dale.md").read_text().split("\n")[4:] == page
+
+
+def test_dale_table_reports_a_diverged_run_and_averages_the_finished_ones(tmp_path):
+    """A Dale run that diverged (its diverged.json copied to OUT/runs) is named in the table with
+    the epochs it finished; the final-accuracy mean is the finished runs', the epoch count and
+    the unconstrained runs beside it are those of a finished run (not cut to the diverged one's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mnist_dale", os.path.join(REPO, "experiments", "mnist_dale.py"))
+    dale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dale)
+
+    def records(n, acc):
+        return [{"epoch": e, "test_acc": acc + 0.001 * e, "seconds": 1.0,
+                 "projections": {"h1->h2": {"alignment_deg": 80.0, "norm_ratio": 1.0}}} for e in range(1, n + 1)]
+
+    out, signed = tmp_path / "out", tmp_path / "signed"
+    for s, acc in ((0, 0.90), (1, 0.94)):
+        (signed / f"kp-s{s}").mkdir(parents=True)
+        (signed / f"kp-s{s}" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in records(40, acc)))
+    (out / "runs" / "kp-dale-s0").mkdir(parents=True)
+    (out / "runs" / "kp-dale-s0" / "diverged.json").write_text(json.dumps({"error": "non-finite", "epochs": 17}))
+    histories = {"kp-dale": {0: records(17, 0.95), 1: records(40, 0.93)}}
+    result = dale.summarize(histories, str(out), str(signed), (0, 1), rules=("kp",))
+    (row,) = result["rows"]
+    assert row["seeds"] == [1] and row["diverged"] == {0: 17} and row["epochs"] == 40
+    assert row["test_acc"] == pytest.approx(0.93 + 0.040)
+    assert row["best_test_acc"] == pytest.approx(((0.95 + 0.017) + (0.93 + 0.040)) / 2)
+    assert row["signed_seeds"] == [0, 1] and row["signed_test_acc"] == pytest.approx(0.92 + 0.040)
+    page = dale.write(result, str(out))
+    assert "| kp | 1 (diverged: seed 0 after epoch 17) | 40 | 97.00 ± 0.00 |" in page
