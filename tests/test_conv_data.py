@@ -83,6 +83,9 @@ def test_imagenet_folder_through_a_dataloader(tmp_path):
     xv2, _ = next(batches(splits["val"], 3))
     assert torch.equal(xv, xv2)  # evaluation transform: Resize + CenterCrop, no randomness
     assert len(splits["train"].head(2)) == 2
+    for too_many in (12, 13):  # 12 training images: a validation split must leave at least one
+        with pytest.raises(DataError, match=f"val_size={too_many} must be between 1 and 11"):
+            load("imagenet:image_size=16,workers=0", str(root), val_size=too_many)
     (tmp_path / "imagenet" / "val" / "n03").mkdir()
     from PIL import Image
     Image.new("RGB", (8, 8)).save(tmp_path / "imagenet" / "val" / "n03" / "a.png")

@@ -36,3 +36,21 @@ def test_imagenet_folders_swapped_or_shared(tmp_path):
         check_imagenet("ROOT", Folder(str(tmp_path / "train"), 10), Folder(str(tmp_path / "val"), 100))
     with pytest.raises(DataError, match="train/ and val/ are the same folder"):
         check_imagenet("ROOT", Folder(str(tmp_path / "train"), 10), Folder(str(tmp_path / "train"), 10))
+
+
+def test_gzipped_mnist_files_are_read_and_checked_as_torchvision_ships_them(tmp_path):
+    """Where a raw file is missing, its .gz (torchvision's download) is read instead, and checked
+    against torchvision's own checksum of the .gz: here headers alone (the right item counts),
+    so the check names the .gz file."""
+    import gzip
+    import struct
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, magic, n in (("train-images-idx3-ubyte", 0x803, 60000), ("train-labels-idx1-ubyte", 0x801, 60000),
+                           ("t10k-images-idx3-ubyte", 0x803, 10000), ("t10k-labels-idx1-ubyte", 0x801, 10000)):
+        dims = (n, 28, 28) if magic == 0x803 else (n,)
+        with gzip.open(raw / f"{name}.gz", "wb") as f:
+            f.write(struct.pack(f">I{len(dims)}I", magic, *dims))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz"):
+        load("mnist", str(tmp_path))

@@ -323,3 +323,24 @@ def test_readme_synopsis_names_every_flag():
         for flag in action.option_strings:
             if flag.startswith("--") and flag != "--help":
                 assert flag in synopsis, flag
+
+
+def test_an_os_error_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """An OSError that no check turned into a project error (a folder without write permission,
+    a full disk while the run folder is made) ends the command with status 2 and one line:
+    the system's reason and the file it concerns, not a traceback."""
+    import circuits.run
+
+    exp = tiny_experiment(str(tmp_path))
+
+    def refuse(*a, **kw):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/runs/x")
+    monkeypatch.setattr(circuits.run, "run_one", refuse)
+    assert main([exp, "--out", str(tmp_path / "out"), *RUN]) == 2
+    assert capsys.readouterr().err == f"error: {os.strerror(errno.EACCES)}: /data/runs/x\n"
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(circuits.run, "run_one", full)
+    assert main([exp, "--out", str(tmp_path / "out"), *RUN]) == 2
+    assert capsys.readouterr().err == f"error: {os.strerror(errno.ENOSPC)}\n"
