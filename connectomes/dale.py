@@ -57,3 +57,38 @@ def project_signs_(tensor: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
 def sign_violations(tensor: torch.Tensor, signs: torch.Tensor) -> int:
     """How many entries of ``tensor`` have the opposite sign of their column (0 under Dale)."""
     return int((tensor.detach() * signs.to(tensor.dtype) < 0).sum())
+
+
+def feedback_sign_bound(W: torch.Tensor, F: torch.Tensor, pre_signs: torch.Tensor,
+                        sender_signs: torch.Tensor) -> dict:
+    """How much of Wᵀ a Daleian direct feedback tensor can hold, and how much of it F holds.
+
+    W: post × pre, its columns with the pre cells' signs, so Wᵀ[i, j] has the sign of pre cell i;
+    F: pre × post (feedback layout), its columns with the sending (post) cells' signs
+    ``sender_signs``. F[i, j] can share Wᵀ[i, j]'s sign only where cells i and j are of one type
+    (E→E, I→I); on the mixed pairs the best F has zeros. With P = Wᵀ on the same-type pairs and 0
+    elsewhere (the sign-feasible F closest to Wᵀ), returns, all in float64:
+
+    - ``bound_deg``: ∠(Wᵀ, P), the smallest angle any Daleian F can make with Wᵀ;
+    - ``alignment_deg``: ∠(Wᵀ, F) (the weight alignment, as the metrics report it);
+    - ``to_bound_deg``: ∠(P, F);
+    - ``rms_same``, ``rms_mixed``: the root mean square of F on the same-type and mixed pairs
+      (a mirror of W keeps the mixed ones near zero);
+    - ``same_fraction``: the share of ‖Wᵀ‖² on the same-type pairs, cos² of the bound.
+    """
+    import math
+
+    Wt, F = W.detach().double().t(), F.detach().double()
+    same = pre_signs.double()[:, None] == sender_signs.double()[None, :]
+    P = torch.where(same, Wt, torch.zeros_like(Wt))
+
+    def angle(a, b):
+        denominator = float(a.norm() * b.norm())
+        return float("nan") if denominator == 0 else math.degrees(math.acos(max(-1.0, min(1.0, float((a * b).sum()) / denominator))))
+
+    def rms(mask):
+        return float(F[mask].pow(2).mean().sqrt()) if bool(mask.any()) else float("nan")
+    total = float(Wt.pow(2).sum())
+    return {"bound_deg": angle(Wt, P), "alignment_deg": angle(Wt, F), "to_bound_deg": angle(P, F),
+            "rms_same": rms(same), "rms_mixed": rms(~same),
+            "same_fraction": float(P.pow(2).sum()) / total if total else float("nan")}

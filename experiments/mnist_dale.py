@@ -72,9 +72,26 @@ def write_cell_types(work: str, out: str, name: str) -> None:
     data = {view: {k: {s: getattr(st, s) for s in CELL_STATS + ("bidirectional_pairs", "possible_pairs")}
                    for k, st in cell_type_reciprocity(recs, density=d).items()}
             for view, d in (("native", None), ("matched", DENSITY))}
+    data["feedback_bound"] = feedback_bounds(recs)
     os.makedirs(os.path.join(out, "runs", name), exist_ok=True)
     with open(os.path.join(out, "runs", name, "cell_types.json"), "w") as f:
         json.dump(data, f, indent=1, default=lambda v: None)
+
+
+def feedback_bounds(records: list[dict]) -> dict:
+    """{projection: ``connectomes.dale.feedback_sign_bound`` of its direct feedback} for the
+    projections whose forward and feedback records carry cell signs (PFA's route through ē and
+    BP's transported Wᵀ have none: no direct Daleian feedback tensor)."""
+    from connectomes.dale import feedback_sign_bound
+    from connectomes.reciprocity import direct_feedback, feedback_routes
+
+    out = {}
+    for route in feedback_routes(records):
+        fwd, direct = route["forward"], route["direct"]
+        if not direct or fwd.get("pre_sign") is None or any(r.get("pre_sign") is None or r.get("transported") for r in direct):
+            continue
+        out[fwd["name"]] = feedback_sign_bound(fwd["weight"], direct_feedback(direct), fwd["pre_sign"], direct[0]["pre_sign"])
+    return out
 
 
 def summarize(histories: dict, out: str, signed_runs: str, seeds, rules=RULES) -> dict:
@@ -104,12 +121,16 @@ def summarize(histories: dict, out: str, signed_runs: str, seeds, rules=RULES) -
             for key in ("alignment_deg", "norm_ratio"):
                 row[f"{key}:{proj}"], row[f"{key}:{proj}_sd"] = mean_sd(final(h, key, proj) for h in runs.values())
                 row[f"signed_{key}:{proj}"], _ = mean_sd(final(h, key, proj) for h in signed.values())
-        ee = []
+        ee, bounds = [], []
         for s in sorted(runs):
             path = os.path.join(out, "runs", run_name(f"{r}-dale", s), "cell_types.json")
             if os.path.exists(path):
                 with open(path) as f:
-                    ee.append(json.load(f)["matched"].get("E→E", {}))
+                    types = json.load(f)
+                ee.append(types["matched"].get("E→E", {}))
+                bounds.append(types.get("feedback_bound", {}).get("h1->h2", {}))
+        for key in ("bound_deg", "to_bound_deg", "rms_same", "rms_mixed"):
+            row[f"bound_{key}"], row[f"bound_{key}_sd"] = mean_sd(b.get(key, float("nan")) for b in bounds)
         for key in CELL_STATS:
             row[f"EE_{key}"], row[f"EE_{key}_sd"] = mean_sd(e.get(key) if e.get(key) is not None else float("nan")
                                                             for e in ee)
@@ -166,6 +187,17 @@ def write(result: dict, out: str, note: str = "") -> str:
               "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['rule']} | " + " | ".join(_pm(r, f"EE_{k}", ".2f") for k in CELL_STATS) + " |")
+    lines += ["", "How much of Wᵀ the direct Daleian feedback of h1→h2 holds (final connectome; "
+              "`connectomes.dale.feedback_sign_bound`): a feedback synapse i ← j has the sign of its sender j, Wᵀ[i, j] "
+              "that of cell i, so only same-type pairs (E→E, I→I) can agree; bound = ∠(Wᵀ, P) with P = Wᵀ on the "
+              "same-type pairs and 0 elsewhere, the best alignment any Daleian B can reach; rms of B on the same-type "
+              "and on the mixed pairs (where the closest B to Wᵀ is zero). Rules without a direct Daleian tensor "
+              "(BP's transported Wᵀ, DFA, PFA's ē route) have none.", "",
+              "| rule | bound (deg) | ∠(P, B) (deg) | rms B, same-type pairs | rms B, mixed pairs |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("bound_bound_deg") == r.get("bound_bound_deg"):
+            lines.append(f"| {r['rule']} | {_pm(r, 'bound_bound_deg')} | {_pm(r, 'bound_to_bound_deg')} | "
+                         f"{_pm(r, 'bound_rms_same', '.4f')} | {_pm(r, 'bound_rms_mixed', '.4f')} |")
     return write_report(out, "dale", result, fig, lines, "final test accuracy, Dale against signed")
 
 

@@ -69,3 +69,25 @@ def test_the_report_compares_only_e_to_e_with_cortex():
     lines = "\n".join(cell_type_lines(recs, "kp seed 0", density=0.5))
     assert "| quantity | E→E (kp) | E→I (kp) | I→E (kp) | I→I (kp) |" in lines
     assert "E→E against cortex" in lines and "I→I against" not in lines and "song2005" in lines
+
+
+def test_feedback_sign_bound_on_a_hand_made_pair():
+    """Two pre cells (E, I) and two post cells (E, I): Wᵀ = [[1, 2], [-3, -4]] (rows: pre cells,
+    their signs); the Daleian F may match Wᵀ only on E→E (1) and I→I (-4): P = [[1, 0], [0, -4]]."""
+    import math
+
+    from connectomes.dale import feedback_sign_bound
+
+    W = torch.tensor([[1.0, -3.0], [2.0, -4.0]], dtype=torch.float64)  # post × pre: columns E (+), I (−)
+    signs = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    P = torch.tensor([[1.0, 0.0], [0.0, -4.0]], dtype=torch.float64)
+    out = feedback_sign_bound(W, P, signs, signs)
+    assert out["same_fraction"] == pytest.approx(17 / 30, abs=1e-15)
+    assert out["bound_deg"] == pytest.approx(math.degrees(math.acos(math.sqrt(17 / 30))), abs=1e-12)
+    assert out["alignment_deg"] == pytest.approx(out["bound_deg"], abs=1e-12) and out["to_bound_deg"] == pytest.approx(0, abs=1e-6)
+    assert out["rms_mixed"] == 0 and out["rms_same"] == pytest.approx(math.sqrt(17 / 2), abs=1e-12)
+    F = torch.tensor([[1.0, 0.0], [2.0, -4.0]], dtype=torch.float64)  # 2: I pre cell hears E post cell (mixed)
+    out = feedback_sign_bound(W, F, signs, signs)
+    assert out["rms_mixed"] == pytest.approx(math.sqrt(2), abs=1e-12) and out["bound_deg"] == pytest.approx(
+        math.degrees(math.acos(math.sqrt(17 / 30))), abs=1e-12)
+    assert out["alignment_deg"] == pytest.approx(math.degrees(math.acos((1 + -6 + 16) / math.sqrt(30 * 21))), abs=1e-12)

@@ -217,6 +217,10 @@ def test_dale_sweep_keeps_signs_records_cell_types_and_regenerates(data_root, tm
     for name in ("kp-dale-s0", "pfa-o-dale-s0"):
         types = json.load(open(out / "runs" / name / "cell_types.json"))
         assert list(types["matched"]) == ["E→E", "E→I", "I→E", "I→I"]
+        # KP's B is a direct Daleian tensor: how much of Wᵀ it can hold; PFA-o's feedback runs through ē
+        bound = types["feedback_bound"]
+        assert set(bound) == ({"h1->h2", "h2->digits"} if name.startswith("kp") else set())
+        assert all(0 < b["bound_deg"] < 90 and b["rms_same"] > 0 for b in bound.values())
         assert sorted(os.listdir(out / "runs" / name)) == ["cell_types.json", "config.json", "initial.json", "metrics.jsonl"]
     model = load_checkpoint(str(work / "pfa-o-dale-s0" / "checkpoint.pt"))["model"]
     for proj in ("h1->h2", "h2->digits"):
