@@ -21,7 +21,7 @@ from torch import nn
 from circuits.errors import CircuitError
 from connectomes.analysis import alignment_deg, angle_deg, norm_ratio, sign_concordance
 from connectomes.geometry import Geometry
-from plasticity import BP, Projection, ReadoutError
+from plasticity import BP, Projection, ReadoutTap
 from populations import ACTIVATIONS, Input, Layer, Readout
 
 
@@ -157,7 +157,8 @@ class CompiledCircuit(nn.Module):
         # (the containers are read once: this loop runs every step, and each nn.Module
         # attribute lookup costs about a microsecond)
         projections, biases, norms, blocks = self.projections, self.biases, self.norms, self.blocks
-        readout_fed, fed = self._readout_fed, []
+        readout_fed, taps = self._readout_fed, None
+        tap_readout = bool(readout_fed) and not exact and torch.is_grad_enabled()
         release = self._release if record is None else [()] * len(self._plan)
         for (pop, incoming, add_bias), done in zip(self._plan, release):
             total = None
@@ -170,8 +171,9 @@ class CompiledCircuit(nn.Module):
                     bias = biases[pop.name].flatten() if carries_bias else None
                     out = (proj.geometry.forward(acts[pre], proj.masked_weight(), bias) if exact
                            else proj(acts[pre], bias))
-                    if readout_fed and pn in readout_fed:
-                        fed.append((proj, acts[pre]))
+                    if tap_readout and pn in readout_fed:  # DFA: e_L to the pre cells, made here (see ReadoutTap)
+                        tap = ReadoutTap.apply(acts[pre], proj, self.readout.shape)
+                        taps = tap if taps is None else taps + tap
                 total = out if total is None else total + out
             if add_bias:
                 total = total + biases[pop.name]
@@ -183,8 +185,8 @@ class CompiledCircuit(nn.Module):
         if record is not None:
             record.update((pop.name, acts[pop.name]) for pop, _, _ in self._plan)
         out = acts[self.readout.name]
-        if fed and out.requires_grad and not exact:
-            out = ReadoutError.apply(out, tuple(p for p, _ in fed), *(x for _, x in fed))
+        if taps is not None:
+            out = out + taps.to(out.dtype)  # adds zeros: the taps only carry e_L back
         return out
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Use them by their paper names in a DSL file (``circuit.feedback(pfa(expansion=10))``) or by
 string (``make_rule("pfa-o")``).
 """
-from plasticity.base import FeedbackEdge, Projection, ReadoutError, Rule, RuleFunction
+from plasticity.base import FeedbackEdge, Projection, ReadoutTap, Rule, RuleFunction
 from plasticity.bp import BP
 from plasticity.brsf import BRSF
 from plasticity.dfa import DFA
@@ -39,7 +39,7 @@ def make_rule(name: str, **options) -> Rule:
 
 
 __all__ = [
-    "BP", "BRSF", "DFA", "FA", "FRSF", "IFA", "KP", "Mixed", "PAL", "PFA", "PFAo", "PFAoSquare", "RULES", "USF", "WM", "ReadoutError",
+    "BP", "BRSF", "DFA", "FA", "FRSF", "IFA", "KP", "Mixed", "PAL", "PFA", "PFAo", "PFAoSquare", "RULES", "USF", "WM", "ReadoutTap",
     "FeedbackEdge", "Projection", "Rule", "RuleFunction", "bp", "brsf", "dfa", "fa", "frsf",
     "ifa", "kp", "make_rule", "mixed", "pal", "pfa", "pfa_o", "pfa_o_square", "set_epoch_weight_decay", "usf", "wm",
 ]

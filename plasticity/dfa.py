@@ -1,6 +1,6 @@
 """DFA (Nøkland 2016): each layer receives the readout error directly, e_in = B e_L, through a
 fixed random B (N_pre × N_readout). The readout error is sent from the readout
-(``plasticity.ReadoutError``, which the compiled circuit puts on the readout activity) rather
+(``plasticity.ReadoutTap``, which the compiled circuit adds to the readout activity) rather
 than recomputed; no backprop runs underneath. The projection's own backward sends nothing.
 
 On a convolution N_pre counts every pre cell (C·H·W, flattened C-major): B reaches each cell of

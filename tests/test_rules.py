@@ -117,6 +117,21 @@ def test_dfa_uses_readout_error():
     assert model.projections["h1->h2"].B.shape == (7, 4)  # N_pre × N_readout
 
 
+def test_dfa_sends_each_layers_error_when_autograd_reaches_that_layer(monkeypatch):
+    """B e_L for a layer is made just before that layer's backward (ReadoutTap), not for every
+    layer at the top of the backward pass: one layer's error held at a time. Order of the calls
+    in one backward pass, deepest layer first."""
+    model, x, y = setup(DFA())
+    calls = []
+    real_feedback, real_backward = DFA.readout_feedback, DFA.backward
+    monkeypatch.setattr(DFA, "readout_feedback", lambda self, proj, e, shape: (
+        calls.append(("B e_L", proj.name)), real_feedback(self, proj, e, shape))[1])
+    monkeypatch.setattr(DFA, "backward", lambda self, proj, *a: (
+        calls.append(("ΔW", proj.name)), real_backward(self, proj, *a))[1])
+    model.loss(model(x), y).backward()
+    assert calls == [("B e_L", "h2->out"), ("ΔW", "h2->out"), ("B e_L", "h1->h2"), ("ΔW", "h1->h2")], calls
+
+
 @pytest.mark.parametrize("scale", ["xavier", "he", 0.3])
 def test_usf(scale):
     model, x, y = setup(USF(scale=scale))
