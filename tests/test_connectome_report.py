@@ -111,11 +111,11 @@ def test_command_line_entry(tmp_path, capsys):
     assert "| 300 |" not in (out / "report.md").read_text()
 
 
-def test_a_sparse_circuit_is_compared_as_it_is(tmp_path):
-    """A sparse forward and feedback connectome (planted: 10% per direction, bidirectional pairs
-    4× chance) is compared as stored, and the report finds the planted excess."""
-    rng = np.random.default_rng(0)
-    n, p = 120, 0.1
+def planted_sparse_run(path, n: int, seed: int):
+    """A run folder whose connectome a->b is sparse both ways: each direction 10% of the n × n
+    pairs, bidirectional pairs at 4× chance, lognormal strengths. Returns (run folder, W)."""
+    rng = np.random.default_rng(seed)
+    p = 0.1
     b = 4 * p * p
     kind = rng.choice(4, size=(n, n), p=[b, p - b, p - b, 1 - 2 * p + b])
     W = np.where((kind == 0) | (kind == 1), rng.lognormal(size=(n, n)), 0.0)
@@ -123,8 +123,15 @@ def test_a_sparse_circuit_is_compared_as_it_is(tmp_path):
     recs = [{"name": "a->b", "kind": "forward", "pre": "a", "post": "b", "weight": torch.tensor(W), "rule": "fa"},
             {"name": "a->b:B", "kind": "feedback", "pre": "b", "post": "a", "weight": torch.tensor(F), "rule": "fa",
              "forward": "a->b"}]
-    run = fake_run(tmp_path / "sparse", "fa", 0, connectome=False)
+    run = fake_run(path, "fa", 0, connectome=False)
     write_connectome(os.path.join(run, "connectome.h5"), recs)
+    return run, W
+
+
+def test_a_sparse_circuit_is_compared_as_it_is(tmp_path):
+    """A sparse forward and feedback connectome (planted: 10% per direction, bidirectional pairs
+    4× chance) is compared as stored, and the report finds the planted excess."""
+    run, _ = planted_sparse_run(tmp_path / "sparse", 120, seed=0)
     write_report([run], str(tmp_path / "out"), intervals=50, motifs=False)
     head = json.load(open(tmp_path / "out" / "report.json"))["runs"][0]["analysis"]
     assert head["view"] == "as is"
@@ -156,17 +163,7 @@ def test_a_dale_run_gets_its_cell_type_section(tmp_path):
 def test_command_line_threshold_defaults_to_nonzero_synapses(tmp_path):
     """Without --threshold a synapse exists where w ≠ 0: the planted sparse connectome's
     reciprocity (4× chance) is found; counting the zeros as synapses would give 1."""
-    rng = np.random.default_rng(1)
-    n, p = 100, 0.1
-    b = 4 * p * p
-    kind = rng.choice(4, size=(n, n), p=[b, p - b, p - b, 1 - 2 * p + b])
-    W = np.where((kind == 0) | (kind == 1), rng.lognormal(size=(n, n)), 0.0)
-    F = np.where((kind == 0) | (kind == 2), rng.lognormal(size=(n, n)), 0.0).T
-    recs = [{"name": "a->b", "kind": "forward", "pre": "a", "post": "b", "weight": torch.tensor(W), "rule": "fa"},
-            {"name": "a->b:B", "kind": "feedback", "pre": "b", "post": "a", "weight": torch.tensor(F), "rule": "fa",
-             "forward": "a->b"}]
-    run = fake_run(tmp_path / "sparse", "fa", 0, connectome=False)
-    write_connectome(os.path.join(run, "connectome.h5"), recs)
+    run, W = planted_sparse_run(tmp_path / "sparse", 100, seed=1)
     assert main([run, "--out", str(tmp_path / "o"), "--no-motifs", "--intervals", "0"]) == 0
     st = json.load(open(tmp_path / "o" / "report.json"))["runs"][0]["analysis"]["headline"]
     fwd = int((W != 0).sum())
