@@ -1,7 +1,8 @@
 """Mutation testing of circuits/, plasticity/ and connectomes/ with cosmic-ray (not in CI: slow).
 
 Each package's mutants are enumerated by cosmic-ray (``cosmic-ray init``: every operator at
-every place it applies); a seeded random sample of them (``--sample``; all with ``--sample 0``)
+every place it applies); a seeded random sample of them (``--sample``; all with ``--sample 0``),
+drawn once and kept in OUT/PACKAGE.meta.json (so a later commit finishes the same sample),
 is run one by one with ``cosmic-ray mutate-and-test`` in a scratch git worktree of HEAD (the
 working tree is never touched), each against the package's own test files (``TESTS``), stopping
 at the first failure. Outcomes go to OUT/PACKAGE.jsonl as they finish, so an interrupted run
@@ -78,6 +79,28 @@ def enumerate_mutants(package: str, workdir: str) -> list[dict]:
         out.append({"job": key, "module": str(m.module_path), "operator": m.operator_name,
                     "occurrence": m.occurrence, "line": m.start_pos[0], "definition": m.definition_name})
     return sorted(out, key=lambda r: (r["module"], r["line"], r["operator"], r["occurrence"]))
+
+
+def draw_sample(mutants: list[dict], meta: dict | None, size: int, seed: int, commit: str,
+                package: str) -> tuple[list[dict], dict]:
+    """The mutants to run and the package's meta record. The sample is drawn once (seeded, uniform
+    over ``mutants``; all of them with ``size`` 0) and its jobs are kept in the meta, so a later
+    run at another commit finishes the *same* sample instead of drawing a new one from a changed
+    list (a job that no longer exists at HEAD is reported and skipped)."""
+    if meta and meta.get("jobs") and meta["sampled"] == (meta["mutants"] if size <= 0 else min(size, meta["mutants"])):
+        by_job = {m["job"]: m for m in mutants}
+        missing = [j for j in meta["jobs"] if j not in by_job]
+        if missing:
+            print(f"{package}: {len(missing)} sampled mutants no longer exist at HEAD: {', '.join(missing)}", file=sys.stderr)
+        if meta["commit"] != commit:
+            print(f"{package}: finishing the sample drawn at {meta['commit'][:7]} ({meta['mutants']} mutants) "
+                  f"at {commit[:7]} ({len(mutants)} mutants)", file=sys.stderr)
+        return [by_job[j] for j in meta["jobs"] if j in by_job], meta
+    if meta and meta["commit"] != commit:
+        print(f"{package}: earlier results are of another commit and sample; they stay and count", file=sys.stderr)
+    sample = mutants if size <= 0 else random.Random(seed).sample(mutants, min(size, len(mutants)))
+    return sample, {"mutants": len(mutants), "sampled": len(sample), "seed": seed, "commit": commit,
+                    "jobs": [m["job"] for m in sample]}
 
 
 def run_mutant(mutant: dict, package: str, workdir: str, timeout: float) -> dict:
@@ -217,11 +240,9 @@ def main(argv=None) -> int:
                         recheck(package, args.out, workdir, commit, args.timeout)
                         continue
                     mutants = enumerate_mutants(package, workdir)
-                    sample = mutants if args.sample <= 0 else random.Random(args.seed).sample(mutants, min(args.sample, len(mutants)))
                     meta_path = os.path.join(args.out, f"{package}.meta.json")
-                    meta = {"mutants": len(mutants), "sampled": len(sample), "seed": args.seed, "commit": commit}
-                    if os.path.exists(meta_path) and json.load(open(meta_path))["commit"] != commit:
-                        print(f"{package}: earlier results are of another commit; they stay and count", file=sys.stderr)
+                    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else None
+                    sample, meta = draw_sample(mutants, meta, args.sample, args.seed, commit, package)
                     with open(meta_path, "w") as f:
                         json.dump(meta, f)
                     results = os.path.join(args.out, f"{package}.jsonl")

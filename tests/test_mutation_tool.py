@@ -1,0 +1,34 @@
+"""tools/mutation.py's sample: drawn once, kept in the meta, finished at a later commit."""
+import importlib.util
+import os
+
+spec = importlib.util.spec_from_file_location(
+    "mutation_tool", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "mutation.py"))
+mutation = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mutation)
+
+
+def mutants(n):
+    return [{"job": f"m.py:op:{i}", "module": "m.py", "operator": "op", "occurrence": i} for i in range(n)]
+
+
+def test_sample_is_drawn_once_and_finished_at_a_later_commit():
+    first, meta = mutation.draw_sample(mutants(100), None, 10, 0, "a" * 40, "pkg")
+    assert meta["jobs"] == [m["job"] for m in first] and meta["sampled"] == 10 and meta["mutants"] == 100
+    assert len(set(meta["jobs"])) == 10
+    # the code changed: 7 more mutants, one sampled job gone; the same sample (less the gone one) is run
+    later = [m for m in mutants(107) if m["job"] != first[3]["job"]]
+    again, meta2 = mutation.draw_sample(later, meta, 10, 0, "b" * 40, "pkg")
+    assert [m["job"] for m in again] == [j for j in meta["jobs"] if j != first[3]["job"]]
+    assert meta2 == meta  # the draw's commit and size stay on record
+    # a fresh draw from the changed list would have been another sample
+    fresh, _ = mutation.draw_sample(later, None, 10, 0, "b" * 40, "pkg")
+    assert [m["job"] for m in fresh] != [m["job"] for m in again]
+
+
+def test_a_different_size_draws_a_new_sample():
+    _, meta = mutation.draw_sample(mutants(100), None, 10, 0, "a" * 40, "pkg")
+    bigger, meta2 = mutation.draw_sample(mutants(100), meta, 30, 0, "a" * 40, "pkg")
+    assert len(bigger) == 30 and meta2["sampled"] == 30
+    everything, meta3 = mutation.draw_sample(mutants(100), meta, 0, 0, "a" * 40, "pkg")
+    assert len(everything) == 100 and meta3["sampled"] == 100
