@@ -56,15 +56,31 @@ class PAL(Rule):
         if not proj.training:
             return RuleFunction.apply(x, proj.weight, bias, proj, proj.B)
         xi = self.noise(proj, x)
-        if self.options["noisy_forward"]:
-            x = x + xi
-        return RuleFunction.apply(x, proj.weight, bias, proj, proj.B, xi)
+        function = NoisyRateFunction if self.options["noisy_forward"] else RuleFunction
+        return function.apply(x, proj.weight, bias, proj, proj.B, xi)
 
     def backward(self, proj, x, W, delta, plastic, need_e):
+        """``x``: the clean rates; with a noisy forward W's change is δ (x + ξ)ᵀ, rebuilt here."""
         e_in = proj.geometry.feedback(delta, plastic[0], x.shape) if need_e else None
-        grad_W = proj.geometry.weight_grad(x, delta)
         if len(plastic) < 2:  # an eval-mode pass: no noise, B unchanged
-            return e_in, grad_W, [torch.zeros_like(plastic[0])]
+            return e_in, proj.geometry.weight_grad(x, delta), [torch.zeros_like(plastic[0])]
         o = self.options
-        C = mirror_estimate(proj.geometry, W, plastic[1].to(delta.dtype), o["noise_std"])
+        xi = plastic[1].to(delta.dtype)
+        grad_W = proj.geometry.weight_grad(x + xi if o["noisy_forward"] else x, delta)
+        C = mirror_estimate(proj.geometry, W, xi, o["noise_std"])
         return e_in, grad_W, [noise_alignment_grad(C, plastic[0].to(delta.dtype), o["rate"], o["decay"])]
+
+
+class NoisyRateFunction(RuleFunction):
+    """RuleFunction whose forward map sees the pre cells' noisy rates x + ξ (ξ: the last tensor of
+    ``plastic``) while it saves the clean x, which the pre population keeps anyway (its ReLU's
+    backward holds it, or it is the input batch), and ξ: the backward rebuilds x + ξ for W's
+    change. Saving x + ξ instead would hold a third activation-sized tensor per projection from
+    the forward to the backward (ResNet-20, batch 128: PAL's peak 1.96 × plain BP's)."""
+
+    @staticmethod
+    def forward(ctx, x, W, bias, proj, *plastic):
+        ctx.proj = proj
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.save_for_backward(x, W, *plastic)
+        return proj.geometry.forward(x + plastic[-1], W, bias)

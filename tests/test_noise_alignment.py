@@ -71,6 +71,27 @@ def test_pal_pre_cells_are_noisy_during_training_only():
     torch.testing.assert_close(seen["out"], seen["x"] @ p.weight.detach().t(), rtol=1e-12, atol=1e-12)
 
 
+def test_pal_saves_the_clean_rates_and_the_noise_not_their_sum():
+    """PAL's step holds x (the pre cells' clean rates, the tensor its ReLU keeps anyway) and ξ
+    from the forward to the backward, never x + ξ: that sum would be a third activation-sized
+    tensor per projection (benchmarks/results/memory.md, ResNet-20)."""
+    rule = PAL(noise_std=0.5)
+    model, x, y = setup(rule)
+    p = model.projections["h1->h2"]
+    xi = {name: 0.5 * torch.randn(x.shape[0], q.weight.shape[1], dtype=torch.float64)
+          for name, q in model.projections.items()}
+    KnownNoise(rule, xi)
+    seen = {}
+    p.register_forward_hook(lambda module, inputs, out: seen.update(x=inputs[0], out=out))
+    model.train()
+    model(x)
+    saved = seen["out"].grad_fn.saved_tensors  # (x, W, B, ξ)
+    assert len(saved) == 4
+    assert saved[0].data_ptr() == seen["x"].data_ptr()  # the pre population's own tensor, not a copy
+    assert saved[3] is xi[p.name] or saved[3].data_ptr() == xi[p.name].data_ptr()
+    assert saved[1].data_ptr() == p.weight.data_ptr() and saved[2].data_ptr() == p.B.data_ptr()
+
+
 def test_wm_mirrors_every_kth_pass_only():
     model, x, y = setup(WM(mirror_every=3))
     p = model.projections["h1->h2"]
