@@ -24,7 +24,7 @@ from torch import nn
 
 from connectomes.geometry import xavier_uniform
 from plasticity.base import FeedbackEdge, Rule, RuleFunction, feedback_shape
-from plasticity.wm import draw_noise, mirror_estimate, noise_alignment_grad
+from plasticity.wm import draw_noise, mirror_grad
 
 
 class PAL(Rule):
@@ -67,8 +67,8 @@ class PAL(Rule):
         o = self.options
         xi = plastic[1].to(delta.dtype)
         grad_W = proj.geometry.weight_grad(x + xi if o["noisy_forward"] else x, delta)
-        C = mirror_estimate(proj.geometry, W, xi, o["noise_std"])
-        return e_in, grad_W, [noise_alignment_grad(C, plastic[0].to(delta.dtype), o["rate"], o["decay"])]
+        return e_in, grad_W, [mirror_grad(proj.geometry, W, plastic[0].to(delta.dtype), xi, o["noise_std"], o["rate"],
+                                          o["decay"])]
 
 
 class NoisyRateFunction(RuleFunction):

@@ -26,27 +26,26 @@ from connectomes.geometry import xavier_uniform
 from plasticity.base import FeedbackEdge, Rule, feedback_shape
 
 
-def mirror_estimate(geometry, W: torch.Tensor, xi: torch.Tensor, noise_std: float) -> torch.Tensor:
-    """Ĉ = Σ_n ξ_n (W ξ_n)ᵀ / (n σ² P) in feedback layout (pre × post [× kernel]); E[Ĉ] = Wᵀ
-    (up to zero-padding borders of a convolution). ``xi``: (n, *pre_shape)."""
+def mirror_grad(geometry, W: torch.Tensor, B: torch.Tensor, xi: torch.Tensor, noise_std: float, rate: float,
+                decay: float) -> torch.Tensor:
+    """B's descent direction rate · (decay · B − Ĉ), which moves B towards Ĉ / decay, with the
+    mirror estimate Ĉ = Σ_n ξ_n (W ξ_n)ᵀ / (n σ² P) in feedback layout (pre × post [× kernel]);
+    E[Ĉ] = Wᵀ (up to zero-padding borders of a convolution). ``xi``: (n, *pre_shape).
+    Fused: Dense is one addmm into a new tensor of B's layout (no Ĉ, no extra passes over it);
+    a convolution writes decay·B once and adds its correlation in place."""
     y = geometry.forward(xi, W)
     scale = 1.0 / (xi.shape[0] * noise_std ** 2 * y[0, 0].numel())
-    if geometry.kind == "dense":  # Σ ξ yᵀ straight into feedback layout (contiguous, like B)
-        return torch.mm(xi.flatten(1).t(), y).mul_(scale)
+    if geometry.kind == "dense":
+        return torch.addmm(B, xi.flatten(1).t(), y, beta=rate * decay, alpha=-rate * scale)
     C = geometry.weight_grad(xi, y)  # Σ y ξᵀ, W's layout (post × pre × k)
-    return C.transpose(0, 1).contiguous().mul_(scale)
-
-
-def noise_alignment_grad(C: torch.Tensor, B: torch.Tensor, rate: float, decay: float) -> torch.Tensor:
-    """B's descent direction rate · (decay · B − Ĉ): B moves towards Ĉ / decay."""
-    return torch.add(C, B, alpha=-decay).mul_(-rate)
+    return torch.mul(B, rate * decay).add_(C.transpose(0, 1), alpha=-rate * scale)
 
 
 def draw_noise(like: torch.Tensor, n: int, noise_std: float) -> torch.Tensor:
     """ξ: n samples of i.i.d. N(0, σ²) noise shaped like one sample of ``like``."""
     if torch.compiler.is_compiling():  # one opaque op: the eager draw, not the compiler's own
         return _draw_noise_op(like.detach(), n, noise_std)
-    return torch.randn((n, *like.shape[1:]), dtype=like.dtype, device=like.device).mul_(noise_std)
+    return torch.empty((n, *like.shape[1:]), dtype=like.dtype, device=like.device).normal_(0.0, noise_std)
 
 
 @torch.library.custom_op("circuits::normal_noise", mutates_args=())
@@ -103,5 +102,5 @@ class WM(Rule):
             if passes % o["mirror_every"]:
                 return [torch.zeros_like(B)]
         W = proj.weight.detach().to(delta.dtype)
-        C = mirror_estimate(proj.geometry, W, self.noise(proj, x).to(delta.dtype), o["noise_std"])
-        return [noise_alignment_grad(C, B, o["rate"], o["decay"])]
+        return [mirror_grad(proj.geometry, W, B, self.noise(proj, x).to(delta.dtype), o["noise_std"], o["rate"],
+                            o["decay"])]

@@ -104,6 +104,23 @@ def test_memory_benchmark_counts_known_bytes_and_repeats_exactly(tmp_path):
     assert "| fa | 0.010 | 0.011 | 1.173 | ≤ 1.10 **not met** |" in table
 
 
+def test_flops_benchmark_counts_the_products_of_a_step(tmp_path):
+    """benchmarks/flops.py on the tiny MLP (16-16-16-10, batch 4): plain BP's step is the forward
+    products (2·b·Σ in·out), the same again for ΔW, and the errors sent back by the two upper
+    projections; FA does the same products; WM adds its mirror, y = W ξ and Σ ξ yᵀ for each
+    projection that sends errors (batch-sized noise: 2 × 2·b·in·out each)."""
+    import flops
+
+    flops.main(["--workload", "overhead", "--rules", "fa,wm", "--out", str(tmp_path)])
+    rows = json.load(open(tmp_path / "flops.json"))["overhead"]["rows"]
+    b, forward, upper = 4, 16 * 16 + 16 * 16 + 16 * 10, 16 * 16 + 16 * 10
+    bp = 2 * b * (forward + forward + upper)
+    assert rows["plain PyTorch BP"]["flops"] == rows["fa"]["flops"] == bp == 14080
+    assert rows["wm"]["flops"] == bp + 2 * 2 * b * upper
+    assert rows["wm"]["ratio_to_plain_bp"] == rows["wm"]["flops"] / bp
+    assert "| wm | 0.000 | 1.473 |" in (tmp_path / "flops.md").read_text()
+
+
 def test_data_pipeline_benchmark_on_ten_tiny_images(tmp_path):
     """benchmarks/data_pipeline.py end to end on 10 small JPEGs: one row per decoder and worker
     count, every image of the pass after the first batch counted, the two decoders' evaluation
