@@ -32,3 +32,16 @@ def test_a_different_size_draws_a_new_sample():
     assert len(bigger) == 30 and meta2["sampled"] == 30
     everything, meta3 = mutation.draw_sample(mutants(100), meta, 0, 0, "a" * 40, "pkg")
     assert len(everything) == 100 and meta3["sampled"] == 100
+
+
+def test_only_the_test_files_that_run_the_mutated_line_are_selected():
+    tests = mutation.TESTS["circuits"]
+    covered = {tests[0]: {"circuits/train.py": {10, 11}}, tests[2]: {"circuits/train.py": {11}, "circuits/data.py": {5}}}
+    at = lambda module, line: {"module": module, "line": line}
+    assert mutation.select_tests("circuits", at("circuits/train.py", 11), covered) == [tests[0], tests[2]]
+    assert mutation.select_tests("circuits", at("circuits/train.py", 10), covered) == [tests[0]]
+    assert mutation.select_tests("circuits", at("circuits/data.py", 5), covered) == [tests[2]]
+    # a line no file runs, or no coverage map: every file (the conservative choice)
+    assert mutation.select_tests("circuits", at("circuits/data.py", 6), covered) == tests
+    assert mutation.select_tests("circuits", at("circuits/train.py", 11), None) == tests
+    assert "-x" in mutation.test_command("circuits", [tests[2]]) and mutation.test_command("circuits", [tests[2]]).endswith(tests[2])

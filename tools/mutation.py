@@ -3,9 +3,12 @@
 Each package's mutants are enumerated by cosmic-ray (``cosmic-ray init``: every operator at
 every place it applies); a seeded random sample of them (``--sample``; all with ``--sample 0``),
 drawn once and kept in OUT/PACKAGE.meta.json (so a later commit finishes the same sample),
-is run one by one with ``cosmic-ray mutate-and-test`` in a scratch git worktree of HEAD (the
-working tree is never touched), each against the package's own test files (``TESTS``), stopping
-at the first failure. Outcomes go to OUT/PACKAGE.jsonl as they finish, so an interrupted run
+is run with ``cosmic-ray mutate-and-test`` in a scratch git worktree of HEAD (the working tree
+is never touched; ``--workers N``: N worktrees, N mutants at a time), each against those of the
+package's own test files (``TESTS``) that execute the mutated line, stopping at the first
+failure. Which files execute which lines is measured once per commit with coverage.py
+(``coverage_map``; a file that never runs a line cannot see its mutant; where no file runs it,
+all of them run; ``--all-tests`` turns the selection off). Outcomes go to OUT/PACKAGE.jsonl as they finish, so an interrupted run
 resumes where it stopped; OUT/mutation.md and OUT/mutation.json summarise them:
 
     score = killed / (killed + survived)
@@ -30,6 +33,7 @@ import math
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,9 +57,60 @@ TESTS = {  # each package's tests: the files that exercise it directly
 }
 
 
-def test_command(package: str) -> str:
-    files = " ".join(TESTS[package])
+def test_command(package: str, files: list[str] | None = None) -> str:
+    files = " ".join(files or TESTS[package])
     return f"{shlex.quote(PYTHON)} -m pytest -x -q -p no:cacheprovider {files}"
+
+
+def coverage_map(package: str, work: "Workdirs", cache: str, commit: str) -> dict[str, dict[str, set]]:
+    """{test file: {module path (relative to the repository): the lines it executes}} for each of
+    ``package``'s test files, measured once per commit with coverage.py (subprocesses and
+    ``multiprocessing`` children included), in the scratch worktrees of ``work``, and cached in
+    ``cache``. A mutant of a line that a
+    test file never executes cannot change that file's outcome, so only the files that execute
+    it need to run (``select_tests``)."""
+    path = os.path.join(cache, f"{commit}-{package}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return {t: {m: set(lines) for m, lines in mods.items()} for t, mods in json.load(f).items()}
+    os.makedirs(cache, exist_ok=True)
+
+    def measure(workdir: str, test_file: str) -> tuple[str, dict]:
+        scratch = tempfile.mkdtemp(prefix="coverage-", dir=cache)
+        rc = os.path.join(scratch, "coveragerc")
+        with open(rc, "w") as f:
+            f.write(f"[run]\nsource = {package}\nparallel = true\nconcurrency = multiprocessing, thread\n"
+                    f"patch = subprocess\ndata_file = {os.path.join(scratch, '.coverage')}\n")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([PYTHON, "-m", "coverage", "run", f"--rcfile={rc}", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        test_file], cwd=workdir, env=env, capture_output=True)
+        subprocess.run([PYTHON, "-m", "coverage", "combine", f"--rcfile={rc}"], cwd=workdir, env=env, capture_output=True)
+        report = os.path.join(scratch, "coverage.json")
+        subprocess.run([PYTHON, "-m", "coverage", "json", f"--rcfile={rc}", "-o", report], cwd=workdir, env=env,
+                       capture_output=True, check=True)
+        with open(report) as f:
+            files = json.load(f)["files"]
+        shutil.rmtree(scratch, ignore_errors=True)
+        return test_file, {os.path.relpath(os.path.join(workdir, m), workdir): set(v["executed_lines"])
+                           for m, v in files.items()}
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(work.paths)) as pool:  # one test file per worktree at a time
+        result = dict(pool.map(lambda t: work.run(measure, t), TESTS[package]))
+    with open(path + ".tmp", "w") as f:
+        json.dump({t: {m: sorted(lines) for m, lines in mods.items()} for t, mods in result.items()}, f)
+    os.replace(path + ".tmp", path)
+    return result
+
+
+def select_tests(package: str, mutant: dict, covered: dict[str, dict[str, set]] | None) -> list[str]:
+    """The test files of ``package`` that execute the mutant's line, in TESTS order; all of them
+    when there is no coverage map or none executes it (the conservative choice)."""
+    if covered is None:
+        return TESTS[package]
+    module = os.path.normpath(mutant["module"])
+    chosen = [t for t in TESTS[package] if mutant["line"] in covered.get(t, {}).get(module, ())]
+    return chosen or TESTS[package]
 
 
 def enumerate_mutants(package: str, workdir: str) -> list[dict]:
@@ -103,12 +158,13 @@ def draw_sample(mutants: list[dict], meta: dict | None, size: int, seed: int, co
                     "jobs": [m["job"] for m in sample]}
 
 
-def run_mutant(mutant: dict, package: str, workdir: str, timeout: float) -> dict:
-    """Apply one mutant in ``workdir`` (a scratch checkout), run the package's tests, restore."""
+def run_mutant(mutant: dict, package: str, workdir: str, timeout: float, tests: list[str] | None = None) -> dict:
+    """Apply one mutant in ``workdir`` (a scratch checkout), run ``tests`` (default: all of the
+    package's test files), restore."""
     start = time.time()
     try:
         proc = subprocess.run([PYTHON, "-m", "cosmic_ray.cli", "mutate-and-test", mutant["module"], mutant["operator"],
-                               str(mutant["occurrence"]), test_command(package)], cwd=workdir, capture_output=True,
+                               str(mutant["occurrence"]), test_command(package, tests)], cwd=workdir, capture_output=True,
                               text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         outcome = result.get("test_outcome") or result.get("worker_outcome")
@@ -116,7 +172,8 @@ def run_mutant(mutant: dict, package: str, workdir: str, timeout: float) -> dict
     except subprocess.TimeoutExpired:
         outcome, diff = "timeout", None
         subprocess.run(["git", "checkout", "--", mutant["module"]], cwd=workdir)  # undo a mutation left behind
-    return {**mutant, "outcome": outcome, "diff": diff, "seconds": round(time.time() - start, 1)}
+    return {**mutant, "outcome": outcome, "diff": diff, "seconds": round(time.time() - start, 1),
+            "tests": len(tests or TESTS[package])}
 
 
 def recheck(package: str, out: str, workdir: str, commit: str, timeout: float) -> None:
@@ -129,8 +186,8 @@ def recheck(package: str, out: str, workdir: str, commit: str, timeout: float) -
         rows = [json.loads(line) for line in f if line.strip()]
     for r in rows:
         if r["outcome"] == "survived":
-            again = run_mutant({k: r[k] for k in ("job", "module", "operator", "occurrence", "line", "definition")},
-                               package, workdir, timeout)
+            mutant = {k: r[k] for k in ("job", "module", "operator", "occurrence", "line", "definition")}
+            again = run_mutant(mutant, package, workdir, timeout)  # every file: the line may have moved since
             r["recheck"] = {"outcome": again["outcome"], "commit": commit}
             print(f"{package} recheck {r['module']}:{r['line']} {r['operator']}: {again['outcome']}", file=sys.stderr)
     with open(path + ".tmp", "w") as f:
@@ -213,33 +270,67 @@ def write(packages: dict, out: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+class Workdirs:
+    """``n`` scratch worktrees of ``commit`` under ``scratch`` (``../shared`` beside them, where
+    the tests look for the data), lent one at a time to the threads that run mutants."""
+
+    def __init__(self, scratch: str, commit: str, n: int):
+        import queue
+        self.paths = [os.path.join(scratch, f"repo{k}") for k in range(max(1, n))]
+        self.free = queue.Queue()
+        for path in self.paths:
+            subprocess.run(["git", "worktree", "add", "--detach", path, commit], cwd=REPO, check=True, capture_output=True)
+            self.free.put(path)
+        shared = os.path.join(os.path.dirname(REPO), "shared")
+        if os.path.isdir(shared) and not os.path.exists(os.path.join(scratch, "shared")):
+            os.symlink(shared, os.path.join(scratch, "shared"))
+
+    def run(self, fn, *args):
+        path = self.free.get()
+        try:
+            return fn(path, *args)
+        finally:
+            self.free.put(path)
+
+    def remove(self):
+        for path in self.paths:
+            subprocess.run(["git", "worktree", "remove", "--force", path], cwd=REPO, capture_output=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packages", default="plasticity,connectomes,circuits")
     ap.add_argument("--sample", type=int, default=300, help="mutants per package (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's test run")
+    ap.add_argument("--workers", type=int, default=1, help="mutants run at a time (one scratch worktree each)")
+    ap.add_argument("--all-tests", action="store_true",
+                    help="run every test file of the package for every mutant (default: only the files whose "
+                         "coverage includes the mutated line; all of them when none does)")
+    ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "circuits-mutation"),
+                    help="where the per-commit coverage maps are kept")
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "mutation"))
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--recheck", action="store_true", help="run the recorded survivors again at HEAD")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     if not args.report_only:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
-            workdir = os.path.join(scratch, "repo")
-            subprocess.run(["git", "worktree", "add", "--detach", workdir, commit], cwd=REPO, check=True, capture_output=True)
-            shared = os.path.join(os.path.dirname(REPO), "shared")
-            if os.path.isdir(shared) and not os.path.exists(os.path.join(scratch, "shared")):
-                os.symlink(shared, os.path.join(scratch, "shared"))  # the tests find ../shared/data
+            work = Workdirs(scratch, commit, args.workers)
             try:
                 for package in [p for p in args.packages.split(",") if p]:
                     if package not in TESTS:
                         raise SystemExit(f"unknown package {package!r} (known: {', '.join(TESTS)})")
                     if args.recheck:
-                        recheck(package, args.out, workdir, commit, args.timeout)
+                        recheck(package, args.out, work.paths[0], commit, args.timeout)
                         continue
-                    mutants = enumerate_mutants(package, workdir)
+                    covered = None
+                    if not args.all_tests:
+                        print(f"{package}: measuring each test file's coverage at {commit[:7]}", file=sys.stderr, flush=True)
+                        covered = coverage_map(package, work, args.cache, commit)
+                    mutants = enumerate_mutants(package, work.paths[0])
                     meta_path = os.path.join(args.out, f"{package}.meta.json")
                     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else None
                     sample, meta = draw_sample(mutants, meta, args.sample, args.seed, commit, package)
@@ -250,16 +341,19 @@ def main(argv=None) -> int:
                     if os.path.exists(results):
                         with open(results) as f:
                             done = {json.loads(line)["job"] for line in f if line.strip()}
-                    for i, mutant in enumerate(sample):
-                        if mutant["job"] in done:
-                            continue
-                        r = run_mutant(mutant, package, workdir, args.timeout)
-                        with open(results, "a") as f:
-                            f.write(json.dumps(r) + "\n")
-                        print(f"{package} {i + 1}/{len(sample)} {r['module']}:{r['line']} {r['operator']}: {r['outcome']} "
-                              f"({r['seconds']} s)", file=sys.stderr, flush=True)
+                    todo = [(i, m) for i, m in enumerate(sample) if m["job"] not in done]
+                    with ThreadPoolExecutor(max(1, args.workers)) as pool:
+                        futures = {pool.submit(work.run, lambda path, m: run_mutant(
+                                       m, package, path, args.timeout, select_tests(package, m, covered)), m): i
+                                   for i, m in todo}
+                        for future in as_completed(futures):
+                            r = future.result()
+                            with open(results, "a") as f:
+                                f.write(json.dumps(r) + "\n")
+                            print(f"{package} {futures[future] + 1}/{len(sample)} {r['module']}:{r['line']} {r['operator']}: "
+                                  f"{r['outcome']} ({r['seconds']} s, {r['tests']} test files)", file=sys.stderr, flush=True)
             finally:
-                subprocess.run(["git", "worktree", "remove", "--force", workdir], cwd=REPO, capture_output=True)
+                work.remove()
     packages = summarise(args.out)
     write(packages, args.out)
     print(open(os.path.join(args.out, "mutation.md")).read())
