@@ -6,10 +6,10 @@ drawn once and kept in OUT/PACKAGE.meta.json (so a later commit finishes the sam
 is run with ``cosmic-ray mutate-and-test`` in a scratch git worktree of HEAD (the working tree
 is never touched; ``--workers N``: N worktrees, N mutants at a time), each against those of the
 package's own test files (``TESTS``) that execute the mutated line, stopping at the first
-failure. Which files execute which lines is measured once per commit with coverage.py
-(``coverage_map``; a file that never runs a line cannot see its mutant; where no file runs it,
-all of them run; ``--all-tests`` turns the selection off). Outcomes go to OUT/PACKAGE.jsonl as they finish, so an interrupted run
-resumes where it stopped; OUT/mutation.md and OUT/mutation.json summarise them:
+failure. Which files execute which lines is measured with coverage.py once per version of the
+code (``coverage_map``; a file that never runs a line cannot see its mutant; where no file runs
+it, all of them run; ``--all-tests`` turns the selection off). Outcomes go to OUT/PACKAGE.jsonl
+as they finish, so an interrupted run resumes where it stopped; OUT/mutation.md and OUT/mutation.json summarise them:
 
     score = killed / (killed + survived)
 
@@ -41,6 +41,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
+CODE = ("populations", "connectomes", "plasticity", "circuits", "probes", "tests")  # what coverage depends on
 TESTS = {  # each package's tests: the files that exercise it directly
     "plasticity": ["tests/test_rules.py", "tests/test_equivalences.py", "tests/test_conv_rules.py",
                    "tests/test_sparse_feedback.py", "tests/test_liao.py", "tests/test_init_gains.py",
@@ -64,12 +65,15 @@ def test_command(package: str, files: list[str] | None = None) -> str:
 
 def coverage_map(package: str, work: "Workdirs", cache: str, commit: str) -> dict[str, dict[str, set]]:
     """{test file: {module path (relative to the repository): the lines it executes}} for each of
-    ``package``'s test files, measured once per commit with coverage.py (subprocesses and
+    ``package``'s test files, measured once per version of the package and the tests with coverage.py (subprocesses and
     ``multiprocessing`` children included), in the scratch worktrees of ``work``, and cached in
     ``cache``. A mutant of a line that a
     test file never executes cannot change that file's outcome, so only the files that execute
     it need to run (``select_tests``)."""
-    path = os.path.join(cache, f"{commit}-{package}.json")
+    import hashlib
+    trees = " ".join(subprocess.run(["git", "rev-parse", f"{commit}:{d}"], cwd=REPO, capture_output=True, text=True,
+                                    check=True).stdout.strip() for d in CODE)
+    path = os.path.join(cache, f"{package}-{hashlib.sha1(trees.encode()).hexdigest()[:12]}.json")  # code + tests
     if os.path.exists(path):
         with open(path) as f:
             return {t: {m: set(lines) for m, lines in mods.items()} for t, mods in json.load(f).items()}
