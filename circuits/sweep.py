@@ -77,7 +77,7 @@ def as_cell(value: Rule | Cell) -> Cell:
 def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: str, seeds=(0,),
               epochs: int | None = None, sets: dict | None = None, device: str = "cpu",
               progress: bool = True, work: str | None = None, train: bool = True,
-              keep_going: bool = False) -> dict[str, dict[int, list[dict]]]:
+              keep_going: bool = False, shard: tuple[int, int] = (0, 1)) -> dict[str, dict[int, list[dict]]]:
     """Train ``file``'s circuit once per cell and seed with the cell's rule on every plastic
     projection; training settings are the file's, resolved for the rule (``per_rule``), then
     the cell's own ``sets`` (a ``Cell``), then ``sets`` and ``epochs``. A cell is a ``Rule`` or a
@@ -95,55 +95,63 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
     rates some rules cannot take) does not stop the sweep: its run folder gets ``diverged.json``
     ({"error": the message, "epochs": epochs finished}), copied with its records; it counts as
     finished (never trained again) and returns the epochs it finished (``diverged(run_dir)``
-    tells it apart)."""
+    tells it apart).
+
+    ``shard`` (k, n): this process trains only every n-th run of the seed × cell order, from the
+    k-th (n processes with k = 0 … n−1 share a sweep); the other runs' results are read from their
+    copies where they have finished, as with ``train=False``."""
+    k, n = shard
+    if not (isinstance(k, int) and isinstance(n, int) and 0 <= k < n):
+        raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard!r}")
     circuit, training = load_experiment(file)
     records = os.path.join(out, "runs")
     work = work or records
     histories: dict[str, dict[int, list[dict]]] = {}
-    for seed in seeds:
-        for cell, spec in cells.items():
-            spec = as_cell(spec)
-            rule = spec.rule
-            t = training.resolve(rule.name).with_values(dict(spec.sets), where=f"cell {cell!r}")
-            t = t.with_values(dict(sets or {}))
-            if epochs is not None:
-                t = t.with_values({"epochs": epochs}, where="epochs")
-            name = run_name(cell, seed)
-            run_dir, copy = os.path.join(work, name), os.path.join(records, name)
-            copied = read_records(copy)
-            if diverged(copy) is not None:  # final: a diverged run is not trained again
-                histories.setdefault(cell, {})[seed] = copied
-                continue
-            if len(copied) >= t.epochs and (not train or work == records
-                                            or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
-                histories.setdefault(cell, {})[seed] = copied[:t.epochs]
-                continue
-            if not train:
-                continue
-            resume, finished = started_run(run_dir, t.epochs) if diverged(run_dir) is None else (False, read_records(run_dir))
-            if finished is None:
-                c = (spec.circuit if spec.circuit is not None else circuit).with_rule(rule)
-                c.seed = seed
-                invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name,
-                              "rule_options": rule.describe(), "seed": seed, "sets": dict(sets or {}), "cell": cell}
-                if spec.sets:
-                    invocation["cell_sets"] = dict(spec.sets)
-                try:
-                    finished = train_run(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
-                                         device=device, progress=progress, resume=resume, invocation=invocation)
-                except TrainingDiverged as err:
-                    if not keep_going:
-                        raise
-                    finished = read_records(run_dir)
-                    with open(os.path.join(run_dir, DIVERGED), "w") as f:
-                        json.dump({"error": str(err), "epochs": len(finished)}, f, indent=1)
-                    print(f"{name}: diverged after {len(finished)} epochs ({err})", file=sys.stderr)
-                last = finished[-1] if finished else {}
-                print(f"{name}: {len(finished)} epochs, test accuracy {last.get('test_acc', float('nan')):.4f}",
-                      file=sys.stderr)
-            if work != records:
-                copy_records(run_dir, copy)
-            histories.setdefault(cell, {})[seed] = finished
+    order = [(seed, cell, spec) for seed in seeds for cell, spec in cells.items()]
+    for index, (seed, cell, spec) in enumerate(order):
+        mine = train and index % n == k
+        spec = as_cell(spec)
+        rule = spec.rule
+        t = training.resolve(rule.name).with_values(dict(spec.sets), where=f"cell {cell!r}")
+        t = t.with_values(dict(sets or {}))
+        if epochs is not None:
+            t = t.with_values({"epochs": epochs}, where="epochs")
+        name = run_name(cell, seed)
+        run_dir, copy = os.path.join(work, name), os.path.join(records, name)
+        copied = read_records(copy)
+        if diverged(copy) is not None:  # final: a diverged run is not trained again
+            histories.setdefault(cell, {})[seed] = copied
+            continue
+        if len(copied) >= t.epochs and (not mine or work == records
+                                        or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
+            histories.setdefault(cell, {})[seed] = copied[:t.epochs]
+            continue
+        if not mine:
+            continue
+        resume, finished = started_run(run_dir, t.epochs) if diverged(run_dir) is None else (False, read_records(run_dir))
+        if finished is None:
+            c = (spec.circuit if spec.circuit is not None else circuit).with_rule(rule)
+            c.seed = seed
+            invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name,
+                          "rule_options": rule.describe(), "seed": seed, "sets": dict(sets or {}), "cell": cell}
+            if spec.sets:
+                invocation["cell_sets"] = dict(spec.sets)
+            try:
+                finished = train_run(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
+                                     device=device, progress=progress, resume=resume, invocation=invocation)
+            except TrainingDiverged as err:
+                if not keep_going:
+                    raise
+                finished = read_records(run_dir)
+                with open(os.path.join(run_dir, DIVERGED), "w") as f:
+                    json.dump({"error": str(err), "epochs": len(finished)}, f, indent=1)
+                print(f"{name}: diverged after {len(finished)} epochs ({err})", file=sys.stderr)
+            last = finished[-1] if finished else {}
+            print(f"{name}: {len(finished)} epochs, test accuracy {last.get('test_acc', float('nan')):.4f}",
+                  file=sys.stderr)
+        if work != records:
+            copy_records(run_dir, copy)
+        histories.setdefault(cell, {})[seed] = finished
     return histories
 
 
@@ -190,6 +198,9 @@ def sweep_parser(description: str, default_out: str):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--shard", default="0/1", metavar="K/N",
+                    help="train only every N-th run from the K-th (N processes, K = 0 … N-1, share the sweep; "
+                         "the page is complete once all have finished: rerun with --report-only)")
     return ap
 
 
@@ -200,7 +211,19 @@ def run_cells_from_args(file: str, cells: dict[str, Rule | Cell], args, seeds=No
 
     return run_cells(file, cells, args.out, data_root=args.data_root, seeds=seeds_of(args) if seeds is None else seeds,
                      epochs=args.epochs, sets=parse_sets(args.set), device=args.device, progress=not args.no_progress,
-                     work=args.work, train=not args.report_only, keep_going=keep_going)
+                     work=args.work, train=not args.report_only, keep_going=keep_going, shard=shard_of(args))
+
+
+def shard_of(args) -> tuple[int, int]:
+    """``--shard K/N`` as (K, N)."""
+    text = getattr(args, "shard", "0/1") or "0/1"
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard must be K/N (e.g. 0/2), got {text!r}") from None
+    if not 0 <= k < n:
+        raise SystemExit(f"--shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
 
 
 def seeds_of(args) -> tuple[int, ...]:

@@ -446,6 +446,38 @@ def test_run_cells_takes_cells_with_settings_and_circuits_and_keeps_going_past_a
         run_cells(str(file), {"boom": cells["boom"]}, str(tmp_path / "strict"), **{**kw, "work": None})
 
 
+def test_sharded_sweep_trains_each_run_once_and_equals_one_process(tmp_path):
+    """Two shards (--shard 0/2 and 1/2) train disjoint halves of the seed × cell order, each
+    reads the other's finished runs from their copies, and together they give one process's
+    results; a bad shard is refused."""
+    import json
+
+    from circuits.sweep import Cell, run_cells, shard_of
+    from plasticity import FA
+
+    file = tmp_path / "tiny.py"
+    file.write_text(TINY_EXPERIMENT)
+    cells = {"a": FA(), "b": Cell(FA(), sets={"lr": 0.02}), "c": Cell(FA(), sets={"lr": 0.005})}
+    kw = dict(data_root="unused", progress=False, seeds=(0, 1))
+    whole = run_cells(str(file), cells, str(tmp_path / "whole"), **kw)
+    out = str(tmp_path / "sharded")
+    first = run_cells(str(file), cells, out, shard=(0, 2), **kw)
+    assert {(c, s) for c, runs in first.items() for s in runs} == {("a", 0), ("c", 0), ("b", 1)}
+    second = run_cells(str(file), cells, out, shard=(1, 2), **kw)  # trains its half, reads the first's
+    untimed = lambda got: {c: {s: [{k: v for k, v in m.items() if k not in ("seconds", "eval_seconds")} for m in h]
+                               for s, h in runs.items()} for c, runs in got.items()}
+    assert untimed(second) == untimed(whole)
+    for name in ("a-s0", "b-s0", "c-s1"):
+        config = json.load(open(tmp_path / "sharded" / "runs" / name / "config.json"))
+        assert config["invocation"]["cell"] == name[:-3]
+    with pytest.raises(ValueError, match="shard"):
+        run_cells(str(file), cells, out, shard=(2, 2), **kw)
+    parse = lambda text: shard_of(type("Args", (), {"shard": text})())
+    assert parse("1/4") == (1, 4)
+    with pytest.raises(SystemExit, match="K/N"):
+        parse("4/4")
+
+
 def test_training_records_error_norms_without_shifting_the_random_stream(tmp_path, monkeypatch):
     """metrics.jsonl and initial.json hold ‖e‖ per population (the probe batch's, equal to
     ``error_norms`` of the saved circuit at epoch 0), TensorBoard gets error_norm/POP; brSF (which
