@@ -138,6 +138,27 @@ def test_unexpressible_operations_become_listed_blocks():
         Circuit.from_torch(Cat(), input_shape=(2,))
 
 
+def test_tensor_methods_become_exact_blocks():
+    """A method called on the tensor (``h.clamp(min=0.1)``: a call_method node, the tensor its
+    first argument) is kept as an exact-BP block named by the method, as a function call is
+    (``mul``); the circuit computes the module's function, and its errors pass the blocks as
+    autograd's do."""
+    class Methods(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x).sigmoid().clamp(min=0.1) * 3)
+    m = Methods()
+    c, _ = converted(m, FA(), (3,))
+    assert [(b["module"], b["pre"], b["post"]) for b in c.exact_blocks()] == [("clamp", "sigmoid", "clamp"),
+                                                                                ("mul", "clamp", "mul")]
+    model = c.compile()
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(model(x), m(x))
+
+
 def test_shared_weights_and_doubling_are_handled():
     class Twice(nn.Module):
         def __init__(self):
