@@ -180,20 +180,31 @@ def run_mutant(mutant: dict, package: str, workdir: str, timeout: float, tests: 
             "tests": len(tests or TESTS[package])}
 
 
-def recheck(package: str, out: str, workdir: str, commit: str, timeout: float) -> None:
-    """Run the recorded survivors of ``package`` again in ``workdir`` (HEAD) and record the
-    outcome as "recheck" on their rows (the first outcome stays)."""
+def recheck(package: str, out: str, work: "Workdirs", commit: str, timeout: float, covered=None) -> None:
+    """Run the recorded survivors of ``package`` again at HEAD (``work``'s worktrees, as many at a
+    time as it has) and record the outcome as "recheck" on their rows (the first outcome stays).
+    Each survivor is found again among HEAD's mutants by its job (MODULE:OPERATOR:OCCURRENCE), so
+    its line, and the test files that run it (``covered``), are HEAD's."""
     path = os.path.join(out, f"{package}.jsonl")
     if not os.path.exists(path):
         return
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    for r in rows:
-        if r["outcome"] == "survived":
-            mutant = {k: r[k] for k in ("job", "module", "operator", "occurrence", "line", "definition")}
-            again = run_mutant(mutant, package, workdir, timeout)  # every file: the line may have moved since
-            r["recheck"] = {"outcome": again["outcome"], "commit": commit}
-            print(f"{package} recheck {r['module']}:{r['line']} {r['operator']}: {again['outcome']}", file=sys.stderr)
+    survivors = [r for r in rows if r["outcome"] == "survived"]
+    at_head = {m["job"]: m for m in enumerate_mutants(package, work.paths[0])} if survivors else {}
+
+    def again(path, r):
+        mutant = at_head.get(r["job"])
+        if mutant is None:
+            return "gone"  # the code it mutated no longer exists at HEAD
+        return run_mutant(mutant, package, path, timeout, select_tests(package, mutant, covered))["outcome"]
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(work.paths)) as pool:
+        outcomes = list(pool.map(lambda r: work.run(again, r), survivors))
+    for r, outcome in zip(survivors, outcomes):
+        r["recheck"] = {"outcome": outcome, "commit": commit}
+        print(f"{package} recheck {r['module']}:{r['line']} {r['operator']}: {outcome}", file=sys.stderr)
     with open(path + ".tmp", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     os.replace(path + ".tmp", path)
@@ -327,13 +338,13 @@ def main(argv=None) -> int:
                 for package in [p for p in args.packages.split(",") if p]:
                     if package not in TESTS:
                         raise SystemExit(f"unknown package {package!r} (known: {', '.join(TESTS)})")
-                    if args.recheck:
-                        recheck(package, args.out, work.paths[0], commit, args.timeout)
-                        continue
                     covered = None
                     if not args.all_tests:
                         print(f"{package}: measuring each test file's coverage at {commit[:7]}", file=sys.stderr, flush=True)
                         covered = coverage_map(package, work, args.cache, commit)
+                    if args.recheck:
+                        recheck(package, args.out, work, commit, args.timeout, covered)
+                        continue
                     mutants = enumerate_mutants(package, work.paths[0])
                     meta_path = os.path.join(args.out, f"{package}.meta.json")
                     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else None
