@@ -272,10 +272,12 @@ FAULTS = [
     Fault("`--resume` of a folder with a bad config.json", lambda c: [c.exp, "--resume", c.run],
           "{run}/config.json is not valid JSON", _bad_config, partial=True),
     Fault("`--resume` of a truncated checkpoint", lambda c: [c.exp, "--resume", c.run],
-          "checkpoint {run}/checkpoint.pt is corrupt or truncated, or not a plain checkpoint", _truncate_checkpoint,
+          "checkpoint {run}/checkpoint.pt is corrupt or truncated, or not a plain checkpoint (RuntimeError: "
+          "PytorchStreamReader failed reading zip archive", _truncate_checkpoint,
           partial=True),
     Fault("`--resume` of a checkpoint holding a pickled object", lambda c: [c.exp, "--resume", c.run],
-          "checkpoint {run}/checkpoint.pt is corrupt or truncated, or not a plain checkpoint (UnpicklingError",
+          "checkpoint {run}/checkpoint.pt is corrupt or truncated, or not a plain checkpoint (UnpicklingError: "
+          "Weights only load failed",
           _pickle_checkpoint, partial=True),
     Fault("`--resume` without FILE where config.json names a file that would run code, circuit not rebuildable",
           lambda c: ["--resume", c.run],
