@@ -45,3 +45,9 @@ def test_only_the_test_files_that_run_the_mutated_line_are_selected():
     assert mutation.select_tests("circuits", at("circuits/data.py", 6), covered) == tests
     assert mutation.select_tests("circuits", at("circuits/train.py", 11), None) == tests
     assert "-x" in mutation.test_command("circuits", [tests[2]]) and mutation.test_command("circuits", [tests[2]]).endswith(tests[2])
+
+
+def test_a_line_inside_a_statement_counts_as_the_statement():
+    source = "x = 1\nraise ValueError(\n    f'{x}'\n    'more')\ny = 2\n"
+    assert mutation.statement_lines(source, 3) == {2, 3}
+    assert mutation.statement_lines(source, 5) == {5}

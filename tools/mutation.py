@@ -107,13 +107,27 @@ def coverage_map(package: str, work: "Workdirs", cache: str, commit: str) -> dic
     return result
 
 
-def select_tests(package: str, mutant: dict, covered: dict[str, dict[str, set]] | None) -> list[str]:
-    """The test files of ``package`` that execute the mutant's line, in TESTS order; all of them
-    when there is no coverage map or none executes it (the conservative choice)."""
+def statement_lines(source: str, line: int) -> set[int]:
+    """The first lines of the statements that contain ``line`` (coverage.py records a statement
+    that spans several lines at its first; a mutant sits on any of them)."""
+    import ast
+    return {node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno)} | {line}
+
+
+def select_tests(package: str, mutant: dict, covered: dict[str, dict[str, set]] | None,
+                 workdir: str | None = None) -> list[str]:
+    """The test files of ``package`` that execute the mutant's line (or the first line of a
+    statement containing it, read from ``workdir``'s copy of the module), in TESTS order; all of
+    them when there is no coverage map or none executes it (the conservative choice)."""
     if covered is None:
         return TESTS[package]
     module = os.path.normpath(mutant["module"])
-    chosen = [t for t in TESTS[package] if mutant["line"] in covered.get(t, {}).get(module, ())]
+    lines = {mutant["line"]}
+    if workdir is not None:
+        with open(os.path.join(workdir, module)) as f:
+            lines = statement_lines(f.read(), mutant["line"])
+    chosen = [t for t in TESTS[package] if lines & covered.get(t, {}).get(module, set())]
     return chosen or TESTS[package]
 
 
@@ -197,7 +211,7 @@ def recheck(package: str, out: str, work: "Workdirs", commit: str, timeout: floa
         mutant = at_head.get(r["job"])
         if mutant is None:
             return "gone"  # the code it mutated no longer exists at HEAD
-        return run_mutant(mutant, package, path, timeout, select_tests(package, mutant, covered))["outcome"]
+        return run_mutant(mutant, package, path, timeout, select_tests(package, mutant, covered, path))["outcome"]
 
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(len(work.paths)) as pool:
@@ -359,7 +373,7 @@ def main(argv=None) -> int:
                     todo = [(i, m) for i, m in enumerate(sample) if m["job"] not in done]
                     with ThreadPoolExecutor(max(1, args.workers)) as pool:
                         futures = {pool.submit(work.run, lambda path, m: run_mutant(
-                                       m, package, path, args.timeout, select_tests(package, m, covered)), m): i
+                                       m, package, path, args.timeout, select_tests(package, m, covered, path)), m): i
                                    for i, m in todo}
                         for future in as_completed(futures):
                             r = future.result()
