@@ -290,6 +290,25 @@ def test_evaluate_and_connectome_of_a_saved_run(tmp_path, capsys):
     assert records.keys() == again.keys() and all(torch.equal(records[k], again[k]) for k in records)
 
 
+def test_tensorboard_scalars_are_the_records_at_their_epochs(tmp_path):
+    """TensorBoard holds initial.json at step 0 and each epoch of metrics.jsonl at the global
+    step that ends it (128 training images in batches of 32: 4 steps an epoch), so a curve
+    starts at the initial state, as the paper's do; value for value."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    exp = tiny_experiment(str(tmp_path))
+    out = tmp_path / "out"
+    assert main([exp, "--out", str(out), *RUN]) == 0
+    records = [json.loads((out / "initial.json").read_text()),
+               *(json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    for key in ("test_acc", "test_loss"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{key}")]
+        assert [step for step, _ in logged] == [4 * r["epoch"] for r in records] == [0, 4, 8], key
+        assert [value for _, value in logged] == pytest.approx([r[key] for r in records], rel=1e-6), key
+
+
 def test_start_up_and_epoch_lines_without_a_bar_in_logs(tmp_path):
     exp = tiny_experiment(str(tmp_path))
     for flags in ([], ["--no-progress"]):
