@@ -103,6 +103,17 @@ def test_lenet_is_the_plain_lenet():
     torch.testing.assert_close(model.projections["p1->c2"].weight.grad, plain.c2.weight.grad, rtol=1e-9, atol=1e-12)
 
 
+def test_population_biases_are_one_per_cell_or_channel():
+    """A dense population's bias is (C,), a feature map's (C, 1, 1): one per cell or channel,
+    broadcast over H×W; checkpoints and their readers hold this layout."""
+    mlp = zoo.mlp((6, 5, 3), feedback=BP()).compile()
+    assert {n: tuple(b.shape) for n, b in mlp.biases.items()} == {"h1": (5,), "classes": (3,)}
+    lenet = zoo.lenet(feedback=BP()).compile()
+    assert {n: tuple(b.shape) for n, b in lenet.biases.items()} == {
+        "c1": (6, 1, 1), "c2": (16, 1, 1), "c3": (120, 1, 1), "f4": (84,), "classes": (10,)}
+    assert tuple(lenet.state_dict()["biases.c1"].shape) == (6, 1, 1)
+
+
 def test_zoo_circuits_take_every_rule():
     c = zoo.resnet20(feedback=PFA(expansion=10))
     fb = c.projections("feedback")
