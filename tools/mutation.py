@@ -54,7 +54,8 @@ TESTS = {  # each package's tests: the files that exercise it directly
                     "tests/test_dale.py", "tests/test_init_gains.py", "tests/test_brain_mixture_study.py"],
     "circuits": ["tests/test_training_loop.py", "tests/test_run_folders.py", "tests/test_reliability.py",
                  "tests/test_faults.py", "tests/test_data_integrity.py", "tests/test_zoo.py", "tests/test_conv_data.py",
-                 "tests/test_errors.py", "tests/test_zoo_convert.py", "tests/test_equivalences.py", "tests/test_scale_out.py"],
+                 "tests/test_errors.py", "tests/test_zoo_convert.py", "tests/test_equivalences.py", "tests/test_scale_out.py",
+                 "tests/test_sweep.py"],
 }
 
 

@@ -1,0 +1,85 @@
+"""circuits.sweep: cells with their own settings and circuits, runs that diverge, sweeps shared
+between processes (--shard)."""
+import pytest
+
+from circuits import zoo
+from plasticity import USF
+
+TINY_EXPERIMENT = '''
+from circuits import Training, zoo
+from plasticity import fa
+circuit = zoo.mlp((3072, 16, 10), name="tiny", feedback=fa())
+training = Training(data="fake_cifar10:train=64,test=32,augment=false", epochs=1, batch_size=32, lr=0.01)
+'''
+
+
+def test_run_cells_takes_cells_with_settings_and_circuits_and_keeps_going_past_a_divergence(tmp_path):
+    """A Cell's sets apply over the file's settings (the command line's over both) and its
+    circuit replaces the file's; a plain Rule cell is as before. With keep_going a diverging
+    run leaves diverged.json beside its copied records and is not trained again."""
+    import json
+    import os
+
+    from circuits.sweep import Cell, diverged, run_cells
+    from circuits.train import TrainingDiverged
+    from plasticity import FA
+
+    file = tmp_path / "tiny.py"
+    file.write_text(TINY_EXPERIMENT)
+    cells = {"plain": FA(),
+             "bn-bm": Cell(FA(), sets={"batch_manhattan": True, "lr": 0.001},
+                           circuit=zoo.mlp((3072, 16, 10), name="tiny-bn", norm="batch")),
+             "boom": Cell(USF(scale="none"), sets={"lr": 1e30})}
+    out, work = tmp_path / "out", tmp_path / "work"
+    kw = dict(data_root="unused", progress=False, work=str(work), sets={"momentum": 0.5})
+    got = run_cells(str(file), cells, str(out), keep_going=True, **kw)
+    assert set(got) == {"plain", "bn-bm", "boom"} and len(got["plain"][0]) == 1
+    config = json.load(open(out / "runs" / "bn-bm-s0" / "config.json"))
+    assert config["training"]["batch_manhattan"] and config["training"]["lr"] == 0.001
+    assert config["training"]["momentum"] == 0.5 and config["invocation"]["cell_sets"] == {"batch_manhattan": True, "lr": 0.001}
+    assert [p["norm"] for p in config["circuit"]["populations"] if p["kind"] == "layer"] == ["batch"]
+    plain = json.load(open(out / "runs" / "plain-s0" / "config.json"))
+    assert plain["training"]["lr"] == 0.01 and not plain["training"]["batch_manhattan"]
+    assert "cell_sets" not in plain["invocation"]
+    record = diverged(str(out / "runs" / "boom-s0"))
+    assert record is not None and "training diverged" in record["error"] and record["epochs"] == 0
+    assert diverged(str(out / "runs" / "plain-s0")) is None
+    stamp = os.path.getmtime(work / "boom-s0" / "checkpoint.pt")
+    again = run_cells(str(file), cells, str(out), keep_going=True, **kw)  # nothing trains again
+    assert again == got and os.path.getmtime(work / "boom-s0" / "checkpoint.pt") == stamp
+    with pytest.raises(TrainingDiverged):
+        run_cells(str(file), {"boom": cells["boom"]}, str(tmp_path / "strict"), **{**kw, "work": None})
+
+
+def test_sharded_sweep_trains_each_run_once_and_equals_one_process(tmp_path):
+    """Two shards (--shard 0/2 and 1/2) train disjoint halves of the seed × cell order, each
+    reads the other's finished runs from their copies, and together they give one process's
+    results; a bad shard is refused."""
+    import json
+
+    from circuits.sweep import Cell, run_cells, shard_of
+    from plasticity import FA
+
+    file = tmp_path / "tiny.py"
+    file.write_text(TINY_EXPERIMENT)
+    cells = {"a": FA(), "b": Cell(FA(), sets={"lr": 0.02}), "c": Cell(FA(), sets={"lr": 0.005})}
+    kw = dict(data_root="unused", progress=False, seeds=(0, 1))
+    whole = run_cells(str(file), cells, str(tmp_path / "whole"), **kw)
+    out = str(tmp_path / "sharded")
+    first = run_cells(str(file), cells, out, shard=(0, 2), **kw)
+    assert {(c, s) for c, runs in first.items() for s in runs} == {("a", 0), ("c", 0), ("b", 1)}
+    second = run_cells(str(file), cells, out, shard=(1, 2), **kw)  # trains its half, reads the first's
+    untimed = lambda got: {c: {s: [{k: v for k, v in m.items() if k not in ("seconds", "eval_seconds")} for m in h]
+                               for s, h in runs.items()} for c, runs in got.items()}
+    assert untimed(second) == untimed(whole)
+    for name in ("a-s0", "b-s0", "c-s1"):
+        config = json.load(open(tmp_path / "sharded" / "runs" / name / "config.json"))
+        assert config["invocation"]["cell"] == name[:-3]
+    with pytest.raises(ValueError, match="shard"):
+        run_cells(str(file), cells, out, shard=(2, 2), **kw)
+    parse = lambda text: shard_of(type("Args", (), {"shard": text})())
+    assert parse("1/4") == (1, 4)
+    with pytest.raises(SystemExit, match="K/N"):
+        parse("4/4")
+
+
