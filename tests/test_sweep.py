@@ -83,3 +83,15 @@ def test_sharded_sweep_trains_each_run_once_and_equals_one_process(tmp_path):
         parse("4/4")
 
 
+
+
+def test_final_and_mean_sd_read_the_last_epoch_and_the_finite_values():
+    from circuits.sweep import final, mean_sd
+
+    history = [{"epoch": 1, "test_acc": 0.5, "projections": {"h1->h2": {"alignment_deg": 80.0}}},
+               {"epoch": 2, "test_acc": 0.75, "projections": {"h1->h2": {"alignment_deg": 60.0}}}]
+    assert final(history) == 0.75 and final(history, "alignment_deg", "h1->h2") == 60.0
+    assert final(history, "val_acc") != final(history, "val_acc") and final([]) != final([])  # nan
+    assert final(history, "alignment_deg", "h2->out") != final(history, "alignment_deg", "h2->out")
+    assert mean_sd([1.0, 3.0, float("nan")]) == (2.0, 2 ** 0.5)
+    assert mean_sd([4.0]) == (4.0, 0.0)
