@@ -51,3 +51,14 @@ def test_a_line_inside_a_statement_counts_as_the_statement():
     source = "x = 1\nraise ValueError(\n    f'{x}'\n    'more')\ny = 2\n"
     assert mutation.statement_lines(source, 3) == {2, 3}
     assert mutation.statement_lines(source, 5) == {5}
+
+
+def test_annotation_mutants_are_recognised_only_where_annotations_are_never_evaluated():
+    lazy = "from __future__ import annotations\n\ndef f(a: int | None, b=1 | 2) -> str | None:\n    x: int | None = a\n    return b | 4\n"
+    assert mutation.in_lazy_annotation(lazy, 3, lazy.splitlines()[2].index("|"))  # a's annotation
+    assert mutation.in_lazy_annotation(lazy, 3, lazy.splitlines()[2].rindex("|"))  # the return annotation
+    assert mutation.in_lazy_annotation(lazy, 4, lazy.splitlines()[3].index("|"))  # a local's annotation
+    assert not mutation.in_lazy_annotation(lazy, 3, lazy.splitlines()[2].index("1 |") + 2)  # a default value
+    assert not mutation.in_lazy_annotation(lazy, 5, lazy.splitlines()[4].index("|"))  # code
+    eager = lazy.split("\n", 2)[2]  # no __future__ import: annotations are evaluated at definition
+    assert not mutation.in_lazy_annotation(eager, 1, eager.splitlines()[0].index("|"))

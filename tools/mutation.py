@@ -116,6 +116,32 @@ def statement_lines(source: str, line: int) -> set[int]:
             if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno)} | {line}
 
 
+ANNOTATION = ("changes an annotation, and the module has `from __future__ import annotations`: annotations "
+              "are kept as strings and never evaluated, so no behaviour can change")
+
+
+def in_lazy_annotation(source: str, line: int, column: int) -> bool:
+    """Whether (line, column) (1-based line, 0-based character column, as cosmic-ray gives them)
+    lies inside an annotation of a module that never evaluates them
+    (``from __future__ import annotations``): a mutant there is equivalent by construction."""
+    import ast
+    tree = ast.parse(source)
+    lazy = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and any(a.name == "annotations" for a in n.names)
+               for n in tree.body)
+    if not lazy:
+        return False
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            spans.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            spans.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            spans.append(node.annotation)
+    at = (line, len(source.splitlines()[line - 1][:column].encode()))  # ast's columns count UTF-8 bytes
+    return any((a.lineno, a.col_offset) <= at <= (a.end_lineno, a.end_col_offset) for a in spans)
+
+
 def select_tests(package: str, mutant: dict, covered: dict[str, dict[str, set]] | None,
                  workdir: str | None = None) -> list[str]:
     """The test files of ``package`` that execute the mutant's line (or the first line of a
@@ -151,7 +177,8 @@ def enumerate_mutants(package: str, workdir: str) -> list[dict]:
         m = item.mutations[0]
         key = f"{m.module_path}:{m.operator_name}:{m.occurrence}"  # stable across enumerations (job ids are not)
         out.append({"job": key, "module": str(m.module_path), "operator": m.operator_name,
-                    "occurrence": m.occurrence, "line": m.start_pos[0], "definition": m.definition_name})
+                    "occurrence": m.occurrence, "line": m.start_pos[0], "column": m.start_pos[1],
+                    "definition": m.definition_name})
     return sorted(out, key=lambda r: (r["module"], r["line"], r["operator"], r["occurrence"]))
 
 
@@ -254,6 +281,9 @@ def summarise(out: str) -> dict:
         survived = counts.get("survived", 0)
         lo, hi = wilson(killed, killed + survived)
         now = [r.get("recheck", {}).get("outcome", r["outcome"]) for r in rows]  # after the tests added for survivors
+        for r in rows:
+            if r.get("static") == "annotation":
+                explanations.setdefault(r["job"], ANNOTATION)
         equivalent = sum(o == "survived" and r["job"] in explanations for o, r in zip(now, rows))
         killed_now = sum(o in ("killed", "incompetent", "timeout") for o in now)
         alive_now = sum(o == "survived" for o in now) - equivalent
@@ -371,7 +401,20 @@ def main(argv=None) -> int:
                     if os.path.exists(results):
                         with open(results) as f:
                             done = {json.loads(line)["job"] for line in f if line.strip()}
-                    todo = [(i, m) for i, m in enumerate(sample) if m["job"] not in done]
+                    todo = []
+                    for i, m in enumerate(sample):
+                        if m["job"] in done:
+                            continue
+                        with open(os.path.join(work.paths[0], m["module"])) as f:
+                            lazy = "column" in m and in_lazy_annotation(f.read(), m["line"], m["column"])
+                        if lazy:  # equivalent by construction: recorded, not run
+                            with open(results, "a") as f:
+                                f.write(json.dumps({**m, "outcome": "survived", "static": "annotation", "diff": None,
+                                                    "seconds": 0.0, "tests": 0}) + "\n")
+                            print(f"{package} {i + 1}/{len(sample)} {m['module']}:{m['line']}: an annotation, never "
+                                  "evaluated (equivalent, not run)", file=sys.stderr, flush=True)
+                        else:
+                            todo.append((i, m))
                     with ThreadPoolExecutor(max(1, args.workers)) as pool:
                         futures = {pool.submit(work.run, lambda path, m: run_mutant(
                                        m, package, path, args.timeout, select_tests(package, m, covered, path)), m): i
