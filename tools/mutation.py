@@ -232,7 +232,10 @@ def recheck(package: str, out: str, work: "Workdirs", commit: str, timeout: floa
         return
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    survivors = [r for r in rows if r["outcome"] == "survived"]
+    explained = set(json.load(open(os.path.join(out, "explanations.json")))) if os.path.exists(
+        os.path.join(out, "explanations.json")) else set()
+    survivors = [r for r in rows if r["outcome"] == "survived" and not r.get("static") and r["job"] not in explained
+                 and r.get("recheck", {}).get("outcome") in (None, "survived")]  # equivalent or killed: not again
     at_head = {m["job"]: m for m in enumerate_mutants(package, work.paths[0])} if survivors else {}
 
     def again(path, r):
