@@ -244,15 +244,17 @@ def recheck(package: str, out: str, work: "Workdirs", commit: str, timeout: floa
             return "gone"  # the code it mutated no longer exists at HEAD
         return run_mutant(mutant, package, path, timeout, select_tests(package, mutant, covered, path))["outcome"]
 
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
     with ThreadPoolExecutor(len(work.paths)) as pool:
-        outcomes = list(pool.map(lambda r: work.run(again, r), survivors))
-    for r, outcome in zip(survivors, outcomes):
-        r["recheck"] = {"outcome": outcome, "commit": commit}
-        print(f"{package} recheck {r['module']}:{r['line']} {r['operator']}: {outcome}", file=sys.stderr)
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(path + ".tmp", path)
+        futures = {pool.submit(work.run, again, r): r for r in survivors}
+        for future in as_completed(futures):  # each outcome recorded as it comes: a stopped recheck keeps them
+            r = futures[future]
+            r["recheck"] = {"outcome": future.result(), "commit": commit}
+            print(f"{package} recheck {r['module']}:{r['line']} {r['operator']}: {r['recheck']['outcome']}",
+                  file=sys.stderr, flush=True)
+            with open(path + ".tmp", "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+            os.replace(path + ".tmp", path)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
