@@ -73,8 +73,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     rules = step_time.chosen_rules(ap, args.rules)
-    for name in (["mlp", "resnet20"] if args.workload == "all" else [args.workload]):
-        batch = args.batch_size or step_time.WORKLOADS[name].batch
+    for name, batch, described in step_time.state_workloads(args.workload, args.batch_size):
         print(f"{name}: batch {batch}", flush=True)
         rows = measure(name, batch, rules)
         times = time_ratios(args.out, f"{name}-{args.time_tag}")
@@ -82,7 +81,7 @@ def main(argv=None):
             if label in times:
                 row["time_ratio"] = times[label]
         step_time.save_result(args.out, "flops", name, {
-            "workload": f"{step_time.WORKLOADS[name].label}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
+            "workload": described,
             "method": "torch.utils.flop_counter.FlopCounterMode (matrix products and convolutions)",
             "time_source": f"step_time.json {name}-{args.time_tag}" if times else None,
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "commit": step_time.git_commit(),

@@ -122,12 +122,11 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     rules = step_time.chosen_rules(ap, args.rules)
-    for name in (["mlp", "resnet20"] if args.workload == "all" else [args.workload]):
-        batch = args.batch_size or step_time.WORKLOADS[name].batch
+    for name, batch, described in step_time.state_workloads(args.workload, args.batch_size):
         print(f"{name}: batch {batch}", flush=True)
         rows = measure(name, args.device, batch, rules, args.warmup)
         step_time.save_result(args.out, "memory", f"{name}-{args.tag}", {
-            "workload": f"{step_time.WORKLOADS[name].label}, batch {batch}, SGD momentum 0.9, weight decay 1e-4",
+            "workload": described,
             "device": args.device,
             "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.machine(),
             "method": "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else

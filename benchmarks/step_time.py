@@ -285,6 +285,18 @@ def chosen_rules(ap, text: str) -> list[str]:
     return rules
 
 
+def state_workloads(choice: str, batch_size: int | None) -> list[tuple[str, int, str]]:
+    """[(workload, batch, its description for a results file)] for ``--workload`` of the
+    benchmarks that measure a step's state rather than its time (memory.py, flops.py): "all" is
+    the MLP and ResNet-20 (the overhead MLP says nothing there)."""
+    names = ["mlp", "resnet20"] if choice == "all" else [choice]
+    out = []
+    for name in names:
+        batch = batch_size or WORKLOADS[name].batch
+        out.append((name, batch, f"{WORKLOADS[name].label}, batch {batch}, SGD momentum 0.9, weight decay 1e-4"))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workload", default="all", choices=[*WORKLOADS, "all"])

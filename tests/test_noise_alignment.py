@@ -25,6 +25,17 @@ def mirror_reference(W, B, xi, sigma, rate, decay):
     return rate * (decay * B - C)
 
 
+def pal_with_known_noise(sigma):
+    """(model, x, y, its h1->h2 projection, ξ per projection): the small float64 MLP under PAL
+    whose pre cells carry the given noise draws (σ ``sigma``) instead of fresh ones."""
+    rule = PAL(noise_std=sigma)
+    model, x, y = setup(rule)
+    xi = {name: sigma * torch.randn(x.shape[0], q.weight.shape[1], dtype=torch.float64)
+          for name, q in model.projections.items()}
+    KnownNoise(rule, xi)
+    return model, x, y, model.projections["h1->h2"], xi
+
+
 @pytest.mark.parametrize("cls", [WM, PAL])
 def test_error_and_feedback_change_closed_form(cls):
     rule = WM(noise_std=0.3, rate=0.7, decay=0.5) if cls is WM else PAL(0.3, 0.7, 0.5, noisy_forward=False)
@@ -47,12 +58,7 @@ def test_error_and_feedback_change_closed_form(cls):
 
 def test_pal_pre_cells_are_noisy_during_training_only():
     """PAL's task pass sees x + ξ: post input W (x + ξ) and ΔW = δ (x + ξ)ᵀ; eval is clean."""
-    rule = PAL(noise_std=0.5)
-    model, x, y = setup(rule)
-    p = model.projections["h1->h2"]
-    xi = {name: 0.5 * torch.randn(x.shape[0], q.weight.shape[1], dtype=torch.float64)
-          for name, q in model.projections.items()}
-    KnownNoise(rule, xi)
+    model, x, y, p, xi = pal_with_known_noise(0.5)
     seen = {}
 
     def hook(module, inputs, out):
@@ -75,12 +81,7 @@ def test_pal_saves_the_clean_rates_and_the_noise_not_their_sum():
     """PAL's step holds x (the pre cells' clean rates, the tensor its ReLU keeps anyway) and ξ
     from the forward to the backward, never x + ξ: that sum would be a third activation-sized
     tensor per projection (benchmarks/results/memory.md, ResNet-20)."""
-    rule = PAL(noise_std=0.5)
-    model, x, y = setup(rule)
-    p = model.projections["h1->h2"]
-    xi = {name: 0.5 * torch.randn(x.shape[0], q.weight.shape[1], dtype=torch.float64)
-          for name, q in model.projections.items()}
-    KnownNoise(rule, xi)
+    model, x, y, p, xi = pal_with_known_noise(0.5)
     seen = {}
     p.register_forward_hook(lambda module, inputs, out: seen.update(x=inputs[0], out=out))
     model.train()
