@@ -20,7 +20,9 @@ q = 1 (that arm's grid cell), every seed.
 Each run trains in WORK/CELL-sSEED (an interrupted sweep resumes; a diverged run is recorded with
 diverged.json and not trained again) and its records are copied to OUT/runs/CELL-sSEED; the page
 (liao.md, liao.json and figures: accuracy per arm, accuracy against concordance, ‖e‖ per layer
-over training) is written from those copies, so ``--report-only`` regenerates it.
+over training) is written from those copies, so ``--report-only`` regenerates it. The page opens
+with the four claims, each with its test (Welch's t-test over the seeds, stated per claim), the
+numbers it rests on and a verdict computed from them (``claims``).
 
     python experiments/liao_sign_symmetry.py --data-root ../shared/data --seeds 0,1,2 \\
         --work runs/liao --out docs/results/liao
@@ -134,6 +136,172 @@ def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_con
     return {"rows": rows, "concordance": concordance, "seeds": list(seeds)}
 
 
+CHANCE = 0.1  # a diverged seed's accuracy in the claims' comparisons (10 classes)
+MAGNITUDES = {"usf-raw": "unit", "usf": "unit × Glorot scale (BioTorch)", "brsf": "batchwise random", "frsf": "fixed random"}
+NORMALISED = ("bm", "bn", "bn+bm")
+SIGN_RULES = ("usf-raw", "usf", "brsf", "frsf")
+
+
+def seed_accs(row: dict) -> list[float]:
+    """A row's final test accuracy per seed, a diverged seed at chance; [] if the arm never ran."""
+    if row is None or row.get("lr") is None:
+        return []
+    return [CHANCE if a != a else a for a in row["test_acc_per_seed"]]
+
+
+def compare(a: list[float], b: list[float]) -> dict:
+    """Welch's t-test of mean(a) against mean(b): {"diff" (pp), "p", "order"}, where order is
+    '>' or '<' when p < 0.05, '≈' when not, '?' with fewer than two seeds on a side."""
+    import statistics
+
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2:
+        diff = 100 * (statistics.fmean(a) - statistics.fmean(b)) if a and b else float("nan")
+        return {"diff": diff, "p": float("nan"), "order": "?"}
+    diff = 100 * (statistics.fmean(a) - statistics.fmean(b))
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        p = 1.0 if diff == 0 else 0.0  # both constant: the t statistic is undefined
+    else:
+        p = float(ttest_ind(a, b, equal_var=False).pvalue)
+    return {"diff": diff, "p": p, "order": "≈" if p >= 0.05 else (">" if diff > 0 else "<")}
+
+
+def tally(verdicts: list[bool | None], what: str) -> str:
+    """'supported' / 'not supported' / 'partly supported (k of n …)' over the tested cases
+    (None: not testable from the runs so far)."""
+    tested = [v for v in verdicts if v is not None]
+    if not tested:
+        return "not tested yet (no comparison with two seeds on each side)"
+    k = sum(tested)
+    if k == len(tested):
+        return f"supported ({k} of {k} {what})"
+    if k == 0:
+        return f"not supported (0 of {len(tested)} {what})"
+    return f"partly supported ({k} of {len(tested)} {what})"
+
+
+def claims(result: dict) -> list[dict]:
+    """Liao et al.'s four claims against the sweep's rows: [{"claim", "test", "evidence": [str],
+    "verdict"}]. Every comparison is Welch's t-test over the seeds' final test accuracies at 5%
+    (a diverged seed counts at chance), stated in "test"."""
+    rows = {(r["depth"], r["rule"], r["condition"]): r for r in result["rows"]}
+    depths = list(dict.fromkeys(r["depth"] for r in result["rows"]))
+    conditions = list(dict.fromkeys(r["condition"] for r in result["rows"]))
+    pct = lambda accs: f"{100 * sum(accs) / len(accs):.2f}" if accs else "—"  # noqa: E731
+    out = []
+
+    # (1) magnitudes do not matter: the sign rules that differ only in magnitude, per depth and condition
+    evidence, verdicts = [], []
+    for depth in depths:
+        for condition in conditions:
+            arms = {rule: seed_accs(rows.get((depth, rule, condition))) for rule in SIGN_RULES}
+            arms = {rule: a for rule, a in arms.items() if a}
+            if len(arms) < 2:
+                continue
+            best, worst = max(arms, key=lambda r: sum(arms[r]) / len(arms[r])), min(arms, key=lambda r: sum(arms[r]) / len(arms[r]))
+            c = compare(arms[best], arms[worst])
+            verdicts.append(None if c["order"] == "?" else c["order"] == "≈")
+            evidence.append(f"{depth}, {condition}: " + ", ".join(f"{r} {pct(a)}" for r, a in arms.items())
+                            + f"; best − worst {c['diff']:.2f} pp (p = {c['p']:.2g})")
+    out.append({"claim": "(1) the feedback's magnitudes do not matter",
+                "test": "per circuit and condition, the best and the worst of the sign rules that differ only in "
+                        "magnitude (" + ", ".join(f"{r}: {m}" for r, m in MAGNITUDES.items()) + ") are not "
+                        "distinguishable (p ≥ 0.05)",
+                "evidence": evidence, "verdict": tally(verdicts, "circuit × condition cells")})
+
+    # (2) the more concordant the signs, the better: accuracy rises with q
+    from scipy.stats import spearmanr
+
+    evidence, verdicts = [], []
+    for rule in dict.fromkeys(c["rule"] for c in result["concordance"]):
+        mine = sorted((c for c in result["concordance"] if c["rule"] == rule), key=lambda c: c["q"])
+        accs = {c["q"]: [CHANCE if a != a else a for a in c["test_acc_per_seed"]] for c in mine}
+        if len(accs) < 3 or 1.0 not in accs or 0.5 not in accs:
+            continue
+        means = [sum(a) / len(a) for a in accs.values()]
+        rho = float(spearmanr(list(accs), means).statistic) if len(set(means)) > 1 else 0.0  # flat: no rise
+        c = compare(accs[1.0], accs[0.5])
+        verdicts.append(None if c["order"] == "?" else (rho >= 0.8 and c["order"] == ">"))
+        evidence.append(f"{rule} ({mine[0]['condition']}): " + ", ".join(f"q={q:g} {pct(a)}" for q, a in accs.items())
+                        + f"; Spearman ρ(q, accuracy) = {rho:.2f}; q=1 − q=0.5 {c['diff']:.2f} pp (p = {c['p']:.2g})")
+    out.append({"claim": "(2) the signs matter: the more concordant, the better",
+                "test": "per rule, accuracy rises with the concordance q (Spearman ρ ≥ 0.8 over the q values) and "
+                        "q = 1 beats sign-random feedback q = 0.5 (p < 0.05)",
+                "evidence": evidence, "verdict": tally(verdicts, "rules")})
+
+    # (3) random magnitudes, 100% concordant signs: as good as or better than plain SGD (BP)
+    evidence, verdicts = [], []
+    for depth in depths:
+        bp = seed_accs(rows.get((depth, "bp", "sgd")))
+        for rule in ("brsf", "frsf"):
+            ran = [rows[(depth, rule, cond)] for cond in conditions if rows.get((depth, rule, cond), {}).get("lr") is not None]
+            if not bp or not ran:
+                continue
+            chosen = max(ran, key=lambda r: r["val_acc"])  # the condition chosen on validation (first seed)
+            c = compare(seed_accs(chosen), bp)
+            verdicts.append(None if c["order"] == "?" else c["order"] in ("≈", ">"))
+            evidence.append(f"{depth}: {rule} under {chosen['condition']} (chosen on validation) {pct(seed_accs(chosen))} "
+                            f"vs BP under plain SGD {pct(bp)}: {c['diff']:+.2f} pp (p = {c['p']:.2g}, {c['order']})")
+    out.append({"claim": "(3) random magnitudes with 100% concordant signs match or beat plain SGD",
+                "test": "per circuit, brSF and frSF under the condition with the best validation accuracy are not "
+                        "below BP under plain SGD (not distinguishable, p ≥ 0.05, or significantly above)",
+                "evidence": evidence, "verdict": tally(verdicts, "circuit × rule cases")})
+
+    # (4) sign feedback needs BM and/or BN: plain SGD is worse than the best normalised condition
+    evidence, verdicts = [], []
+    for depth in depths:
+        for rule in ("usf-raw", "brsf", "frsf"):
+            plain = rows.get((depth, rule, "sgd"))
+            normalised = [rows[(depth, rule, cond)] for cond in NORMALISED
+                          if rows.get((depth, rule, cond), {}).get("lr") is not None]
+            if plain is None or not normalised:
+                continue
+            chosen = max(normalised, key=lambda r: r["val_acc"])
+            a = seed_accs(plain) or [CHANCE] * len(chosen["test_acc_per_seed"])  # every rate diverged: failed
+            c = compare(a, seed_accs(chosen))
+            verdicts.append(None if c["order"] == "?" else c["order"] == "<")
+            growth = error_growth(plain)
+            evidence.append(f"{depth}, {rule}: plain SGD {pct(a)}"
+                            + (" (every rate diverged)" if plain.get("lr") is None else "")
+                            + f" vs {chosen['condition']} {pct(seed_accs(chosen))}: {c['diff']:+.2f} pp "
+                              f"(p = {c['p']:.2g}, {c['order']})"
+                            + (f"; ‖e‖ first / last hidden layer under plain SGD: {growth[0]:.3g} at epoch 0, "
+                               f"{growth[1]:.3g} at the end" if growth else ""))
+    out.append({"claim": "(4) sign feedback needs Batch Manhattan and/or batch norm",
+                "test": "per circuit and sign rule (raw uSF, brSF, frSF), plain SGD ends below the best of BM, BN, BN + "
+                        "BM (chosen on validation; p < 0.05; an arm whose every rate diverged counts at chance); the "
+                        "error norms say whether errors explode (ratio ≫ 1) or vanish (≪ 1) towards the input",
+                "evidence": evidence, "verdict": tally(verdicts, "circuit × rule cases")})
+    return out
+
+
+def error_growth(row: dict) -> tuple[float, float] | None:
+    """‖e‖ at the first hidden layer over ‖e‖ at the last, at epoch 0 and at the last epoch
+    recorded (the first seed), or None without error norms."""
+    norms = [m for m in row.get("error_norms") or [] if m]
+    if not norms:
+        return None
+    hidden = sorted((k for k in norms[0] if k.startswith("h") and k[1:].isdigit()), key=lambda k: int(k[1:]))
+    if len(hidden) < 2:
+        return None
+    ratio = lambda m: m.get(hidden[0], math.nan) / m.get(hidden[-1], math.nan)  # noqa: E731
+    return ratio(norms[0]), ratio(norms[-1])
+
+
+def claims_lines(found: list[dict]) -> list[str]:
+    """The claims as markdown: a heading per claim with its test, evidence and verdict."""
+    lines = ["## The four claims", "",
+             "Each verdict follows from the runs below by the test stated with it (Welch's t-test over the seeds' "
+             "final test accuracies, 5%; a diverged seed counts at chance, 10%). With three seeds a test detects "
+             "differences of a few tenths of a point at best: \"not distinguishable\" is not \"equal\".", ""]
+    for c in found:
+        lines += [f"### {c['claim']}", "", f"Test: {c['test']}.", ""]
+        lines += [f"- {e}" for e in c["evidence"]] or ["- no runs yet"]
+        lines += ["", f"**Verdict: {c['verdict']}.**", ""]
+    return lines
+
+
 def write(result: dict, out: str, note: str = "") -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -184,7 +352,9 @@ def write(result: dict, out: str, note: str = "") -> str:
         axes[2].legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
-    lines = ["# Liao, Leibo & Poggio (2016) on MNIST", "", note, "",
+    result["claims"] = claims(result)
+    lines = ["# Liao, Leibo & Poggio (2016) on MNIST", "", note, "", *claims_lines(result["claims"]),
+             "## Every arm", "",
              "| circuit | rule | condition | lr (chosen on val) | val acc (%) | seeds | diverged | epochs | "
              "final test accuracy (%) | wall time per run (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:

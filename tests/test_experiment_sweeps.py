@@ -264,3 +264,44 @@ def test_dale_table_reports_a_diverged_run_and_averages_the_finished_ones(tmp_pa
     assert row["signed_seeds"] == [0, 1] and row["signed_test_acc"] == pytest.approx(0.92 + 0.040)
     page = dale.write(result, str(out))
     assert "| kp | 1 (diverged: seed 0 after epoch 17) | 40 | 97.00 ± 0.00 |" in page
+
+
+def liao_row(depth, rule, condition, accs, lr=0.01, norms=None):
+    return {"depth": depth, "rule": rule, "condition": condition, "lr": lr, "val_acc": accs[0],
+            "test_acc_per_seed": accs, "error_norms": norms or []}
+
+
+def test_liao_claims_follow_the_runs():
+    """The four claims' verdicts come from the rows by the stated tests: flipping the data flips
+    each verdict; a diverged seed counts at chance; one seed is 'not tested'."""
+    import runpy
+    module = runpy.run_path(os.path.join(REPO, "experiments", "liao_sign_symmetry.py"))
+    claims = module["claims"]
+    good, bad = [0.980, 0.981, 0.979], [0.950, 0.952, 0.948]
+    norms = [{"h1": 100.0, "h2": 10.0, "classes": 1.0}, {"h1": 50.0, "h2": 10.0, "classes": 1.0}]
+    rows = [liao_row("mlp2", "bp", "sgd", good),
+            *(liao_row("mlp2", r, "bn+bm", good) for r in ("usf-raw", "usf", "brsf", "frsf")),
+            *(liao_row("mlp2", r, "sgd", bad, norms=norms) for r in ("usf-raw", "brsf", "frsf"))]
+    concordance = [{"rule": "usf-raw", "q": q, "condition": "bn+bm", "test_acc_per_seed": [a, a + 0.001, a - 0.001]}
+                   for q, a in [(0.0, 0.1), (0.5, 0.9), (0.75, 0.95), (1.0, 0.98)]]
+    found = claims({"rows": rows, "concordance": concordance})
+    verdicts = [c["verdict"] for c in found]
+    # (1) the magnitudes agree under bn+bm (four rules) and under sgd (three)
+    assert verdicts == ["supported (2 of 2 circuit × condition cells)", "supported (1 of 1 rules)",
+                        "supported (2 of 2 circuit × rule cases)", "supported (3 of 3 circuit × rule cases)"]
+    assert "‖e‖ first / last hidden layer under plain SGD: 10 at epoch 0, 5 at the end" in found[3]["evidence"][0]
+    # flip: brSF under bn+bm worse than BP -> claim 3 fails for brSF only; claim 1 fails under bn+bm
+    rows[3] = liao_row("mlp2", "brsf", "bn+bm", bad)
+    found = claims({"rows": rows, "concordance": concordance})
+    assert found[2]["verdict"].startswith("partly supported (1 of 2")
+    assert found[0]["verdict"].startswith("partly supported (1 of 2")  # bn+bm: brSF now differs
+    # flip the concordance: q = 1 no better than q = 0.5 -> claim 2 not supported
+    flat = [{**c, "test_acc_per_seed": [0.9, 0.901, 0.899]} for c in concordance]
+    assert claims({"rows": rows, "concordance": flat})[1]["verdict"].startswith("not supported")
+    # plain SGD diverged on every seed (accuracy NaN) counts at chance: still worse than normalised
+    rows[5] = liao_row("mlp2", "usf-raw", "sgd", [float("nan")] * 3)
+    assert "usf-raw: plain SGD 10.00" in claims({"rows": rows, "concordance": concordance})[3]["evidence"][0]
+    # one seed per arm: nothing can be tested
+    single = [{**r, "test_acc_per_seed": r["test_acc_per_seed"][:1]} for r in rows]
+    assert all(c["verdict"].startswith("not tested")
+               for c in claims({"rows": single, "concordance": []}))
