@@ -201,6 +201,12 @@ class CompiledCircuit(nn.Module):
         rest = [q for m in (self.norms, self.blocks) for q in m.parameters() if q.requires_grad]
         return ws + list(self.biases.values()) + rest
 
+    def forward_state(self) -> dict[str, torch.Tensor]:
+        """The forward map's state besides the projections' W: population biases, norm parameters
+        and running statistics, exact-BP blocks (their ``state_dict`` entries, CPU copies)."""
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()
+                if k.split(".")[0] in ("biases", "norms", "blocks")}
+
     def feedback_parameters(self) -> list[nn.Parameter]:
         """Plastic feedback tensors (KP's B, PFA's R): their own optimizer group."""
         return [t for p in self.projections.values() for t in p.feedback_parameters()]

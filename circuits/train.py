@@ -4,7 +4,7 @@
     run_dir/metrics.jsonl        one JSON object per epoch (``error_norms``: ‖e‖ per population on
                                  the probe batch, ``CompiledCircuit.error_norms``)
     run_dir/initial.json         the same record at initialisation (epoch 0: before any step)
-    run_dir/trajectory/          the forward weights every ``keep_every`` epochs (if asked)
+    run_dir/trajectory/          the forward weights and state every ``keep_every`` epochs (if asked)
     run_dir/steps.jsonl          one per ``log_every`` steps (if asked): loss, lr, projection metrics
     run_dir/checkpoint.pt        everything needed to continue exactly (written atomically; only
                                  ever a finite state: a diverged one never replaces a good one)
@@ -636,8 +636,10 @@ class _Trainer:
                 _log_epoch(self.writer, record, 0)
 
     def keep_weights(self, epoch: int) -> None:
-        """Save the forward weights {projection: W} to trajectory/epoch-NNNN.pt when ``keep_every``
-        asks for this epoch (atomically, like the checkpoint)."""
+        """Save the forward weights {projection: W} and the rest of the forward map's state
+        (``CompiledCircuit.forward_state``: biases, norm parameters and running statistics) to
+        trajectory/epoch-NNNN.pt when ``keep_every`` asks for this epoch (atomically, like the
+        checkpoint)."""
         k = self.training.keep_every
         if not (self.main and k and epoch % k == 0):
             return
@@ -646,7 +648,7 @@ class _Trainer:
         weights = {name: p.weight.detach().cpu().clone() for name, p in self.model.projections.items()
                    if p.weight.requires_grad}
         path = os.path.join(folder, f"epoch-{epoch:04d}.pt")
-        torch.save({"epoch": epoch, "weights": weights}, path + ".tmp")
+        torch.save({"epoch": epoch, "weights": weights, "state": self.model.forward_state()}, path + ".tmp")
         os.replace(path + ".tmp", path)
 
     def _initial_metrics(self, record: dict) -> None:

@@ -1,7 +1,8 @@
 """Probe trained circuits: curvature, loss landscape, weight trajectory, robustness.
 
     python -m probes RUN_DIR [RUN_DIR ...] --out DIR [--hessian] [--landscape hessian,random]
-        [--trajectory] [--corruptions] [--attacks] [--all] [--examples N] [--data-root DIR]
+        [--trajectory] [--over-training] [--corruptions] [--attacks] [--all] [--examples N]
+        [--data-root DIR]
 
 Any run directory of any rule (its checkpoint and config.json; the circuit is rebuilt from
 config.json, no code is run). Everything is measured on the run's own data set: the curvature and
@@ -76,6 +77,12 @@ def probe_run(run_dir: str, out: str, args) -> dict:
         result[f"landscape_{kind}"] = landscape.surface(model, batches, d1, d2, span, span)
     if args.trajectory:
         result["trajectory"] = trajectory.trajectory_pca(run_dir)
+    if args.over_training:
+        t = time.time()
+        result["hessian_over_training"] = curvature.over_training(
+            model, trajectory.kept_states(run_dir), batches, num_matvecs=args.matvecs, k=args.top,
+            where=os.path.join(run_dir, "trajectory"))
+        result["hessian_over_training"]["seconds"] = time.time() - t
     if args.corruptions or args.attacks:
         mean, std = datasets.normalisation(training.data)
         tx, ty = first(splits["test"], args.examples)
@@ -128,6 +135,18 @@ def figures(result: dict, out: str) -> None:
         fig.tight_layout()
         fig.savefig(os.path.join(out, "trajectory.png"), dpi=110)
         plt.close(fig)
+    if "hessian_over_training" in result:
+        h = result["hessian_over_training"]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        axes[0].errorbar(h["epochs"], h["trace"], yerr=h["stderr"], fmt="o-", ms=3, capsize=2)
+        axes[0].set(xlabel="epoch", ylabel="Hessian trace (Hutchinson)", title=f"{title}: trace over training")
+        axes[1].plot(h["epochs"], [v[0] for v in h["top_eigenvalues"]], "o-", ms=3)
+        axes[1].set(xlabel="epoch", ylabel="λ_max", title="top eigenvalue over training")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "hessian_over_training.png"), dpi=110)
+        plt.close(fig)
     if "corruptions" in result or "attacks" in result:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for kind, accs in result.get("corruptions", {}).items():
@@ -173,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hessian", action="store_true", help="trace, top eigenvalues, spectral density")
     ap.add_argument("--landscape", default="", help="comma-separated: hessian, random")
     ap.add_argument("--trajectory", action="store_true", help="PCA of the kept weights (needs keep_every)")
+    ap.add_argument("--over-training", action="store_true",
+                    help="Hessian trace and top eigenvalues at every kept epoch (needs keep_every)")
     ap.add_argument("--corruptions", action="store_true")
     ap.add_argument("--attacks", action="store_true")
     ap.add_argument("--examples", type=int, default=1000, help="training images for curvature/landscape; test "
@@ -188,9 +209,11 @@ def main(argv=None) -> int:
     if args.all:
         args.hessian = args.corruptions = args.attacks = True
         args.landscape = args.landscape or ["hessian", "random"]
-        args.trajectory = all(os.path.isdir(os.path.join(r, "trajectory")) for r in args.runs)
-    if not (args.hessian or args.landscape or args.trajectory or args.corruptions or args.attacks):
-        ap.error("choose probes: --hessian, --landscape, --trajectory, --corruptions, --attacks or --all")
+        args.trajectory = args.over_training = all(os.path.isdir(os.path.join(r, "trajectory")) for r in args.runs)
+    if not (args.hessian or args.landscape or args.trajectory or args.over_training or args.corruptions
+            or args.attacks):
+        ap.error("choose probes: --hessian, --landscape, --trajectory, --over-training, --corruptions, --attacks "
+                 "or --all")
     results = {}
     try:
         for run in args.runs:

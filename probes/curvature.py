@@ -16,6 +16,7 @@ curvlinops' ``hutchinson_trace``, written out here so that it also reports its s
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -108,3 +109,32 @@ def unflatten(model, vector) -> list[torch.Tensor]:
         out.append(vector[i:i + w.numel()].view_as(w).to(w.dtype))
         i += w.numel()
     return out
+
+
+def over_training(model, kept: list[tuple[int, dict, dict | None]], batches, num_matvecs: int = 30,
+                  k: int = 1, where: str = "") -> dict:
+    """The Hessian at every kept epoch (``probes.trajectory.kept_states``): the model's forward
+    map set to that epoch's W, biases and norms, then the trace (Hutchinson, ``num_matvecs``
+    vectors, the same seed at every epoch) and the top ``k`` eigenvalues, on the same ``batches``.
+    {"epochs", "trace", "stderr", "top_eigenvalues" (epochs × k), "weight_norm" (‖W‖ over all
+    forward weights)}. The model's own state is restored afterwards."""
+    from probes.trajectory import load_kept
+
+    saved = copy.deepcopy(model.state_dict())
+    result = {"epochs": [], "trace": [], "stderr": [], "top_eigenvalues": [], "weight_norm": [],
+              "num_matvecs": num_matvecs}
+    try:
+        for epoch, weights, state in kept:
+            load_kept(model, weights, state, where=f"{where} epoch {epoch}")
+            op = hessian_operator(model, batches)
+            trace = hessian_trace(op, num_matvecs)
+            values, _ = top_eigenpairs(op, k=k)
+            result["epochs"].append(epoch)
+            result["trace"].append(trace["trace"])
+            result["stderr"].append(trace["stderr"])
+            result["top_eigenvalues"].append([float(v) for v in values])
+            result["weight_norm"].append(float(torch.sqrt(sum(w.detach().double().pow(2).sum()
+                                                              for w in forward_weights(model)))))
+    finally:
+        model.load_state_dict(saved)
+    return result

@@ -26,6 +26,37 @@ def kept_weights(run_dir: str) -> list[tuple[int, dict]]:
     return [(k["epoch"], k["weights"]) for k in sorted(kept, key=lambda k: k["epoch"])]
 
 
+def kept_states(run_dir: str) -> list[tuple[int, dict, dict | None]]:
+    """[(epoch, {projection: W}, forward state or None)] of RUN/trajectory/, by epoch: the state
+    is ``CompiledCircuit.forward_state()`` at that epoch (biases, norms), None in files kept
+    before it was saved. ValueError naming the folder when nothing was kept."""
+    paths = sorted(glob.glob(os.path.join(run_dir, "trajectory", "epoch-*.pt")))
+    if not paths:
+        raise ValueError(f"{run_dir}/trajectory holds no kept epochs: train with --set keep_every=K")
+    kept = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    return [(k["epoch"], k["weights"], k.get("state")) for k in sorted(kept, key=lambda k: k["epoch"])]
+
+
+def load_kept(model, weights: dict, state: dict | None, where: str = "") -> None:
+    """Set ``model``'s forward map to a kept epoch's: each projection's W, then the biases and
+    norms. ValueError (naming ``where``) when the file lacks a state the model has, or names a
+    projection or state entry the model does not have."""
+    unknown = [n for n in weights if n not in model.projections]
+    if unknown:
+        raise ValueError(f"{where}: kept weights of unknown projection(s) {', '.join(unknown)}")
+    if state is None and model.forward_state():
+        raise ValueError(f"{where}: holds the weights W only (kept before biases and norms were kept too); "
+                         "the circuit has biases or norms, so this epoch's forward map cannot be rebuilt: retrain "
+                         "with --set keep_every=K")
+    with torch.no_grad():
+        for name, w in weights.items():
+            model.projections[name].weight.copy_(w)
+    if state:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"{where}: kept state entries the circuit does not have: {', '.join(unexpected)}")
+
+
 def trajectory_pca(run_dir: str) -> dict:
     """{"epochs", "explained_variance_ratio" (all components), "coords" (epochs × 2: each kept
     epoch's W_t − W_final on the first two principal directions), "distance_to_final" (‖W_t − W_final‖)}."""

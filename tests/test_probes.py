@@ -199,8 +199,54 @@ def test_probes_command_line_on_a_run_folder(data_root, tmp_path):
     r = json.loads((tmp_path / "probes" / "pfa-s0" / "probes.json").read_text())
     assert r["rule"] == "pfa" and r["hessian"]["parameters"] == 784 * 512 + 512 * 512 + 512 * 10
     assert {"landscape_hessian", "landscape_random", "trajectory", "corruptions", "attacks"} <= set(r)
-    assert r["trajectory"]["epochs"] == [0, 1, 2]
+    assert r["trajectory"]["epochs"] == [0, 1, 2] and r["hessian_over_training"]["epochs"] == [0, 1, 2]
+    assert r["hessian_over_training"]["top_eigenvalues"][-1] == pytest.approx(r["hessian"]["top_eigenvalues"], rel=1e-3)
     assert r["attacks"]["accuracy"]["pgd_linf"][0] == r["corruptions"]["clean"]  # ε = 0: the clean images
-    for name in ("hessian_spectrum.png", "landscape_hessian.png", "trajectory.png", "robustness.png"):
+    for name in ("hessian_spectrum.png", "landscape_hessian.png", "trajectory.png", "robustness.png",
+                 "hessian_over_training.png"):
         assert (tmp_path / "probes" / "pfa-s0" / name).stat().st_size > 0
     assert "| pfa-s0 | pfa |" in (tmp_path / "probes" / "probes.md").read_text()
+
+
+def test_hessian_over_training_rebuilds_each_kept_epochs_forward_map(tmp_path):
+    """At a kept epoch the probe's Hessian is the dense Hessian of the circuit with that epoch's W
+    *and biases* (kept with W); the biases matter (the final ones give another Hessian); the
+    model is restored afterwards; a trajectory kept without the state is refused."""
+    g = torch.Generator().manual_seed(0)
+    splits = {"train": Split(torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)),
+              "test": Split(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))}
+    c = Circuit("path", seed=0)
+    x, h, y = c.add(Input("x", 4)), c.add(Layer("h", 5, activation="tanh")), c.add(Readout("y", 3))
+    c.connect(x, h, Dense())
+    c.connect(h, y, Dense())
+    c.feedback(make_rule("fa"))
+    run = tmp_path / "run"
+    train(c, Training(data="generated", epochs=3, batch_size=8, lr=0.5, keep_every=1), rule="fa",
+          run_dir=str(run), data_root="unused", seed=0, progress=False, splits=splits)
+    kept = trajectory.kept_states(str(run))
+    assert [e for e, _, _ in kept] == [0, 1, 2, 3] and set(kept[1][2]) == {"biases.h", "biases.y"}
+    model = c.compile(seed=0).double()
+    model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["model"])
+    final = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    batches = [(splits["train"].x.double()[:20], splits["train"].y[:20])]
+
+    epoch, weights, state = kept[1]
+    at_epoch = c.compile(seed=0).double()
+    at_epoch.load_state_dict({**final, **{f"projections.{n}.weight": w for n, w in weights.items()}, **state},
+                             strict=False)
+    H = dense_hessian(at_epoch, batches)
+    r = curvature.over_training(model, [kept[1], kept[-1]], batches, num_matvecs=400, k=2)
+    assert r["epochs"] == [1, 3]
+    assert abs(r["trace"][0] - torch.trace(H).item()) < 4 * r["stderr"][0]
+    assert r["top_eigenvalues"][0] == pytest.approx(torch.linalg.eigvalsh(H)[-2:].flip(0).numpy(), rel=1e-6)
+    assert r["weight_norm"][0] == pytest.approx(torch.cat([w.double().reshape(-1) for w in weights.values()]).norm().item())
+    # the last kept epoch is the final state; and the biases count: epoch 1's W with the final biases differ
+    assert r["top_eigenvalues"][1] == pytest.approx(
+        torch.linalg.eigvalsh(dense_hessian(model, batches))[-2:].flip(0).numpy(), rel=1e-6)
+    wrong_bias = c.compile(seed=0).double()
+    wrong_bias.load_state_dict({**final, **{f"projections.{n}.weight": w for n, w in weights.items()}}, strict=False)
+    assert abs(torch.linalg.eigvalsh(dense_hessian(wrong_bias, batches))[-1].item() - r["top_eigenvalues"][0][0]) > 1e-4
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in final.items())  # restored
+    torch.save({"epoch": 9, "weights": weights}, run / "trajectory" / "epoch-0009.pt")  # as kept before the state
+    with pytest.raises(ValueError, match="weights W only"):
+        curvature.over_training(model, trajectory.kept_states(str(run))[-1:], batches, num_matvecs=2, where="old")
