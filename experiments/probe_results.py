@@ -4,8 +4,9 @@ robustness and landscape of each rule side by side.
 Reads DIR/NAME/probes.json for every NAME under DIR (as ``python -m probes RUN ... --out DIR``
 writes them) and writes DIR/summary.md (table), DIR/summary.json (the table's numbers) and
 DIR/summary.png (Hessian trace and top eigenvalue per run; accuracy against corruption severity,
-averaged over the corruptions; accuracy against the PGD L∞ and L2 budgets), regenerated from the
-committed probes.json files alone (the text under the title from ROOT/note.txt):
+averaged over the corruptions; accuracy against the PGD L∞ and L2 budgets) and, for runs probed
+with ``--over-training``, DIR/summary_over_training.png and a table of the Hessian at each kept
+epoch; regenerated from the committed probes.json files alone (the text under the title from ROOT/note.txt):
 
     python experiments/probe_results.py docs/results/ifa/probes
 """
@@ -48,6 +49,10 @@ def summary(results: dict) -> dict:
                        corrupted_mean=float(np.mean([c[k] for k in kinds])))
         if a:
             row.update(budgets=a["budgets"], attacks=a["accuracy"])
+        if r.get("hessian_over_training"):
+            t = r["hessian_over_training"]
+            row["over_training"] = {"epochs": t["epochs"], "trace": t["trace"], "stderr": t["stderr"],
+                                    "top": [v[0] for v in t["top_eigenvalues"]], "weight_norm": t["weight_norm"]}
         rows[name] = row
     return rows
 
@@ -97,7 +102,44 @@ def write(rows: dict, out: str, note: str = "") -> str:
         norm = "—" if r["weight_norm"] != r["weight_norm"] else f"{r['weight_norm']:.1f}"
         lines.append(f"| {n} | {r['rule']} | {r['seed']} | {norm} | {trace} | {l1} | {l2} | {clean} | {corr} | "
                      f"{at(r, 'fgsm', 0.1)} | {at(r, 'pgd_linf', 0.1)} | {at(r, 'pgd_l2', 1.0)} |")
+    lines += over_training(rows, out)
     return write_report(out, "summary", {"rows": rows}, fig, lines, "curvature and robustness per run")
+
+
+def over_training(rows: dict, out: str) -> list[str]:
+    """The Hessian over training (``--over-training``) of every run that has it: a figure
+    (trace, λ₁ and ‖W‖ against the epoch, one line per run: summary_over_training.png) and a
+    table of the values at each kept epoch. [] when no run has it."""
+    import matplotlib.pyplot as plt
+
+    runs = {n: r["over_training"] for n, r in rows.items() if "over_training" in r}
+    if not runs:
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for i, (n, t) in enumerate(runs.items()):
+        axes[0].errorbar(t["epochs"], t["trace"], yerr=t["stderr"], fmt="o-", ms=3, capsize=2, color=f"C{i % 10}",
+                         label=n)
+        axes[1].plot(t["epochs"], t["top"], "o-", ms=3, color=f"C{i % 10}", label=n)
+        axes[2].plot(t["epochs"], t["weight_norm"], "o-", ms=3, color=f"C{i % 10}", label=n)
+    for ax, label in zip(axes, ("Hessian trace (Hutchinson)", "largest Hessian eigenvalue λ₁", "‖W‖ (all forward weights)")):
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = os.path.join(out, "summary_over_training.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, os.path.join(out, "summary_over_training.png"))
+    plt.close(fig)
+    lines = ["", "## The Hessian over training", "",
+             "At each epoch kept during training (`--set keep_every=K`), the circuit set to that epoch's forward "
+             "weights, biases and norms (`python -m probes --over-training`): trace (± standard error), λ₁, ‖W‖.", ""]
+    for n, t in runs.items():
+        lines += [f"**{n}**", "", "| epoch | " + " | ".join(map(str, t["epochs"])) + " |",
+                  "|---|" + "---|" * len(t["epochs"]),
+                  "| trace | " + " | ".join(f"{v:.1f} ± {e:.1f}" for v, e in zip(t["trace"], t["stderr"])) + " |",
+                  "| λ₁ | " + " | ".join(f"{v:.3g}" for v in t["top"]) + " |",
+                  "| ‖W‖ | " + " | ".join(f"{v:.1f}" for v in t["weight_norm"]) + " |", ""]
+    return [*lines, "![Hessian trace, λ₁ and ‖W‖ against the epoch, per run](summary_over_training.png)", ""]
 
 
 def main(argv=None):

@@ -250,3 +250,26 @@ def test_hessian_over_training_rebuilds_each_kept_epochs_forward_map(tmp_path):
     torch.save({"epoch": 9, "weights": weights}, run / "trajectory" / "epoch-0009.pt")  # as kept before the state
     with pytest.raises(ValueError, match="weights W only"):
         curvature.over_training(model, trajectory.kept_states(str(run))[-1:], batches, num_matvecs=2, where="old")
+
+
+def test_probe_results_page_from_probes_json(tmp_path):
+    """experiments/probe_results.py: the summary table and the Hessian-over-training table come
+    from the probes.json files alone."""
+    import runpy
+    module = runpy.run_path(os.path.join(REPO, "experiments", "probe_results.py"))
+    corr = {"clean": 0.98, **{k: [0.9, 0.8, 0.7, 0.6, 0.5] for k in ("noise", "blur")}}
+    budgets = {"fgsm": [0.0, 0.1], "pgd_linf": [0.0, 0.1], "pgd_l2": [0.0, 1.0]}
+    for name, trace in [("bp-s0", 15.0), ("fa-s0", 18.0)]:
+        r = {"rule": name[:2], "seed": 0, "examples": 100, "weight_norms": {"a": 3.0, "b": 4.0},
+             "hessian": {"trace": {"trace": trace, "stderr": 0.5}, "top_eigenvalues": [0.9, 0.5]},
+             "corruptions": corr, "attacks": {"budgets": budgets, "accuracy": {k: [0.98, 0.2] for k in budgets}}}
+        if name == "fa-s0":
+            r["hessian_over_training"] = {"epochs": [0, 5], "trace": [2.0, 18.0], "stderr": [0.1, 0.5],
+                                          "top_eigenvalues": [[0.25], [4.75]], "weight_norm": [20.0, 40.0]}
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "probes.json").write_text(json.dumps(r))
+    page = module["write"](module["summary"](module["load"](str(tmp_path))), str(tmp_path))
+    assert "| bp-s0 | bp | 0 | 5.0 | 15.00 ± 0.50 | 0.900 | 0.500 | 98.0% | 70.0% | 20.0% | 20.0% | 20.0% |" in page
+    assert "**fa-s0**" in page and "**bp-s0**" not in page
+    assert "| trace | 2.0 ± 0.1 | 18.0 ± 0.5 |" in page and "| λ₁ | 0.25 | 4.75 |" in page and "| ‖W‖ | 20.0 | 40.0 |" in page
+    assert (tmp_path / "summary_over_training.png").stat().st_size > 0
