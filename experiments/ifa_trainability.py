@@ -107,6 +107,60 @@ def summarize(histories: dict, names: list[str], out: str) -> dict:
     return rows
 
 
+TRAINABLE = 0.9  # a cell is trainable when its mean final training accuracy reaches 90% (chance: 10%)
+
+
+def region(rows: dict, rules=RULES, gains=GAINS, depths=DEPTHS, sizes=SIZES) -> dict:
+    """Each rule's trainable region from the rows: {rule: {"init": (trainable cells, cells run,
+    mean training accuracy over them), "depth": (deepest trainable depth or None, depths run),
+    "size": {n: (train acc, test acc)}}}. BP's init grid has one row (no feedback), so its
+    counts are over g_W only."""
+    out = {}
+    for r in rules:
+        init = [rows[k]["train_acc"] for gw in gains for gb in (gains if r != "bp" else (None,))
+                if (k := f"init-{r}-w{g(gw)}" + (f"-b{g(gb)}" if gb is not None else "")) in rows]
+        deep = [d for d in depths if f"depth-{r}-d{d}" in rows]
+        trainable_depths = [d for d in deep if rows[f"depth-{r}-d{d}"]["train_acc"] >= TRAINABLE]
+        out[r] = {"init": (sum(a >= TRAINABLE for a in init), len(init), sum(init) / len(init) if init else math.nan),
+                  "depth": (max(trainable_depths, default=None), deep),
+                  "size": {n: (rows[k]["train_acc"], rows[k]["test_acc"]) for n in sizes
+                           if (k := f"size-{r}-n{n}") in rows}}
+    return out
+
+
+def widening(regions: dict) -> tuple[list[str], str]:
+    """(evidence lines, verdict) for the paper's claim that IFA widens the trainable region
+    against FA: IFA's init-grid region (trainable cells) and deepest trainable depth compared with
+    FA's, on the cells both ran."""
+    ifa, fa = regions.get("ifa"), regions.get("fa")
+    if not ifa or not fa or not ifa["init"][1] or ifa["init"][1] != fa["init"][1]:
+        return [], "not tested yet (IFA's and FA's init grids are not both complete)"
+    lines = []
+    for r, reg in regions.items():
+        k, n, mean = reg["init"]
+        if not (n or reg["depth"][1] or reg["size"]):
+            continue  # not run
+        deepest, deep = reg["depth"]
+        lines.append((f"{r}: init grid {k} of {n} cells trainable (mean final training accuracy {100 * mean:.1f}%)"
+                      if n else f"{r}: init grid not run")
+                     + (f"; deepest trainable of {len(deep)} depths run: {deepest} weight layers" if deep else "")
+                     + ("; training / test accuracy by training-set size: "
+                        + ", ".join(f"{n_}: {100 * a:.1f} / {100 * t:.1f}%" for n_, (a, t) in reg["size"].items())
+                        if reg["size"] else ""))
+    wider = ifa["init"][0] - fa["init"][0]
+    deeper = None
+    if ifa["depth"][1] and ifa["depth"][1] == fa["depth"][1]:
+        deeper = (ifa["depth"][0] or 0) - (fa["depth"][0] or 0)
+    if (wider > 0 and (deeper is None or deeper >= 0)) or (wider == 0 and deeper is not None and deeper > 0):
+        verdict = "supported"
+    elif wider == 0 and (deeper is None or deeper == 0):
+        verdict = "not supported: IFA's trainable region is FA's"
+    else:
+        verdict = "not supported: IFA's trainable region is smaller than FA's in one of the studies"
+    detail = f"IFA − FA: {wider:+d} trainable init cells" + (f", {deeper:+d} weight layers of depth" if deeper is not None else "")
+    return lines, f"{verdict} ({detail})"
+
+
 def write(rows: dict, out: str, note: str) -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -135,9 +189,17 @@ def write(rows: dict, out: str, note: str) -> str:
                 ax.errorbar([v for v, _ in pts], [100 * x["train_acc"] for _, x in pts],
                             yerr=[100 * x["train_acc_sd"] for _, x in pts], fmt="o-", capsize=3, label=r)
         ax.set(xlabel=label, ylabel="final training accuracy (%)", xscale="log" if study == "size" else "linear")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+    evidence, verdict = widening(region(rows))
     lines = ["# Trainability: BP, FA, IFA, PFA (Cheon, Bae & Paik 2025, Fig. 3)", "", note, "",
+             "## Does IFA widen the trainable region?", "",
+             f"A cell is trainable when its mean final training accuracy reaches {100 * TRAINABLE:.0f}% (chance 10%; "
+             "this threshold is ours, the paper's maps are read by eye). The claim is tested against FA on the "
+             "cells both ran: supported when IFA trains in more init-grid cells without a shallower depth limit "
+             "(or as many cells and a deeper limit).", "",
+             *[f"- {e}" for e in evidence], "", f"**Verdict: {verdict}.**", "", "## Every cell", "",
              "| cell | seeds | final training accuracy (%) | final test accuracy (%) | diverged runs |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {','.join(map(str, r['seeds']))} | {100 * r['train_acc']:.2f} ± {100 * r['train_acc_sd']:.2f} | "

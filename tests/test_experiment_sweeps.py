@@ -305,3 +305,32 @@ def test_liao_claims_follow_the_runs():
     single = [{**r, "test_acc_per_seed": r["test_acc_per_seed"][:1]} for r in rows]
     assert all(c["verdict"].startswith("not tested")
                for c in claims({"rows": single, "concordance": []}))
+
+
+def test_trainability_verdict_follows_the_maps():
+    """'IFA widens the trainable region' is decided from the rows: more trainable init cells than
+    FA without a shallower depth limit is supported; the same region is not; an incomplete grid
+    is not tested."""
+    import runpy
+    m = runpy.run_path(os.path.join(REPO, "experiments", "ifa_trainability.py"))
+    gains, depths = m["GAINS"], m["DEPTHS"]
+
+    def rows(ifa_trainable, ifa_depth=4, fa_trainable=10, fa_depth=4):
+        out = {}
+        for r, k, deepest in [("fa", fa_trainable, fa_depth), ("ifa", ifa_trainable, ifa_depth)]:
+            cells = [f"init-{r}-w{m['g'](gw)}-b{m['g'](gb)}" for gw in gains for gb in gains]
+            for i, c in enumerate(cells):
+                out[c] = {"train_acc": 0.95 if i < k else 0.2, "test_acc": 0.9}
+            for d in depths:
+                out[f"depth-{r}-d{d}"] = {"train_acc": 0.95 if d <= deepest else 0.1, "test_acc": 0.9}
+        return out
+
+    verdict = lambda r: m["widening"](m["region"](r))[1]  # noqa: E731
+    assert verdict(rows(12)) == "supported (IFA − FA: +2 trainable init cells, +0 weight layers of depth)"
+    assert verdict(rows(10, ifa_depth=6)).startswith("supported")
+    assert verdict(rows(10)).startswith("not supported: IFA's trainable region is FA's")
+    assert verdict(rows(12, ifa_depth=3)).startswith("not supported: IFA's trainable region is smaller")
+    evidence, _ = m["widening"](m["region"](rows(12)))
+    assert evidence[0].startswith("fa: init grid 10 of 36 cells trainable") and "deepest trainable of 6 depths run: 4" in evidence[0]
+    partial = {k: v for k, v in rows(12).items() if k != "init-ifa-w1-b1"}
+    assert verdict(partial).startswith("not tested yet")
