@@ -152,14 +152,11 @@ def seed_accs(row: dict) -> list[float]:
 def compare(a: list[float], b: list[float]) -> dict:
     """Welch's t-test of mean(a) against mean(b): {"diff" (pp), "p", "order"}, where order is
     '>' or '<' when p < 0.05, '≈' when not, '?' with fewer than two seeds on a side."""
-    import statistics
-
     from scipy.stats import ttest_ind
 
+    diff = 100 * (statistics.fmean(a) - statistics.fmean(b)) if a and b else float("nan")
     if len(a) < 2 or len(b) < 2:
-        diff = 100 * (statistics.fmean(a) - statistics.fmean(b)) if a and b else float("nan")
         return {"diff": diff, "p": float("nan"), "order": "?"}
-    diff = 100 * (statistics.fmean(a) - statistics.fmean(b))
     if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
         p = 1.0 if diff == 0 else 0.0  # both constant: the t statistic is undefined
     else:
