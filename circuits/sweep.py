@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from circuits.circuit import Circuit
+from circuits.errors import ConfigError
 from circuits.run import load_experiment, started_run
 from circuits.rundir import sha256_file
 from circuits.train import TrainingDiverged
@@ -118,6 +119,13 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
             t = t.with_values({"epochs": epochs}, where="epochs")
         name = run_name(cell, seed)
         run_dir, copy = os.path.join(work, name), os.path.join(records, name)
+        c = (spec.circuit if spec.circuit is not None else circuit).with_rule(rule)
+        c.seed = seed
+        problems = copy_problems(copy, c, t, seed)
+        if problems:
+            raise ConfigError(f"{copy} holds a run of another cell than {cell!r} seed {seed} asks for "
+                              f"({'; '.join(problems)}): its results would be mixed in; move it away or "
+                              "write this sweep to another --out")
         copied = read_records(copy)
         if diverged(copy) is not None:  # final: a diverged run is not trained again
             histories.setdefault(cell, {})[seed] = copied
@@ -130,8 +138,6 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
             continue
         resume, finished = started_run(run_dir, t.epochs) if diverged(run_dir) is None else (False, read_records(run_dir))
         if finished is None:
-            c = (spec.circuit if spec.circuit is not None else circuit).with_rule(rule)
-            c.seed = seed
             invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name,
                           "rule_options": rule.describe(), "seed": seed, "sets": dict(sets or {}), "cell": cell}
             if spec.sets:
@@ -153,6 +159,37 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
             copy_records(run_dir, copy)
         histories.setdefault(cell, {})[seed] = finished
     return histories
+
+
+# training settings that do not change a run's recorded metrics (epochs: a longer run's first
+# epochs are used; the others are bookkeeping or exact alternatives)
+NOT_IDENTITY = ("epochs", "eval_batch_size", "implicit_feedback", "keep_every", "compile", "nan_check_every")
+
+
+def copy_problems(copy: str, circuit, training, seed: int) -> list[str]:
+    """What differs between a run's copied config.json and the cell about to reuse its results:
+    the circuit with its rules (fingerprint), the seed, and the training settings that change
+    the metrics (all but ``NOT_IDENTITY``; settings the record predates are not compared).
+    [] when they agree or the copy has no config.json."""
+    from circuits.rundir import circuit_difference, fingerprint, recorded_fingerprint
+
+    path = os.path.join(copy, "config.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        config = json.load(f)
+    problems = []
+    if config.get("seed") != seed:
+        problems.append(f"seed {config.get('seed')}, not {seed}")
+    if recorded_fingerprint(config) != fingerprint(circuit):
+        current = json.loads(json.dumps(circuit.describe(), default=str))
+        problems.append(f"another circuit or rule ({circuit_difference(config['circuit'], current)})")
+    recorded, wanted = config.get("training", {}), training.to_dict()
+    changed = [f"{k} {recorded[k]!r}, not {wanted[k]!r}" for k in wanted
+               if k in recorded and k not in NOT_IDENTITY and k != "per_rule" and recorded[k] != wanted[k]]
+    if changed:
+        problems.append("training " + ", ".join(changed))
+    return problems
 
 
 def diverged(run_dir: str) -> dict | None:
@@ -209,9 +246,13 @@ def run_cells_from_args(file: str, cells: dict[str, Rule | Cell], args, seeds=No
     """``run_cells`` with the options of ``sweep_parser`` (``seeds``: instead of ``--seeds``)."""
     from circuits.run import parse_sets
 
-    return run_cells(file, cells, args.out, data_root=args.data_root, seeds=seeds_of(args) if seeds is None else seeds,
-                     epochs=args.epochs, sets=parse_sets(args.set), device=args.device, progress=not args.no_progress,
-                     work=args.work, train=not args.report_only, keep_going=keep_going, shard=shard_of(args))
+    try:
+        return run_cells(file, cells, args.out, data_root=args.data_root,
+                         seeds=seeds_of(args) if seeds is None else seeds, epochs=args.epochs, sets=parse_sets(args.set),
+                         device=args.device, progress=not args.no_progress, work=args.work, train=not args.report_only,
+                         keep_going=keep_going, shard=shard_of(args))
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def shard_of(args) -> tuple[int, int]:

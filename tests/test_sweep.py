@@ -95,3 +95,28 @@ def test_final_and_mean_sd_read_the_last_epoch_and_the_finite_values():
     assert final(history, "alignment_deg", "h2->out") != final(history, "alignment_deg", "h2->out")
     assert mean_sd([1.0, 3.0, float("nan")]) == (2.0, 2 ** 0.5)
     assert mean_sd([4.0]) == (4.0, 0.0)
+
+
+def test_a_copy_of_another_cell_is_never_mixed_in(tmp_path):
+    """A finished run's copy is reused only for the cell it was made for: another rule option,
+    another metric-changing setting or another seed under the same name stops the sweep with a
+    message naming the copy and what differs (report-only too); bookkeeping settings
+    (keep_every, epochs beyond the asked ones) do not."""
+    from circuits.errors import ConfigError
+    from circuits.sweep import run_cells
+    from plasticity import IFA
+
+    file = tmp_path / "tiny.py"
+    file.write_text(TINY_EXPERIMENT)
+    out = tmp_path / "out"
+    kw = dict(data_root="unused", progress=False)
+    got = run_cells(str(file), {"ifa": IFA(angle=45.0)}, str(out), **kw)
+    assert run_cells(str(file), {"ifa": IFA(angle=45.0)}, str(out), sets={"keep_every": 1}, **kw) == got
+    with pytest.raises(ConfigError, match=r"out/runs/ifa-s0 holds a run of another cell .*another circuit or rule"):
+        run_cells(str(file), {"ifa": IFA(angle=0.0)}, str(out), train=False, **kw)
+    with pytest.raises(ConfigError, match=r"training lr 0.01, not 0.1"):
+        run_cells(str(file), {"ifa": IFA(angle=45.0)}, str(out), sets={"lr": 0.1}, **kw)
+    (out / "runs" / "ifa-s1").mkdir()
+    (out / "runs" / "ifa-s1" / "config.json").write_text((out / "runs" / "ifa-s0" / "config.json").read_text())
+    with pytest.raises(ConfigError, match="seed 0, not 1"):
+        run_cells(str(file), {"ifa": IFA(angle=45.0)}, str(out), seeds=(1,), **kw)
