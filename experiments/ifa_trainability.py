@@ -196,7 +196,8 @@ def write(rows: dict, out: str, note: str) -> str:
     lines = ["# Trainability: BP, FA, IFA, PFA (Cheon, Bae & Paik 2025, Fig. 3)", "", note, "",
              "## Does IFA widen the trainable region?", "",
              f"A cell is trainable when its mean final training accuracy reaches {100 * TRAINABLE:.0f}% (chance 10%; "
-             "this threshold is ours, the paper's maps are read by eye). The claim is tested against FA on the "
+             "this threshold is ours, the paper's maps are read by eye; training accuracy is the running mean over the "
+             "last epoch's batches, as the training loop records it). The claim is tested against FA on the "
              "cells both ran: supported when IFA trains in more init-grid cells without a shallower depth limit "
              "(or as many cells and a deeper limit).", "",
              *[f"- {e}" for e in evidence], "", f"**Verdict: {verdict}.**", "", "## Every cell", "",
