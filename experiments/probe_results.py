@@ -62,6 +62,11 @@ def write(rows: dict, out: str, note: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not any(k in r for r in rows.values() for k in ("trace", "clean", "attacks")):
+        # only the Hessian over training was probed: its figure is the page's
+        lines, fig = over_training(rows)
+        return write_report(out, "summary", {"rows": rows}, fig, ["# Probes of trained runs", "", note, *lines],
+                            "Hessian trace, λ₁ and ‖W‖ against the epoch, per run")
     names = list(rows)
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     x = np.arange(len(names))
@@ -102,19 +107,25 @@ def write(rows: dict, out: str, note: str = "") -> str:
         norm = "—" if r["weight_norm"] != r["weight_norm"] else f"{r['weight_norm']:.1f}"
         lines.append(f"| {n} | {r['rule']} | {r['seed']} | {norm} | {trace} | {l1} | {l2} | {clean} | {corr} | "
                      f"{at(r, 'fgsm', 0.1)} | {at(r, 'pgd_linf', 0.1)} | {at(r, 'pgd_l2', 1.0)} |")
-    lines += over_training(rows, out)
-    return write_report(out, "summary", {"rows": rows}, fig, lines, "curvature and robustness per run")
+    more, over_fig = over_training(rows)
+    if over_fig is not None:
+        tmp = os.path.join(out, "summary_over_training.tmp.png")
+        over_fig.savefig(tmp, dpi=120)
+        os.replace(tmp, os.path.join(out, "summary_over_training.png"))
+        plt.close(over_fig)
+        more += ["![Hessian trace, λ₁ and ‖W‖ against the epoch, per run](summary_over_training.png)", ""]
+    return write_report(out, "summary", {"rows": rows}, fig, lines + more, "curvature and robustness per run")
 
 
-def over_training(rows: dict, out: str) -> list[str]:
-    """The Hessian over training (``--over-training``) of every run that has it: a figure
-    (trace, λ₁ and ‖W‖ against the epoch, one line per run: summary_over_training.png) and a
-    table of the values at each kept epoch. [] when no run has it."""
+def over_training(rows: dict):
+    """(markdown lines, figure) of the Hessian over training (``--over-training``) of every run
+    that has it: a table of the trace, λ₁ and ‖W‖ at each kept epoch, and a figure of them
+    against the epoch (one line per run). ([], None) when no run has it."""
     import matplotlib.pyplot as plt
 
     runs = {n: r["over_training"] for n, r in rows.items() if "over_training" in r}
     if not runs:
-        return []
+        return [], None
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for i, (n, t) in enumerate(runs.items()):
         axes[0].errorbar(t["epochs"], t["trace"], yerr=t["stderr"], fmt="o-", ms=3, capsize=2, color=f"C{i % 10}",
@@ -126,10 +137,6 @@ def over_training(rows: dict, out: str) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = os.path.join(out, "summary_over_training.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, os.path.join(out, "summary_over_training.png"))
-    plt.close(fig)
     lines = ["", "## The Hessian over training", "",
              "At each epoch kept during training (`--set keep_every=K`), the circuit set to that epoch's forward "
              "weights, biases and norms (`python -m probes --over-training`): trace (± standard error), λ₁, ‖W‖.", ""]
@@ -139,7 +146,7 @@ def over_training(rows: dict, out: str) -> list[str]:
                   "| trace | " + " | ".join(f"{v:.1f} ± {e:.1f}" for v, e in zip(t["trace"], t["stderr"])) + " |",
                   "| λ₁ | " + " | ".join(f"{v:.3g}" for v in t["top"]) + " |",
                   "| ‖W‖ | " + " | ".join(f"{v:.1f}" for v in t["weight_norm"]) + " |", ""]
-    return [*lines, "![Hessian trace, λ₁ and ‖W‖ against the epoch, per run](summary_over_training.png)", ""]
+    return lines, fig
 
 
 def main(argv=None):

@@ -273,3 +273,11 @@ def test_probe_results_page_from_probes_json(tmp_path):
     assert "**fa-s0**" in page and "**bp-s0**" not in page
     assert "| trace | 2.0 ± 0.1 | 18.0 ± 0.5 |" in page and "| λ₁ | 0.25 | 4.75 |" in page and "| ‖W‖ | 20.0 | 40.0 |" in page
     assert (tmp_path / "summary_over_training.png").stat().st_size > 0
+    only = tmp_path / "only"
+    os.makedirs(only / "fa-s0")
+    r = json.loads((tmp_path / "fa-s0" / "probes.json").read_text())
+    (only / "fa-s0" / "probes.json").write_text(json.dumps({k: v for k, v in r.items()
+                                                            if k not in ("hessian", "corruptions", "attacks")}))
+    page = module["write"](module["summary"](module["load"](str(only))), str(only))
+    assert "| trace | 2.0 ± 0.1 | 18.0 ± 0.5 |" in page and "clean accuracy" not in page
+    assert (only / "summary.png").stat().st_size > 0 and not (only / "summary_over_training.png").exists()
