@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import sys
 import time
 
 from circuits import zoo
@@ -72,17 +73,22 @@ def final_value(history: list[dict], key: str) -> float:
 
 
 def select(histories: dict, arms: list[tuple], grid: dict, seed: int) -> dict:
-    """{arm: (chosen lr or None, {lr: final val acc, nan if diverged or missing})} from the first
-    seed's grid runs: the best final validation accuracy (never a diverged run)."""
+    """{arm: (chosen lr or None, {lr: final val acc, nan if diverged or missing}, [lrs not run
+    yet])} from the first seed's grid runs: the best final validation accuracy (never a diverged
+    run), chosen only once the arm's whole grid has run (a shard that finishes first must not
+    choose from part of it)."""
     chosen = {}
     for depth, rule, condition in arms:
-        scores = {}
+        scores, missing = {}, []
         for lr in grid[CONDITIONS[condition][0]]:
             label, _ = cell(depth, rule, condition, lr)
             h = histories.get(label, {}).get(seed)
+            if not h:
+                missing.append(lr)
             scores[lr] = float("nan") if not h or h[-1].get("diverged") else final_value(h, "val_acc")
         finite = {lr: v for lr, v in scores.items() if v == v}
-        chosen[arm(depth, rule, condition)] = (max(finite, key=finite.get) if finite else None, scores)
+        best = max(finite, key=finite.get) if finite and not missing else None
+        chosen[arm(depth, rule, condition)] = (best, scores, missing)
     return chosen
 
 
@@ -111,9 +117,9 @@ def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_con
 
     rows = []
     for depth, rule, condition in arms:
-        lr, scores = chosen[arm(depth, rule, condition)]
+        lr, scores, missing = chosen[arm(depth, rule, condition)]
         row = {"depth": depth, "rule": rule, "condition": condition, "lr": lr,
-               "val_acc_by_lr": {f"{k:g}": v for k, v in scores.items()}}
+               "val_acc_by_lr": {f"{k:g}": v for k, v in scores.items()}, "grid_missing": missing}
         if lr is not None:
             label, _ = cell(depth, rule, condition, lr)
             row.update(stats(label))
@@ -252,8 +258,8 @@ def claims(result: dict) -> list[dict]:
             plain = rows.get((depth, rule, "sgd"))
             normalised = [rows[(depth, rule, cond)] for cond in NORMALISED
                           if rows.get((depth, rule, cond), {}).get("lr") is not None]
-            if plain is None or not normalised:
-                continue
+            if plain is None or plain.get("grid_missing") or not normalised:
+                continue  # plain SGD's grid not complete: nothing to compare yet
             chosen = max(normalised, key=lambda r: r["val_acc"])
             a = seed_accs(plain) or [CHANCE] * len(chosen["test_acc_per_seed"])  # every rate diverged: failed
             c = compare(a, seed_accs(chosen))
@@ -356,8 +362,9 @@ def write(result: dict, out: str, note: str = "") -> str:
              "final test accuracy (%) | wall time per run (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if r.get("lr") is None:
-            lines.append(f"| {r['depth']} | {r['rule']} | {r['condition']} | — (every rate diverged or not run) "
-                         f"| — | — | — | — | — | — |")
+            why = (f"grid incomplete: lr {', '.join(f'{v:g}' for v in r['grid_missing'])} not run yet"
+                   if r.get("grid_missing") else "every rate diverged")
+            lines.append(f"| {r['depth']} | {r['rule']} | {r['condition']} | — ({why}) | — | — | — | — | — | — |")
             continue
         lines.append(f"| {r['depth']} | {r['rule']} | {r['condition']} | {r['lr']:g} | {100 * r['val_acc']:.2f} | "
                      f"{','.join(map(str, r['seeds']))} | {r['diverged']} | {r['epochs']} | "
@@ -397,6 +404,10 @@ def main(argv=None):
     grid_cells = dict(cell(d, r, c, lr) for d, r, c in arms for lr in grid[CONDITIONS[c][0]])
     histories = mark_diverged(run_cells_from_args(FILE, grid_cells, args, seeds=seeds[:1], keep_going=True), args.out)
     chosen = select(histories, arms, grid, seeds[0])
+    waiting = [a for a, (_, _, missing) in chosen.items() if missing]
+    if waiting and args.shard != "0/1" and not args.report_only:
+        print(f"{len(waiting)} arm(s) have grid runs not finished yet (other shards): their other seeds and "
+              f"concordance runs start when the sweep is run again after those finish", file=sys.stderr)
     # 2. the other seeds at each arm's chosen rate; 3. the concordance sweep at the q = 1 arm's rate
     final_cells = dict(cell(d, r, c, chosen[arm(d, r, c)][0]) for d, r, c in arms if chosen[arm(d, r, c)][0] is not None)
     q_condition = args.concordance_condition

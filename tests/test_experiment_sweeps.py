@@ -334,3 +334,20 @@ def test_trainability_verdict_follows_the_maps():
     assert evidence[0].startswith("fa: init grid 10 of 36 cells trainable") and "deepest trainable of 6 depths run: 4" in evidence[0]
     partial = {k: v for k, v in rows(12).items() if k != "init-ifa-w1-b1"}
     assert verdict(partial).startswith("not tested yet")
+
+
+def test_liao_rate_is_chosen_only_from_a_complete_grid():
+    """A shard that finishes its half of the grid first must not choose an arm's rate from part
+    of it: the arm stays unchosen (its missing rates listed) until every rate has run; a
+    diverged rate counts as run and is never chosen."""
+    import runpy
+    m = runpy.run_path(os.path.join(REPO, "experiments", "liao_sign_symmetry.py"))
+    arms = [("mlp2", "frsf", "sgd")]
+    grid = {False: (0.1, 0.01), True: (1e-3,)}
+    label = lambda lr: m["cell"]("mlp2", "frsf", "sgd", lr)[0]  # noqa: E731
+    part = {label(0.01): {0: [{"epoch": 1, "val_acc": 0.9}]}}
+    assert m["select"](part, arms, grid, 0)["mlp2-frsf-sgd"][0::2] == (None, [0.1])
+    full = {**part, label(0.1): {0: [{"epoch": 1, "val_acc": 0.95}]}}
+    assert m["select"](full, arms, grid, 0)["mlp2-frsf-sgd"][0::2] == (0.1, [])
+    blown = {**part, label(0.1): {0: [{"diverged": True}]}}
+    assert m["select"](blown, arms, grid, 0)["mlp2-frsf-sgd"][0::2] == (0.01, [])
