@@ -328,7 +328,8 @@ def write(result: dict, out: str, note: str = "") -> str:
     axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(arms))], [f"{d}\n{r}" for d, r in arms], fontsize=7)
     axes[0].set_ylabel("final test accuracy (%)")
     axes[0].set_ylim(0, 100)
-    axes[0].legend(fontsize=7)
+    if conditions:
+        axes[0].legend(fontsize=7)
     # (b) accuracy against concordance
     for i, rule in enumerate(dict.fromkeys(c["rule"] for c in result["concordance"])):
         mine = [c for c in result["concordance"] if c["rule"] == rule]
