@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from circuits.circuit import Circuit
 from circuits.errors import ConfigError
 from circuits.run import load_experiment, started_run
-from circuits.rundir import sha256_file
+from circuits.rundir import circuit_difference, fingerprint, recorded_fingerprint, sha256_file
 from circuits.train import TrainingDiverged
 from circuits.train import train as train_run
 from plasticity import Rule
@@ -171,8 +171,6 @@ def copy_problems(copy: str, circuit, training, seed: int) -> list[str]:
     the circuit with its rules (fingerprint), the seed, and the training settings that change
     the metrics (all but ``NOT_IDENTITY``; settings the record predates are not compared).
     [] when they agree or the copy has no config.json."""
-    from circuits.rundir import circuit_difference, fingerprint, recorded_fingerprint
-
     path = os.path.join(copy, "config.json")
     if not os.path.exists(path):
         return []

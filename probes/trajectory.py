@@ -15,26 +15,30 @@ import numpy as np
 import torch
 
 
+def _kept(run_dir: str) -> list[dict]:
+    """Every RUN/trajectory/epoch-NNNN.pt as saved ({"epoch", "weights"[, "state"]}), by epoch."""
+    paths = glob.glob(os.path.join(run_dir, "trajectory", "epoch-*.pt"))
+    return sorted((torch.load(p, map_location="cpu", weights_only=True) for p in paths), key=lambda k: k["epoch"])
+
+
 def kept_weights(run_dir: str) -> list[tuple[int, dict]]:
     """[(epoch, {projection: W})] of RUN/trajectory/, by epoch; ValueError naming the folder
     when fewer than three epochs were kept."""
-    paths = sorted(glob.glob(os.path.join(run_dir, "trajectory", "epoch-*.pt")))
-    kept = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    kept = _kept(run_dir)
     if len(kept) < 3:
         raise ValueError(f"{run_dir}/trajectory holds {len(kept)} kept epochs; the trajectory probe needs at "
                          "least 3: train with --set keep_every=K")
-    return [(k["epoch"], k["weights"]) for k in sorted(kept, key=lambda k: k["epoch"])]
+    return [(k["epoch"], k["weights"]) for k in kept]
 
 
 def kept_states(run_dir: str) -> list[tuple[int, dict, dict | None]]:
     """[(epoch, {projection: W}, forward state or None)] of RUN/trajectory/, by epoch: the state
     is ``CompiledCircuit.forward_state()`` at that epoch (biases, norms), None in files kept
     before it was saved. ValueError naming the folder when nothing was kept."""
-    paths = sorted(glob.glob(os.path.join(run_dir, "trajectory", "epoch-*.pt")))
-    if not paths:
+    kept = _kept(run_dir)
+    if not kept:
         raise ValueError(f"{run_dir}/trajectory holds no kept epochs: train with --set keep_every=K")
-    kept = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
-    return [(k["epoch"], k["weights"], k.get("state")) for k in sorted(kept, key=lambda k: k["epoch"])]
+    return [(k["epoch"], k["weights"], k.get("state")) for k in kept]
 
 
 def load_kept(model, weights: dict, state: dict | None, where: str = "") -> None:
@@ -52,7 +56,7 @@ def load_kept(model, weights: dict, state: dict | None, where: str = "") -> None
         for name, w in weights.items():
             model.projections[name].weight.copy_(w)
     if state:
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        _, unexpected = model.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"{where}: kept state entries the circuit does not have: {', '.join(unexpected)}")
 
