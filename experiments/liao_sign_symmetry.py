@@ -35,6 +35,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 from circuits import zoo
 from circuits.sweep import (Cell, diverged, mean_sd, read_initial, run_cells_from_args, run_name, seeds_of, sweep_parser,
@@ -163,10 +164,14 @@ def compare(a: list[float], b: list[float]) -> dict:
     diff = 100 * (statistics.fmean(a) - statistics.fmean(b)) if a and b else float("nan")
     if len(a) < 2 or len(b) < 2:
         return {"diff": diff, "p": float("nan"), "order": "?"}
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        p = 1.0 if diff == 0 else 0.0  # both constant: the t statistic is undefined
+    if sorted(a) == sorted(b):
+        p = 1.0  # the same values: no difference (scipy would warn of cancellation)
+    elif statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        p = 0.0  # both constant and different: the t statistic is undefined
     else:
-        p = float(ttest_ind(a, b, equal_var=False).pvalue)
+        with warnings.catch_warnings():  # a side of equal values (a diverged arm at chance) makes scipy warn
+            warnings.simplefilter("ignore", RuntimeWarning)  # of cancellation; its variance is 0 either way
+            p = float(ttest_ind(a, b, equal_var=False).pvalue)
     return {"diff": diff, "p": p, "order": "≈" if p >= 0.05 else (">" if diff > 0 else "<")}
 
 

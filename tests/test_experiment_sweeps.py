@@ -296,7 +296,7 @@ def test_liao_claims_follow_the_runs():
     assert found[2]["verdict"].startswith("partly supported (1 of 2")
     assert found[0]["verdict"].startswith("partly supported (1 of 2")  # bn+bm: brSF now differs
     # flip the concordance: q = 1 no better than q = 0.5 -> claim 2 not supported
-    flat = [{**c, "test_acc_per_seed": [0.9, 0.901, 0.899]} for c in concordance]
+    flat = [{**c, "test_acc_per_seed": [0.9 + 1e-4 * k, 0.901, 0.899]} for k, c in enumerate(concordance)]
     assert claims({"rows": rows, "concordance": flat})[1]["verdict"].startswith("not supported")
     # plain SGD diverged on every seed (accuracy NaN) counts at chance: still worse than normalised
     rows[5] = liao_row("mlp2", "usf-raw", "sgd", [float("nan")] * 3)
