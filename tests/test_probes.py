@@ -158,7 +158,9 @@ def test_corruptions_keep_pixels_in_range_and_are_repeatable():
         robustness.corrupt(images, "fog", 1)
 
 
-def test_trajectory_pca_of_the_kept_weights(tmp_path):
+def trained_with_trajectory(tmp_path, epochs: int, lr: float, keep_every: int):
+    """(circuit, splits, run folder) of a 4-5-3 tanh FA circuit with biases trained on 32 random
+    cells, its forward weights and state kept every ``keep_every`` epochs."""
     g = torch.Generator().manual_seed(0)
     splits = {"train": Split(torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)),
               "test": Split(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))}
@@ -168,8 +170,13 @@ def test_trajectory_pca_of_the_kept_weights(tmp_path):
     c.connect(h, y, Dense())
     c.feedback(make_rule("fa"))
     run = tmp_path / "run"
-    train(c, Training(data="generated", epochs=4, batch_size=8, lr=0.1, keep_every=2), rule="fa",
+    train(c, Training(data="generated", epochs=epochs, batch_size=8, lr=lr, keep_every=keep_every), rule="fa",
           run_dir=str(run), data_root="unused", seed=0, progress=False, splits=splits)
+    return c, splits, run
+
+
+def test_trajectory_pca_of_the_kept_weights(tmp_path):
+    _, _, run = trained_with_trajectory(tmp_path, epochs=4, lr=0.1, keep_every=2)
     assert sorted(os.listdir(run / "trajectory")) == ["epoch-0000.pt", "epoch-0002.pt", "epoch-0004.pt"]
     t = trajectory.trajectory_pca(str(run))
     assert t["epochs"] == [0, 2, 4] and sum(t["explained_variance_ratio"]) == pytest.approx(1)
@@ -212,17 +219,7 @@ def test_hessian_over_training_rebuilds_each_kept_epochs_forward_map(tmp_path):
     """At a kept epoch the probe's Hessian is the dense Hessian of the circuit with that epoch's W
     *and biases* (kept with W); the biases matter (the final ones give another Hessian); the
     model is restored afterwards; a trajectory kept without the state is refused."""
-    g = torch.Generator().manual_seed(0)
-    splits = {"train": Split(torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)),
-              "test": Split(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))}
-    c = Circuit("path", seed=0)
-    x, h, y = c.add(Input("x", 4)), c.add(Layer("h", 5, activation="tanh")), c.add(Readout("y", 3))
-    c.connect(x, h, Dense())
-    c.connect(h, y, Dense())
-    c.feedback(make_rule("fa"))
-    run = tmp_path / "run"
-    train(c, Training(data="generated", epochs=3, batch_size=8, lr=0.5, keep_every=1), rule="fa",
-          run_dir=str(run), data_root="unused", seed=0, progress=False, splits=splits)
+    c, splits, run = trained_with_trajectory(tmp_path, epochs=3, lr=0.5, keep_every=1)
     kept = trajectory.kept_states(str(run))
     assert [e for e, _, _ in kept] == [0, 1, 2, 3] and set(kept[1][2]) == {"biases.h", "biases.y"}
     model = c.compile(seed=0).double()
