@@ -7,8 +7,9 @@ Protocol, one for every arm (experiments/liao_mlp.py; Liao et al.'s own MNIST se
 reachable from here, so this project's MNIST protocol is used): ReLU, batch 64, 20 epochs, SGD
 momentum 0.9, no weight decay, a constant learning rate; 10,000 training cells held out for
 validation (val_size). Each arm (depth, rule, condition) trains once (the first seed) per
-learning rate of its grid, lr ∈ {0.1, 0.01, 0.001, 0.0001} for SGD and {1e-3, 1e-4, 1e-5} for BM
-(BM's step is lr per synapse whatever the gradient); the rate with the best final validation
+learning rate of its grid, lr ∈ {0.1, 0.01, 0.001, 0.0001} for SGD and {3e-3, 1e-3, 1e-4, 1e-5, 1e-6}
+for BM (BM's step is lr per synapse whatever the gradient; the grid was widened from {1e-3, 1e-4,
+1e-5} when BP's first choices fell on both of its edges, before any other seed had run); the rate with the best final validation
 accuracy is kept (selection on validation only; a run that diverges is never kept), and the
 other seeds train at that rate. The test accuracy reported is the final epoch's, mean ± sd over
 the seeds. BN: every hidden layer batch-normalises its summed input before the ReLU (zoo.mlp
@@ -49,7 +50,7 @@ RULES = {"bp": ("bp", {}), "fa": ("fa", {}), "usf-raw": ("usf", {"scale": "none"
          "brsf": ("brsf", {}), "frsf": ("frsf", {})}
 CONDITIONS = {"sgd": (False, None), "bm": (True, None), "bn": (False, "batch"), "bn+bm": (True, "batch")}
 DEPTHS = {"mlp2": (784, 512, 512, 10), "mlp6": (784, *[256] * 6, 10)}
-LR_GRID = {False: (0.1, 0.01, 0.001, 0.0001), True: (1e-3, 1e-4, 1e-5)}
+LR_GRID = {False: (0.1, 0.01, 0.001, 0.0001), True: (3e-3, 1e-3, 1e-4, 1e-5, 1e-6)}
 CONCORDANCE = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 CONCORDANCE_RULES = ("usf-raw", "brsf", "frsf")
 
