@@ -84,6 +84,25 @@ def lock_holder(path: str) -> str:
     return ""
 
 
+class RunInUse(ConfigError):
+    """The run folder's lock is held by another process (which is writing that run)."""
+
+
+def in_use(run_dir: str) -> bool:
+    """Whether another process holds RUN_DIR's lock now (a sweep's other shard training it)."""
+    path = os.path.join(run_dir, LOCK)
+    if fcntl is None or not os.path.exists(path):
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # drops the probe's own lock, if it got it
+    return False
+
+
 class RunLock:
     """An exclusive ``flock`` on RUN_DIR/.lock, held while a run writes the folder. The OS drops
     it when the process ends, however it ends, so a killed run never leaves the folder stuck."""
@@ -106,7 +125,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise ConfigError(f"run folder {self.run_dir!r} is in use by another process{lock_holder(path)}: "
+            raise RunInUse(f"run folder {self.run_dir!r} is in use by another process{lock_holder(path)}: "
                               "one run writes a folder at a time; wait for it, stop it, or choose another "
                               "--out") from None
         self.fd = fd

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from circuits.circuit import Circuit
 from circuits.errors import ConfigError
 from circuits.run import load_experiment, started_run
-from circuits.rundir import circuit_difference, fingerprint, recorded_fingerprint, sha256_file
+from circuits.rundir import RunInUse, circuit_difference, fingerprint, in_use, recorded_fingerprint, sha256_file
 from circuits.train import TrainingDiverged
 from circuits.train import train as train_run
 from plasticity import Rule
@@ -100,7 +100,9 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
 
     ``shard`` (k, n): this process trains only every n-th run of the seed × cell order, from the
     k-th (n processes with k = 0 … n−1 share a sweep); the other runs' results are read from their
-    copies where they have finished, as with ``train=False``."""
+    copies where they have finished, as with ``train=False``. A run whose folder another process
+    holds (its lock: two shards whose cell lists differ, e.g. when a later phase depends on
+    results another shard is still producing) is skipped, never trained twice at once."""
     k, n = shard
     if not (isinstance(k, int) and isinstance(n, int) and 0 <= k < n):
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard!r}")
@@ -136,6 +138,9 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
             continue
         if not mine:
             continue
+        if in_use(run_dir):  # another process (a shard whose order differs) is training it
+            print(f"{name}: being trained by another process, skipped here", file=sys.stderr)
+            continue
         resume, finished = started_run(run_dir, t.epochs) if diverged(run_dir) is None else (False, read_records(run_dir))
         if finished is None:
             invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name,
@@ -145,6 +150,9 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
             try:
                 finished = train_run(c, t, rule=rule.name, run_dir=run_dir, data_root=data_root, seed=seed,
                                      device=device, progress=progress, resume=resume, invocation=invocation)
+            except RunInUse:  # it took the lock between the check above and here
+                print(f"{name}: being trained by another process, skipped here", file=sys.stderr)
+                continue
             except TrainingDiverged as err:
                 if not keep_going:
                     raise

@@ -1,5 +1,7 @@
 """circuits.sweep: cells with their own settings and circuits, runs that diverge, sweeps shared
 between processes (--shard)."""
+import os
+
 import pytest
 
 from circuits import zoo
@@ -83,6 +85,29 @@ def test_sharded_sweep_trains_each_run_once_and_equals_one_process(tmp_path):
         parse("4/4")
 
 
+
+
+def test_a_run_another_process_is_training_is_skipped_not_trained_twice(tmp_path):
+    """Shards whose cell lists differ (a later phase that depends on results) can both pick one
+    run: the one that finds its folder locked skips it (no error, nothing written there) and
+    trains the rest; once the lock is dropped, the run trains as usual."""
+    from circuits.rundir import RunLock, in_use
+    from circuits.sweep import Cell, run_cells
+    from plasticity import FA
+
+    file = tmp_path / "tiny.py"
+    file.write_text(TINY_EXPERIMENT)
+    cells = {"a": FA(), "b": Cell(FA(), sets={"lr": 0.02})}
+    work, out = tmp_path / "work", str(tmp_path / "out")
+    kw = dict(data_root="unused", progress=False, work=str(work))
+    other = RunLock(str(work / "b-s0")).acquire()  # "another shard" is training b
+    assert in_use(str(work / "b-s0")) and not in_use(str(work / "a-s0"))
+    got = run_cells(str(file), cells, out, **kw)
+    assert set(got) == {"a"} and sorted(os.listdir(work / "b-s0")) == [".lock"]
+    other.release()
+    assert not in_use(str(work / "b-s0"))
+    again = run_cells(str(file), cells, out, **kw)
+    assert set(again) == {"a", "b"} and again["a"] == got["a"] and len(again["b"][0]) == 1
 
 
 def test_final_and_mean_sd_read_the_last_epoch_and_the_finite_values():
