@@ -49,20 +49,21 @@ def mlp(sizes=(784, 512, 512, 10), activation="relu", name="mlp", seed=0, feedba
     return _finish(c, feedback)
 
 
-def lenet(num_classes=10, in_channels=1, name="lenet", seed=0, feedback=None) -> Circuit:
+def lenet(num_classes=10, in_channels=1, name="lenet", seed=0, feedback=None, norm=None) -> Circuit:
     """LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 28×28 MNIST: conv 5×5 (6,
     padding 2, as the original's 32×32 input), pool, conv 5×5 (16), pool, conv 5×5 (120),
-    dense 84, readout. 61,706 parameters for 10 classes."""
+    dense 84, readout. 61,706 parameters for 10 classes. ``norm="batch"``: c1, c2, c3 and f4
+    batch-normalise their summed input before the ReLU (BatchNorm2d / 1d, no bias)."""
     c = Circuit(name, seed=seed)
     x = c.add(Input("pixels", (in_channels, 28, 28)))
-    c1 = _conv(c, x, "c1", 6, 5, padding=2, norm=None)
+    c1 = _conv(c, x, "c1", 6, 5, padding=2, norm=norm)
     p1 = c.add(Layer("p1", (6, 14, 14), activation="identity", bias=False))
     c.connect(c1, p1, MaxPool2d(2))
-    c2 = _conv(c, p1, "c2", 16, 5, norm=None)
+    c2 = _conv(c, p1, "c2", 16, 5, norm=norm)
     p2 = c.add(Layer("p2", (16, 5, 5), activation="identity", bias=False))
     c.connect(c2, p2, MaxPool2d(2))
-    c3 = _conv(c, p2, "c3", 120, 5, norm=None)
-    f4 = c.add(Layer("f4", 84))
+    c3 = _conv(c, p2, "c3", 120, 5, norm=norm)
+    f4 = c.add(Layer("f4", 84, norm=norm))
     c.connect(c3, f4, Dense())
     y = c.add(Readout("classes", num_classes))
     c.connect(f4, y, Dense())
@@ -164,18 +165,23 @@ class PlainMLP(nn.Module):
 
 
 class PlainLeNet(nn.Module):
-    """LeNet-5 with ReLU and max pooling on 28×28 (padding 2 in the first convolution)."""
+    """LeNet-5 with ReLU and max pooling on 28×28 (padding 2 in the first convolution).
+    ``norm=True``: c1, c2, c3, f4 without bias, each followed by batch norm (``lenet(norm="batch")``)."""
 
-    def __init__(self, num_classes=10):
+    def __init__(self, num_classes=10, norm=False):
         super().__init__()
-        self.c1, self.c2, self.c3 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5), nn.Conv2d(16, 120, 5)
-        self.f4, self.f5 = nn.Linear(120, 84), nn.Linear(84, num_classes)
+        bias = not norm
+        self.c1 = nn.Conv2d(1, 6, 5, padding=2, bias=bias)
+        self.c2, self.c3 = nn.Conv2d(6, 16, 5, bias=bias), nn.Conv2d(16, 120, 5, bias=bias)
+        self.f4, self.f5 = nn.Linear(120, 84, bias=bias), nn.Linear(84, num_classes)
+        bn2, bn1 = (nn.BatchNorm2d, nn.BatchNorm1d) if norm else (lambda n: nn.Identity(),) * 2
+        self.bn1, self.bn2, self.bn3, self.bn4 = bn2(6), bn2(16), bn2(120), bn1(84)
 
     def forward(self, x):
-        x = F.max_pool2d(torch.relu(self.c1(x)), 2)
-        x = F.max_pool2d(torch.relu(self.c2(x)), 2)
-        x = torch.relu(self.c3(x)).flatten(1)
-        return self.f5(torch.relu(self.f4(x)))
+        x = F.max_pool2d(torch.relu(self.bn1(self.c1(x))), 2)
+        x = F.max_pool2d(torch.relu(self.bn2(self.c2(x))), 2)
+        x = torch.relu(self.bn3(self.c3(x))).flatten(1)
+        return self.f5(torch.relu(self.bn4(self.f4(x))))
 
 
 class PlainBlockA(nn.Module):

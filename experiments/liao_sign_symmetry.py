@@ -1,7 +1,9 @@
 """Liao, Leibo & Poggio (2016), "How Important is Weight Symmetry in Backpropagation?", on MNIST:
 BP, FA and the sign-concordant rules (raw and scaled uSF, brSF, frSF) × {plain SGD, Batch
 Manhattan (BM), batch norm (BN), BN + BM} on the 784-512-512-10 MLP and a deeper one (six
-hidden layers of 256), and a sign-concordance sweep q = 0, 0.25, 0.5, 0.75, 0.9, 1.
+hidden layers of 256), and a sign-concordance sweep q = 0, 0.25, 0.5, 0.75, 0.9, 1. LeNet-5
+(``--depths lenet``: zoo.lenet, BN on its three convolutions and its dense hidden layer) is the
+same study on a conv circuit, opt-in for its cost.
 
 Protocol, one for every arm (experiments/liao_mlp.py; Liao et al.'s own MNIST settings were not
 reachable from here, so this project's MNIST protocol is used): ReLU, batch 64, 20 epochs, SGD
@@ -49,10 +51,15 @@ FILE = os.path.join(HERE, "liao_mlp.py")
 RULES = {"bp": ("bp", {}), "fa": ("fa", {}), "usf-raw": ("usf", {"scale": "none"}), "usf": ("usf", {}),
          "brsf": ("brsf", {}), "frsf": ("frsf", {})}
 CONDITIONS = {"sgd": (False, None), "bm": (True, None), "bn": (False, "batch"), "bn+bm": (True, "batch")}
-DEPTHS = {"mlp2": (784, 512, 512, 10), "mlp6": (784, *[256] * 6, 10)}
+DEPTHS = {"mlp2": (784, 512, 512, 10), "mlp6": (784, *[256] * 6, 10)}  # the default circuits (layer sizes)
+CONV = {"lenet": 4}  # opt-in circuits (--depths lenet: zoo.lenet, BN on c1, c2, c3, f4) -> hidden layers with W
 LR_GRID = {False: (0.1, 0.01, 0.001, 0.0001), True: (3e-3, 1e-3, 1e-4, 1e-5, 1e-6)}
 CONCORDANCE = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 CONCORDANCE_RULES = ("usf-raw", "brsf", "frsf")
+
+
+def hidden_layers(depth: str) -> int:
+    return CONV[depth] if depth in CONV else len(DEPTHS[depth]) - 2
 
 
 def arm(depth: str, rule: str, condition: str) -> str:
@@ -61,11 +68,13 @@ def arm(depth: str, rule: str, condition: str) -> str:
 
 def cell(depth: str, rule: str, condition: str, lr: float, q: float = 1.0) -> tuple[str, Cell]:
     """("DEPTH-RULE[-qQ]-CONDITION-lrLR", its Cell): the rule (with concordance q), the circuit
-    (zoo.mlp of DEPTH, batch-normalised for BN conditions) and the settings (lr, batch_manhattan)."""
+    (zoo.mlp of DEPTH, or zoo.lenet for "lenet"; batch-normalised for BN conditions) and the settings (lr, batch_manhattan)."""
     name, options = RULES[rule]
     bm, norm = CONDITIONS[condition]
     options = {**options, **({"concordance": q} if q != 1 else {})}
-    circuit = zoo.mlp(DEPTHS[depth], name=f"liao-{depth}" + ("-bn" if norm else ""), norm=norm)
+    circuit_name = f"liao-{depth}" + ("-bn" if norm else "")
+    circuit = (zoo.lenet(name=circuit_name, norm=norm) if depth in CONV
+               else zoo.mlp(DEPTHS[depth], name=circuit_name, norm=norm))
     label = f"{depth}-{rule}" + (f"-q{q:g}" if q != 1 else "") + f"-{condition}-lr{lr:g}"
     return label, Cell(make_rule(name, **options), sets={"lr": lr, "batch_manhattan": bm}, circuit=circuit)
 
@@ -347,9 +356,9 @@ def write(result: dict, out: str, note: str = "") -> str:
         axes[1].legend(fontsize=7, title=result["concordance"][0]["condition"], title_fontsize=7)
     # (c) ‖e‖ per layer over training, raw uSF on the deepest circuit run, per condition
     deep = [r for r in rows if r["rule"] == "usf-raw" and r.get("error_norms")]
-    depth = max((r["depth"] for r in deep), default=None, key=lambda d: len(DEPTHS[d]))
+    depth = max((r["depth"] for r in deep), default=None, key=hidden_layers)
     for j, r in enumerate(r for r in deep if r["depth"] == depth):
-        layers = sorted((k for k in r["error_norms"][-1] if k.startswith("h")), key=lambda k: int(k[1:]))
+        layers = [k for k in r["error_norms"][-1] if k != "classes"]  # the circuit's order, input side first
         epochs = range(len(r["error_norms"]))
         for k, layer in enumerate(layers):
             axes[2].plot(epochs, [m.get(layer, math.nan) for m in r["error_norms"]], "o-", ms=3, color=f"C{j}",
@@ -398,7 +407,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     split = lambda s: [v.strip() for v in s.split(",") if v.strip()]  # noqa: E731
     depths, rules, conditions = split(args.depths), split(args.rules), split(args.conditions)
-    for name, given, known in [("depth", depths, DEPTHS), ("rule", rules, RULES), ("condition", conditions, CONDITIONS)]:
+    for name, given, known in [("depth", depths, {**DEPTHS, **CONV}), ("rule", rules, RULES),
+                               ("condition", conditions, CONDITIONS)]:
         unknown = [g for g in given if g not in known]
         if unknown:
             ap.error(f"unknown {name} {', '.join(unknown)} (known: {', '.join(known)})")

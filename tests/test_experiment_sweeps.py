@@ -155,6 +155,21 @@ def test_liao_sweep_selects_on_validation_writes_its_page_and_resumes(data_root,
     assert (tmp_path / "liao.md").read_text().split("\n")[4:] == page.split("\n")[4:]
 
 
+def test_liao_sweep_runs_lenet_with_batch_norm(data_root, tmp_path):
+    """--depths lenet (opt-in): the conv circuit trains under BN + BM with sign feedback; BN sits
+    on c1, c2, c3 and f4, and ‖e‖ is recorded for its populations."""
+    args = ["--data-root", data_root, "--out", str(tmp_path), "--depths", "lenet", "--rules", "frsf",
+            "--conditions", "bn+bm", "--lrs", "0.001", "--concordance", "", "--set", "val_size=1000", *SLICE]
+    run("liao_sign_symmetry.py", *args)
+    assert os.listdir(tmp_path / "runs") == ["lenet-frsf-bn+bm-lr0.001-s0"]
+    config = json.load(open(tmp_path / "runs" / "lenet-frsf-bn+bm-lr0.001-s0" / "config.json"))
+    assert {p["name"] for p in config["circuit"]["populations"] if p.get("norm") == "batch"} == {"c1", "c2", "c3", "f4"}
+    assert config["training"]["batch_manhattan"]
+    (row,) = json.load(open(tmp_path / "liao.json"))["rows"]
+    assert row["depth"] == "lenet" and row["lr"] == 0.001 and {"c1", "f4", "classes"} <= set(row["error_norms"][0])
+    assert "| lenet | frsf | bn+bm | 0.001 |" in (tmp_path / "liao.md").read_text()
+
+
 def test_trainability_sweep_builds_its_grid_and_resumes(data_root, tmp_path):
     """experiments/ifa_trainability.py: the depth and size cells on a slice of MNIST; the init
     gains reach the circuits and rules it trains; a rerun trains nothing."""

@@ -103,6 +103,27 @@ def test_lenet_is_the_plain_lenet():
     torch.testing.assert_close(model.projections["p1->c2"].weight.grad, plain.c2.weight.grad, rtol=1e-9, atol=1e-12)
 
 
+def test_lenet_with_batch_norm_is_the_plain_one():
+    """lenet(norm="batch") (Liao et al.'s BN arm on a conv circuit): BN after c1, c2, c3 and f4,
+    no biases there; under BP the same outputs and gradients as plain PyTorch, float64."""
+    model = zoo.lenet(feedback=BP(), norm="batch").compile().double()
+    with torch.no_grad():  # non-trivial BatchNorm affine parameters
+        for norm in model.norms.values():
+            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.2, 0.2)
+    plain = LeNet(norm=True).double()
+    assert circuit_params(zoo.lenet(norm="batch")) == n_params(plain) == 61_706 - 226 + 2 * 226
+    pairs = [("c1", plain.c1, plain.bn1), ("c2", plain.c2, plain.bn2), ("c3", plain.c3, plain.bn3),
+             ("f4", plain.f4, plain.bn4), ("classes", plain.f5, None)]
+    copy_into_plain(model, pairs)
+    x, y = torch.randn(5, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (5,))
+    compare(model, plain, x, y)
+    for post, conv, bn in pairs:
+        (name,) = [n for n in model.projections if n.endswith(f"->{post}")]
+        torch.testing.assert_close(model.projections[name].weight.grad, conv.weight.grad, rtol=1e-8, atol=1e-11)
+        if bn is not None:
+            torch.testing.assert_close(model.norms[post].bias.grad, bn.bias.grad, rtol=1e-8, atol=1e-11)
+
+
 def test_population_biases_are_one_per_cell_or_channel():
     """A dense population's bias is (C,), a feature map's (C, 1, 1): one per cell or channel,
     broadcast over H×W; checkpoints and their readers hold this layout."""
