@@ -24,8 +24,10 @@ Each run trains in WORK/CELL-sSEED (an interrupted sweep resumes; a diverged run
 diverged.json and not trained again) and its records are copied to OUT/runs/CELL-sSEED; the page
 (liao.md, liao.json and figures: accuracy per arm, accuracy against concordance, ‖e‖ per layer
 over training) is written from those copies, so ``--report-only`` regenerates it. The page opens
-with the four claims, each with its test (Welch's t-test over the seeds, stated per claim), the
-numbers it rests on and a verdict computed from them (``claims``).
+with the four claims, each with its test (stated per claim: a difference by Welch's t-test over
+the seeds, "equal" or "not below" by the difference's 90% Welch interval within ±0.2 pp, below
+the BP − FA gap of the MNIST table), the numbers it rests on and a verdict computed from them
+(``claims``): supported, not supported, or undecided where three seeds can show neither.
 
     python experiments/liao_sign_symmetry.py --data-root ../shared/data --seeds 0,1,2 \\
         --work runs/liao --out docs/results/liao
@@ -166,37 +168,83 @@ def seed_accs(row: dict) -> list[float]:
     return [CHANCE if a != a else a for a in row["test_acc_per_seed"]]
 
 
+MARGIN = 0.2  # pp of test accuracy: "equal" means within ±MARGIN (below the BP − FA gap, 0.27 pp, of the MNIST table)
+UNDECIDED = "undecided"
+
+
 def compare(a: list[float], b: list[float]) -> dict:
-    """Welch's t-test of mean(a) against mean(b): {"diff" (pp), "p", "order"}, where order is
-    '>' or '<' when p < 0.05, '≈' when not, '?' with fewer than two seeds on a side."""
+    """mean(a) − mean(b) by Welch's t-test: {"diff" (pp), "p", "order", "lo", "hi"}, where order is
+    '>' or '<' when p < 0.05, '≈' when not, '?' with fewer than two seeds on a side; [lo, hi] is
+    the difference's 90% Welch interval in pp (the two one-sided 5% tests: an equivalence or a
+    non-inferiority margin is shown when the interval lies inside it)."""
     from scipy.stats import ttest_ind
 
     diff = 100 * (statistics.fmean(a) - statistics.fmean(b)) if a and b else float("nan")
     if len(a) < 2 or len(b) < 2:
-        return {"diff": diff, "p": float("nan"), "order": "?"}
-    if sorted(a) == sorted(b):
-        p = 1.0  # the same values: no difference (scipy would warn of cancellation)
-    elif statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        p = 0.0  # both constant and different: the t statistic is undefined
+        return {"diff": diff, "p": float("nan"), "order": "?", "lo": float("nan"), "hi": float("nan")}
+    if statistics.variance(a) == 0 and statistics.variance(b) == 0:
+        # both constant: no spread, the difference is exact (scipy's statistic is undefined)
+        p, lo, hi = (1.0 if diff == 0 else 0.0), diff, diff
     else:
         with warnings.catch_warnings():  # a side of equal values (a diverged arm at chance) makes scipy warn
             warnings.simplefilter("ignore", RuntimeWarning)  # of cancellation; its variance is 0 either way
-            p = float(ttest_ind(a, b, equal_var=False).pvalue)
-    return {"diff": diff, "p": p, "order": "≈" if p >= 0.05 else (">" if diff > 0 else "<")}
+            test = ttest_ind(a, b, equal_var=False)
+            p, ci = (1.0 if sorted(a) == sorted(b) else float(test.pvalue)), test.confidence_interval(0.90)
+        lo, hi = 100 * float(ci.low), 100 * float(ci.high)
+    return {"diff": diff, "p": p, "order": "≈" if p >= 0.05 else (">" if diff > 0 else "<"), "lo": lo, "hi": hi}
 
 
-def tally(verdicts: list[bool | None], what: str) -> str:
-    """'supported' / 'not supported' / 'partly supported (k of n …)' over the tested cases
-    (None: not testable from the runs so far)."""
+def equal(c: dict) -> bool | str | None:
+    """Equivalence within ±MARGIN: True when the 90% interval lies inside it (even if the t-test
+    finds a smaller difference), False when the t-test finds a difference, else UNDECIDED (three
+    seeds cannot tell); None when not testable."""
+    if c["order"] == "?":
+        return None
+    if -MARGIN < c["lo"] and c["hi"] < MARGIN:
+        return True
+    return False if c["order"] != "≈" else UNDECIDED
+
+
+def not_below(c: dict) -> bool | str | None:
+    """Non-inferiority: True when the 90% interval's lower end is above −MARGIN or a is
+    significantly above b, False when significantly below, else UNDECIDED; None when not testable."""
+    if c["order"] == "?":
+        return None
+    if c["lo"] > -MARGIN or c["order"] == ">":
+        return True
+    return False if c["order"] == "<" else UNDECIDED
+
+
+def below(c: dict) -> bool | str | None:
+    """a ends below b: True when significantly below, False when significantly above or equal
+    within ±MARGIN, else UNDECIDED; None when not testable."""
+    if c["order"] == "?":
+        return None
+    if c["order"] == "<":
+        return True
+    return False if (c["order"] == ">" or equal(c) is True) else UNDECIDED
+
+
+def interval(c: dict) -> str:
+    return f"{c['diff']:+.2f} pp, 90% interval [{c['lo']:+.2f}, {c['hi']:+.2f}], p = {c['p']:.2g}"
+
+
+def tally(verdicts: list, what: str) -> str:
+    """'supported' / 'not supported' / 'undecided' / 'partly supported (k of n …)' over the tested
+    cases (True, False or UNDECIDED; None: not testable from the runs so far)."""
     tested = [v for v in verdicts if v is not None]
     if not tested:
         return "not tested yet (no comparison with two seeds on each side)"
-    k = sum(tested)
+    k, no = sum(v is True for v in tested), sum(v is False for v in tested)
+    open_ = len(tested) - k - no
     if k == len(tested):
         return f"supported ({k} of {k} {what})"
+    if open_ == len(tested):
+        return f"undecided ({open_} {what}: the seeds neither show a difference nor bound it within ±{MARGIN} pp)"
+    undecided = f", {open_} undecided" if open_ else ""
     if k == 0:
-        return f"not supported (0 of {len(tested)} {what})"
-    return f"partly supported ({k} of {len(tested)} {what})"
+        return f"not supported (0 of {len(tested)} {what}{undecided})"
+    return f"partly supported ({k} of {len(tested)} {what}; {no} not supported{undecided})"
 
 
 def claims(result: dict) -> list[dict]:
@@ -219,13 +267,14 @@ def claims(result: dict) -> list[dict]:
                 continue
             best, worst = max(arms, key=lambda r: sum(arms[r]) / len(arms[r])), min(arms, key=lambda r: sum(arms[r]) / len(arms[r]))
             c = compare(arms[best], arms[worst])
-            verdicts.append(None if c["order"] == "?" else c["order"] == "≈")
+            verdicts.append(equal(c))
             evidence.append(f"{depth}, {condition}: " + ", ".join(f"{r} {pct(a)}" for r, a in arms.items())
-                            + f"; best − worst {c['diff']:.2f} pp (p = {c['p']:.2g})")
+                            + f"; best − worst {interval(c)}")
     out.append({"claim": "(1) the feedback's magnitudes do not matter",
                 "test": "per circuit and condition, the best and the worst of the sign rules that differ only in "
-                        "magnitude (" + ", ".join(f"{r}: {m}" for r, m in MAGNITUDES.items()) + ") are not "
-                        "distinguishable (p ≥ 0.05)",
+                        "magnitude (" + ", ".join(f"{r}: {m}" for r, m in MAGNITUDES.items()) + ") are equal "
+                        f"within ±{MARGIN} pp (their difference's 90% interval inside it: two one-sided tests at 5%); "
+                        "a significant difference (Welch, p < 0.05) outside it refutes",
                 "evidence": evidence, "verdict": tally(verdicts, "circuit × condition cells")})
 
     # (2) the more concordant the signs, the better: accuracy rises with q
@@ -240,12 +289,18 @@ def claims(result: dict) -> list[dict]:
         means = [sum(a) / len(a) for a in accs.values()]
         rho = float(spearmanr(list(accs), means).statistic) if len(set(means)) > 1 else 0.0  # flat: no rise
         c = compare(accs[1.0], accs[0.5])
-        verdicts.append(None if c["order"] == "?" else (rho >= 0.8 and c["order"] == ">"))
+        if c["order"] == "?":
+            verdicts.append(None)
+        elif rho >= 0.8 and c["order"] == ">":
+            verdicts.append(True)
+        else:  # no rise, or q = 1 not above sign-random feedback: refuted unless the seeds cannot tell
+            verdicts.append(False if (rho < 0.8 or c["order"] == "<" or equal(c) is True) else UNDECIDED)
         evidence.append(f"{rule} ({mine[0]['condition']}): " + ", ".join(f"q={q:g} {pct(a)}" for q, a in accs.items())
-                        + f"; Spearman ρ(q, accuracy) = {rho:.2f}; q=1 − q=0.5 {c['diff']:.2f} pp (p = {c['p']:.2g})")
+                        + f"; Spearman ρ(q, accuracy) = {rho:.2f}; q=1 − q=0.5 {interval(c)}")
     out.append({"claim": "(2) the signs matter: the more concordant, the better",
                 "test": "per rule, accuracy rises with the concordance q (Spearman ρ ≥ 0.8 over the q values) and "
-                        "q = 1 beats sign-random feedback q = 0.5 (p < 0.05)",
+                        "q = 1 beats sign-random feedback q = 0.5 (Welch, p < 0.05); ρ < 0.8, q = 1 significantly below, "
+                        f"or the two equal within ±{MARGIN} pp refutes",
                 "evidence": evidence, "verdict": tally(verdicts, "rules")})
 
     # (3) random magnitudes, 100% concordant signs: as good as or better than plain SGD (BP)
@@ -258,12 +313,14 @@ def claims(result: dict) -> list[dict]:
                 continue
             chosen = max(ran, key=lambda r: r["val_acc"])  # the condition chosen on validation (first seed)
             c = compare(seed_accs(chosen), bp)
-            verdicts.append(None if c["order"] == "?" else c["order"] in ("≈", ">"))
+            verdicts.append(not_below(c))
             evidence.append(f"{depth}: {rule} under {chosen['condition']} (chosen on validation) {pct(seed_accs(chosen))} "
-                            f"vs BP under plain SGD {pct(bp)}: {c['diff']:+.2f} pp (p = {c['p']:.2g}, {c['order']})")
+                            f"vs BP under plain SGD {pct(bp)}: {interval(c)}")
     out.append({"claim": "(3) random magnitudes with 100% concordant signs match or beat plain SGD",
                 "test": "per circuit, brSF and frSF under the condition with the best validation accuracy are not "
-                        "below BP under plain SGD (not distinguishable, p ≥ 0.05, or significantly above)",
+                        f"below BP under plain SGD: the 90% interval of the difference ends above −{MARGIN} pp "
+                        "(non-inferiority, one-sided 5%) or the rule is significantly above; significantly below "
+                        "refutes",
                 "evidence": evidence, "verdict": tally(verdicts, "circuit × rule cases")})
 
     # (4) sign feedback needs BM and/or BN: plain SGD is worse than the best normalised condition
@@ -278,17 +335,17 @@ def claims(result: dict) -> list[dict]:
             chosen = max(normalised, key=lambda r: r["val_acc"])
             a = seed_accs(plain) or [CHANCE] * len(chosen["test_acc_per_seed"])  # every rate diverged: failed
             c = compare(a, seed_accs(chosen))
-            verdicts.append(None if c["order"] == "?" else c["order"] == "<")
+            verdicts.append(below(c))
             growth = error_growth(plain)
             evidence.append(f"{depth}, {rule}: plain SGD {pct(a)}"
                             + (" (every rate diverged)" if plain.get("lr") is None else "")
-                            + f" vs {chosen['condition']} {pct(seed_accs(chosen))}: {c['diff']:+.2f} pp "
-                              f"(p = {c['p']:.2g}, {c['order']})"
+                            + f" vs {chosen['condition']} {pct(seed_accs(chosen))}: {interval(c)}"
                             + (f"; ‖e‖ first / last hidden layer under plain SGD: {growth[0]:.3g} at epoch 0, "
                                f"{growth[1]:.3g} at the end" if growth else ""))
     out.append({"claim": "(4) sign feedback needs Batch Manhattan and/or batch norm",
                 "test": "per circuit and sign rule (raw uSF, brSF, frSF), plain SGD ends below the best of BM, BN, BN + "
-                        "BM (chosen on validation; p < 0.05; an arm whose every rate diverged counts at chance); the "
+                        f"BM (chosen on validation; Welch, p < 0.05; equal within ±{MARGIN} pp or significantly above "
+                        "refutes; an arm whose every rate diverged counts at chance); the "
                         "error norms say whether errors explode (ratio ≫ 1) or vanish (≪ 1) towards the input",
                 "evidence": evidence, "verdict": tally(verdicts, "circuit × rule cases")})
     return out
@@ -310,9 +367,11 @@ def error_growth(row: dict) -> tuple[float, float] | None:
 def claims_lines(found: list[dict]) -> list[str]:
     """The claims as markdown: a heading per claim with its test, evidence and verdict."""
     lines = ["## The four claims", "",
-             "Each verdict follows from the runs below by the test stated with it (Welch's t-test over the seeds' "
-             "final test accuracies, 5%; a diverged seed counts at chance, 10%). With three seeds a test detects "
-             "differences of a few tenths of a point at best: \"not distinguishable\" is not \"equal\".", ""]
+             "Each verdict follows from the runs below by the test stated with it, on the seeds' final test "
+             "accuracies (a diverged seed counts at chance, 10%): a difference is shown by Welch's t-test (5%); "
+             f"\"equal\" and \"not below\" are shown by the difference's 90% Welch interval lying within ±{MARGIN} pp "
+             f"(or above −{MARGIN} pp): the two one-sided tests at 5%. With three seeds many comparisons can show "
+             "neither: those are counted as undecided, never as support.", ""]
     for c in found:
         lines += [f"### {c['claim']}", "", f"Test: {c['test']}.", ""]
         lines += [f"- {e}" for e in c["evidence"]] or ["- no runs yet"]
