@@ -386,24 +386,33 @@ def write(result: dict, out: str, note: str = "") -> str:
 
     rows = [r for r in result["rows"] if r.get("lr") is not None]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    # (a) accuracy per arm
+    # (a) accuracy per arm: points with the seeds' sd, zoomed to 5 points below the best; an arm
+    # below the window is drawn as ▼ on its floor with its accuracy written beside it
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     arms = list(dict.fromkeys((r["depth"], r["rule"]) for r in rows))
     width = 0.8 / max(1, len(conditions))
+    finite = [100 * r["test_acc"] for r in rows if r["test_acc"] == r["test_acc"]]
+    top = max(finite, default=100.0)
+    floor = max(min(finite, default=0.0) - 0.3, top - 5.0)
     for j, cond in enumerate(conditions):
-        xs, ys, es = [], [], []
         for i, (depth, rule) in enumerate(arms):
             r = next((r for r in rows if (r["depth"], r["rule"], r["condition"]) == (depth, rule, cond)), None)
-            if r is not None and r["test_acc"] == r["test_acc"]:
-                xs.append(i + j * width)
-                ys.append(100 * r["test_acc"])
-                es.append(100 * r["test_acc_sd"])
-        axes[0].bar(xs, ys, width, yerr=es, capsize=2, label=cond, color=f"C{j}")
+            if r is None or r["test_acc"] != r["test_acc"]:
+                continue
+            x, y = i + j * width, 100 * r["test_acc"]
+            if y < floor:
+                axes[0].plot(x, floor, "v", color=f"C{j}", ms=6)
+                axes[0].annotate(f"{y:.1f}", (x, floor), xytext=(0, 6), textcoords="offset points", fontsize=6,
+                                 ha="center", rotation=90)
+            else:
+                axes[0].errorbar(x, y, yerr=100 * r["test_acc_sd"], fmt="o", ms=4, capsize=2, color=f"C{j}")
+        axes[0].plot([], [], "o", color=f"C{j}", label=cond)
     axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(arms))], [f"{d}\n{r}" for d, r in arms], fontsize=7)
-    axes[0].set_ylabel("final test accuracy (%)")
-    axes[0].set_ylim(0, 100)
+    axes[0].set_ylabel("final test accuracy (%), mean ± sd over seeds")
+    axes[0].set_ylim(floor - 0.1, top + 0.3)
+    axes[0].grid(alpha=0.3, axis="y")
     if conditions:
-        axes[0].legend(fontsize=7)
+        axes[0].legend(fontsize=7, ncol=len(conditions))
     # (b) accuracy against concordance
     for i, rule in enumerate(dict.fromkeys(c["rule"] for c in result["concordance"])):
         mine = [c for c in result["concordance"] if c["rule"] == rule]
