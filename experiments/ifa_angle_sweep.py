@@ -9,20 +9,53 @@ ends; table, ifa_angle_sweep.json and ifa_angle_sweep.png go to OUT.
 
     python experiments/ifa_angle_sweep.py --data-root ../shared/data --seeds 0,1,2 \\
         --work runs/ifa --out docs/results/ifa_angle_sweep
+
+``--probe-out DIR`` probes every finished run of the sweep whose checkpoint is in WORK and that
+has no DIR/NAME/probes.json yet (``python -m probes`` with ``--probe-args``, by default the
+settings of docs/results/ifa/angle_probes), then rewrites DIR's summary
+(experiments/probe_results.py): the probes are taken while the checkpoints exist and committed
+as small json files, so a machine that loses WORK loses nothing.
 """
 from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 
+from circuits.rundir import in_use
 from circuits.run import load_experiment
-from circuits.sweep import final, mean_sd, run_cells_from_args, seeds_of, sweep_parser, write_report
+from circuits.sweep import final, mean_sd, run_cells_from_args, run_name, seeds_of, sweep_parser, write_report
 from plasticity import IFA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ANGLES = (0, 15, 30, 45, 60, 75, 90)
 PROJECTIONS = ("h1->h2", "h2->digits")
+# the probes of docs/results/ifa/angle_probes (its note.txt)
+PROBE_ARGS = "--hessian --landscape random --points 11 --corruptions --attacks --examples 1000 --matvecs 30 --ncv 30"
+
+
+def probe_finished(histories: dict, args) -> list[str]:
+    """Probe each finished run (checkpoint in WORK, not being written by another process) that has
+    no PROBE_OUT/NAME/probes.json; returns the names probed."""
+    import shlex
+
+    from probes.__main__ import parse, probe_run
+
+    work = args.work or os.path.join(args.out, "runs")
+    done = []
+    for cell, runs in histories.items():
+        for seed in runs:
+            name = run_name(cell, seed)
+            run_dir, out = os.path.join(work, name), os.path.join(args.probe_out, name)
+            if (os.path.exists(os.path.join(out, "probes.json")) or in_use(run_dir)
+                    or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
+                continue
+            probe_run(run_dir, out, parse([run_dir, "--out", args.probe_out, "--data-root", args.data_root,
+                                           *shlex.split(args.probe_args)]))
+            print(f"{name}: probed into {out}", file=sys.stderr)
+            done.append(name)
+    return done
 
 
 def initial_alignment(angle: float, seed: int) -> dict:
@@ -87,6 +120,8 @@ def summarize(angles, histories: dict, seeds) -> list[dict]:
 def main(argv=None):
     ap = sweep_parser(__doc__.split("\n\n")[0], os.path.join("docs", "results", "ifa_angle_sweep"))
     ap.add_argument("--angles", default=",".join(str(a) for a in ANGLES))
+    ap.add_argument("--probe-out", metavar="DIR", help="probe each finished run into DIR/NAME (see above)")
+    ap.add_argument("--probe-args", default=PROBE_ARGS, help=f"python -m probes options (default: {PROBE_ARGS!r})")
     args = ap.parse_args(argv)
     angles = [float(a) for a in args.angles.split(",")]
     start = time.time()
@@ -98,6 +133,9 @@ def main(argv=None):
             f"sd over the seeds; the initial alignment is the first seed's; wall time: the training epochs' seconds per "
             f"run (this invocation: {time.time() - start:.0f} s, finished runs skipped).")
     print(write(rows, args.out, note))
+    if args.probe_out and not args.report_only and probe_finished(histories, args):
+        import runpy
+        runpy.run_path(os.path.join(HERE, "probe_results.py"))["main"]([args.probe_out])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ writes them) and writes DIR/summary.md (table), DIR/summary.json (the table's nu
 DIR/summary.png (Hessian trace and top eigenvalue per run; accuracy against corruption severity,
 averaged over the corruptions; accuracy against the PGD L∞ and L2 budgets) and, for runs probed
 with ``--over-training``, DIR/summary_over_training.png and a table of the Hessian at each kept
-epoch; regenerated from the committed probes.json files alone (the text under the title from ROOT/note.txt):
+epoch, and, where a run name was probed for two or more seeds (NAME-sSEED), the mean ± sd over
+them; regenerated from the committed probes.json files alone (the text under the title from ROOT/note.txt):
 
     python experiments/probe_results.py docs/results/ifa/probes
 """
@@ -107,6 +108,7 @@ def write(rows: dict, out: str, note: str = "") -> str:
         norm = "—" if r["weight_norm"] != r["weight_norm"] else f"{r['weight_norm']:.1f}"
         lines.append(f"| {n} | {r['rule']} | {r['seed']} | {norm} | {trace} | {l1} | {l2} | {clean} | {corr} | "
                      f"{at(r, 'fgsm', 0.1)} | {at(r, 'pgd_linf', 0.1)} | {at(r, 'pgd_l2', 1.0)} |")
+    lines += seed_means(rows)
     more, over_fig = over_training(rows)
     if over_fig is not None:
         tmp = os.path.join(out, "summary_over_training.tmp.png")
@@ -115,6 +117,41 @@ def write(rows: dict, out: str, note: str = "") -> str:
         plt.close(over_fig)
         more += ["![Hessian trace, λ₁ and ‖W‖ against the epoch, per run](summary_over_training.png)", ""]
     return write_report(out, "summary", {"rows": rows}, fig, lines + more, "curvature and robustness per run")
+
+
+def seed_means(rows: dict) -> list[str]:
+    """Markdown: mean ± sample sd over the seeds of each run name without its -sSEED (only where
+    two or more seeds were probed), of the table's numbers."""
+    import re
+    import statistics
+
+    groups: dict[str, list[dict]] = {}
+    for name, r in rows.items():
+        groups.setdefault(re.sub(r"-s\d+$", "", name), []).append(r)
+    groups = {g: rs for g, rs in groups.items() if len(rs) > 1}
+    if not groups:
+        return []
+
+    def cell(rs, value, scale=1.0, digits=2):
+        vals = [scale * v for v in (value(r) for r in rs) if v is not None and v == v]
+        if len(vals) < 2:
+            return "—"
+        return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+    def attack(kind, eps):
+        return lambda r: (r["attacks"][kind][r["budgets"][kind].index(eps)]
+                          if "attacks" in r and eps in r["budgets"][kind] else None)
+
+    lines = ["", "Mean ± sample sd over the seeds probed:", "",
+             "| runs | seeds | ‖W‖ | Hessian trace | λ₁ | clean (%) | mean corrupted (%) | FGSM ε=0.1 (%) | "
+             "PGD L∞ ε=0.1 (%) | PGD L2 ε=1 (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for g, rs in groups.items():
+        lines.append(f"| {g} | {','.join(str(r['seed']) for r in rs)} | {cell(rs, lambda r: r['weight_norm'], digits=1)} | "
+                     f"{cell(rs, lambda r: r.get('trace'))} | {cell(rs, lambda r: r.get('top'), digits=3)} | "
+                     f"{cell(rs, lambda r: r.get('clean'), 100, 1)} | {cell(rs, lambda r: r.get('corrupted_mean'), 100, 1)} | "
+                     f"{cell(rs, attack('fgsm', 0.1), 100, 1)} | {cell(rs, attack('pgd_linf', 0.1), 100, 1)} | "
+                     f"{cell(rs, attack('pgd_l2', 1.0), 100, 1)} |")
+    return lines
 
 
 def over_training(rows: dict):

@@ -93,9 +93,11 @@ def probe_run(run_dir: str, out: str, args) -> dict:
                                  "accuracy": robustness.adversarial_accuracy(model, tx, ty, mean, std, ATTACK_BUDGETS,
                                                                               steps=args.steps)}
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "probes.json"), "w") as f:
-        json.dump(result, f, indent=1)
     figures(result, out)
+    tmp = os.path.join(out, "probes.json.tmp")  # written last and atomically: its presence means "probed"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, os.path.join(out, "probes.json"))
     return result
 
 
@@ -182,7 +184,7 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m probes", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -204,6 +206,12 @@ def main(argv=None) -> int:
     ap.add_argument("--span", type=float, default=1.0, help="landscape: α, β in [-span, span]")
     ap.add_argument("--points", type=int, default=21, help="landscape: points per axis")
     ap.add_argument("--steps", type=int, default=20, help="PGD steps")
+    return ap
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """The command line as ``probe_run`` takes it (--all expanded; --landscape as a list)."""
+    ap = parser()
     args = ap.parse_args(argv)
     args.landscape = [k for k in args.landscape.split(",") if k]
     if args.all:
@@ -214,6 +222,11 @@ def main(argv=None) -> int:
             or args.attacks):
         ap.error("choose probes: --hessian, --landscape, --trajectory, --over-training, --corruptions, --attacks "
                  "or --all")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     results = {}
     try:
         for run in args.runs:

@@ -75,6 +75,25 @@ def test_ifa_angle_sweep_starts_at_the_angle(data_root, tmp_path):
     assert rows[0]["final_alignment_deg"]["h1->h2"] < rows[1]["final_alignment_deg"]["h1->h2"]
 
 
+def test_ifa_angle_sweep_probes_each_finished_run_once(data_root, tmp_path):
+    """--probe-out: every finished run is probed while its checkpoint exists (probes.json per run,
+    the summary with the mean over seeds); a rerun probes nothing again."""
+    probes = tmp_path / "probes"
+    args = ["--data-root", data_root, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--angles", "90",
+            "--seeds", "0,1", "--probe-out", str(probes),
+            "--probe-args", "--hessian --corruptions --examples 32 --matvecs 2 --ncv 4 --top 1", *SLICE]
+    first = run("ifa_angle_sweep.py", *args)
+    assert first.stderr.count("probed into") == 2
+    for seed in (0, 1):
+        result = json.load(open(probes / f"ifa-90-s{seed}" / "probes.json"))
+        assert result["seed"] == seed and result["examples"] == 32 and len(result["hessian"]["top_eigenvalues"]) == 1
+    page = (probes / "summary.md").read_text()
+    assert "Mean ± sample sd over the seeds probed" in page and "| ifa-90 | 0,1 |" in page
+    stamp = os.path.getmtime(probes / "ifa-90-s0" / "probes.json")
+    again = run("ifa_angle_sweep.py", *args)
+    assert "probed into" not in again.stderr and os.path.getmtime(probes / "ifa-90-s0" / "probes.json") == stamp
+
+
 def test_mnist_results_regenerate_from_the_committed_metrics(tmp_path):
     """docs/results/mnist: the tables and figures come back from the committed metrics alone."""
     import shutil
