@@ -17,7 +17,7 @@ from circuits.circuit import Circuit
 from circuits.errors import ConfigError
 from circuits.run import load_experiment, started_run
 from circuits.rundir import RunInUse, circuit_difference, fingerprint, in_use, recorded_fingerprint, sha256_file
-from circuits.train import TrainingDiverged
+from circuits.train import Interrupted, TrainingDiverged
 from circuits.train import train as train_run
 from plasticity import Rule
 
@@ -259,6 +259,10 @@ def run_cells_from_args(file: str, cells: dict[str, Rule | Cell], args, seeds=No
                          keep_going=keep_going, shard=shard_of(args))
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
+    except Interrupted as err:  # SIGINT/SIGTERM: the run saved where it stood; the sweep resumes there
+        print(f"{err}\nthe sweep stopped; the same command continues it (finished runs are skipped, this one "
+              "resumes)", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def shard_of(args) -> tuple[int, int]:

@@ -75,6 +75,32 @@ def test_ifa_angle_sweep_starts_at_the_angle(data_root, tmp_path):
     assert rows[0]["final_alignment_deg"]["h1->h2"] < rows[1]["final_alignment_deg"]["h1->h2"]
 
 
+def test_a_sweep_stopped_by_sigterm_says_how_to_continue_and_does(data_root, tmp_path):
+    """SIGTERM mid-run: the run saves where it stood and the sweep exits 130 with a plain message
+    (no traceback); the same command then finishes it."""
+    import signal
+    import time
+
+    args = ["--data-root", data_root, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+            "--angles", "45", "--epochs", "2", "--set", "train_size=6000", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "ifa_angle_sweep.py"), *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    checkpoint = tmp_path / "work" / "ifa-45-s0" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not checkpoint.exists():
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "the sweep stopped; the same command continues it" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "runs" / "ifa-45-s0").exists()  # nothing copied from an unfinished run
+    run("ifa_angle_sweep.py", *args)
+    records = (tmp_path / "out" / "runs" / "ifa-45-s0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in records] == [1, 2]
+
+
 def test_ifa_angle_sweep_probes_each_finished_run_once(data_root, tmp_path):
     """--probe-out: every finished run is probed while its checkpoint exists (probes.json per run,
     the summary with the mean over seeds); a rerun probes nothing again."""
