@@ -25,7 +25,8 @@ import time
 
 from circuits.rundir import in_use
 from circuits.run import load_experiment
-from circuits.sweep import final, mean_sd, run_cells_from_args, run_name, seeds_of, sweep_parser, write_report
+from circuits.sweep import (final, mean_sd, run_cells_from_args, run_name, seeds_of, shard_of, sweep_parser,
+                            write_report)
 from plasticity import IFA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,26 +36,29 @@ PROJECTIONS = ("h1->h2", "h2->digits")
 PROBE_ARGS = "--hessian --landscape random --points 11 --corruptions --attacks --examples 1000 --matvecs 30 --ncv 30"
 
 
-def probe_finished(histories: dict, args) -> list[str]:
-    """Probe each finished run (checkpoint in WORK, not being written by another process) that has
-    no PROBE_OUT/NAME/probes.json; returns the names probed."""
+def probe_finished(cells: dict, histories: dict, args) -> list[str]:
+    """Probe each finished run of this process's shard (checkpoint in WORK, not being written by
+    another process) that has no PROBE_OUT/NAME/probes.json; returns the names probed. The shard's
+    runs are those it trains (every N-th of the seed × cell order), so shards never probe one run
+    twice."""
     import shlex
 
     from probes.__main__ import parse, probe_run
 
     work = args.work or os.path.join(args.out, "runs")
+    k, n = shard_of(args)
+    order = [(seed, cell) for seed in seeds_of(args) for cell in cells]
     done = []
-    for cell, runs in histories.items():
-        for seed in runs:
-            name = run_name(cell, seed)
-            run_dir, out = os.path.join(work, name), os.path.join(args.probe_out, name)
-            if (os.path.exists(os.path.join(out, "probes.json")) or in_use(run_dir)
-                    or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
-                continue
-            probe_run(run_dir, out, parse([run_dir, "--out", args.probe_out, "--data-root", args.data_root,
-                                           *shlex.split(args.probe_args)]))
-            print(f"{name}: probed into {out}", file=sys.stderr)
-            done.append(name)
+    for seed, cell in (pair for i, pair in enumerate(order) if i % n == k):
+        name = run_name(cell, seed)
+        run_dir, out = os.path.join(work, name), os.path.join(args.probe_out, name)
+        if (seed not in histories.get(cell, {}) or os.path.exists(os.path.join(out, "probes.json"))
+                or in_use(run_dir) or not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))):
+            continue  # not finished, probed already, being written, or its checkpoint is gone
+        probe_run(run_dir, out, parse([run_dir, "--out", args.probe_out, "--data-root", args.data_root,
+                                       *shlex.split(args.probe_args)]))
+        print(f"{name}: probed into {out}", file=sys.stderr)
+        done.append(name)
     return done
 
 
@@ -133,7 +137,7 @@ def main(argv=None):
             f"sd over the seeds; the initial alignment is the first seed's; wall time: the training epochs' seconds per "
             f"run (this invocation: {time.time() - start:.0f} s, finished runs skipped).")
     print(write(rows, args.out, note))
-    if args.probe_out and not args.report_only and probe_finished(histories, args):
+    if args.probe_out and not args.report_only and probe_finished(cells, histories, args):
         import runpy
         runpy.run_path(os.path.join(HERE, "probe_results.py"))["main"]([args.probe_out])
 

@@ -102,14 +102,16 @@ def test_a_sweep_stopped_by_sigterm_says_how_to_continue_and_does(data_root, tmp
 
 
 def test_ifa_angle_sweep_probes_each_finished_run_once(data_root, tmp_path):
-    """--probe-out: every finished run is probed while its checkpoint exists (probes.json per run,
-    the summary with the mean over seeds); a rerun probes nothing again."""
+    """--probe-out: every finished run is probed while its checkpoint exists, by the shard that
+    trains it (probes.json per run; the summary with the mean over seeds); a rerun probes nothing."""
     probes = tmp_path / "probes"
     args = ["--data-root", data_root, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--angles", "90",
             "--seeds", "0,1", "--probe-out", str(probes),
             "--probe-args", "--hessian --corruptions --examples 32 --matvecs 2 --ncv 4 --top 1", *SLICE]
-    first = run("ifa_angle_sweep.py", *args)
-    assert first.stderr.count("probed into") == 2
+    first = run("ifa_angle_sweep.py", *args, "--shard", "0/2")
+    assert "ifa-90-s0: probed into" in first.stderr and "ifa-90-s1: probed" not in first.stderr
+    second = run("ifa_angle_sweep.py", *args, "--shard", "1/2")
+    assert "ifa-90-s1: probed into" in second.stderr and "ifa-90-s0: probed" not in second.stderr
     for seed in (0, 1):
         result = json.load(open(probes / f"ifa-90-s{seed}" / "probes.json"))
         assert result["seed"] == seed and result["examples"] == 32 and len(result["hessian"]["top_eigenvalues"]) == 1
