@@ -107,14 +107,14 @@ def test_ifa_angle_sweep_probes_each_finished_run_once(data_root, tmp_path):
     probes = tmp_path / "probes"
     args = ["--data-root", data_root, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--angles", "90",
             "--seeds", "0,1", "--probe-out", str(probes),
-            "--probe-args", "--hessian --corruptions --examples 32 --matvecs 2 --ncv 4 --top 1", *SLICE]
+            "--probe-args", "--corruptions --examples 32", *SLICE]  # the Hessian's cost is tested in test_probes
     first = run("ifa_angle_sweep.py", *args, "--shard", "0/2")
     assert "ifa-90-s0: probed into" in first.stderr and "ifa-90-s1: probed" not in first.stderr
     second = run("ifa_angle_sweep.py", *args, "--shard", "1/2")
     assert "ifa-90-s1: probed into" in second.stderr and "ifa-90-s0: probed" not in second.stderr
     for seed in (0, 1):
         result = json.load(open(probes / f"ifa-90-s{seed}" / "probes.json"))
-        assert result["seed"] == seed and result["examples"] == 32 and len(result["hessian"]["top_eigenvalues"]) == 1
+        assert result["seed"] == seed and result["examples"] == 32 and 0 <= result["corruptions"]["clean"] <= 1
     page = (probes / "summary.md").read_text()
     assert "Mean ± sample sd over the seeds probed" in page and "| ifa-90 | 0,1 |" in page
     stamp = os.path.getmtime(probes / "ifa-90-s0" / "probes.json")
