@@ -86,11 +86,11 @@ def test_a_sweep_stopped_by_sigterm_says_how_to_continue_and_does(data_root, tmp
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "ifa_angle_sweep.py"), *args],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    checkpoint = tmp_path / "work" / "ifa-45-s0" / "checkpoint.pt"
+    initial = tmp_path / "work" / "ifa-45-s0" / "initial.json"  # written just before the epochs catch signals
     deadline = time.time() + 120
-    while time.time() < deadline and not checkpoint.exists():
+    while time.time() < deadline and not initial.exists():
         time.sleep(0.02)
-    time.sleep(0.5)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
