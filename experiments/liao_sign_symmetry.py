@@ -226,6 +226,8 @@ def below(c: dict) -> bool | str | None:
 
 
 def interval(c: dict) -> str:
+    if c["order"] == "?":
+        return f"{c['diff']:+.2f} pp (fewer than two seeds on a side: no test yet)"
     return f"{c['diff']:+.2f} pp, 90% interval [{c['lo']:+.2f}, {c['hi']:+.2f}], p = {c['p']:.2g}"
 
 
