@@ -44,6 +44,23 @@ def copy_into_plain(model, pairs):
                 bn.load_state_dict(model.norms[post].state_dict())
 
 
+def randomise_norms(model):
+    """Non-trivial BatchNorm affine parameters."""
+    with torch.no_grad():
+        for norm in model.norms.values():
+            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.2, 0.2)
+
+
+def assert_same_gradients(model, pairs):
+    """After ``compare``: each W's gradient, and each norm's γ and β gradients, equal the plain module's."""
+    for post, conv, bn in pairs:
+        (name,) = [n for n in model.projections if n.endswith(f"->{post}")]
+        torch.testing.assert_close(model.projections[name].weight.grad, conv.weight.grad, rtol=1e-8, atol=1e-11)
+        if bn is not None:
+            torch.testing.assert_close(model.norms[post].weight.grad, bn.weight.grad, rtol=1e-8, atol=1e-11)
+            torch.testing.assert_close(model.norms[post].bias.grad, bn.bias.grad, rtol=1e-8, atol=1e-11)
+
+
 def compare(model, plain, x, y, rtol=1e-10, atol=1e-12):
     model.train(), plain.train()
     out, ref = model(x), plain(x)
@@ -56,9 +73,7 @@ def compare(model, plain, x, y, rtol=1e-10, atol=1e-12):
 @pytest.mark.parametrize("build,depth,in_channels,size", [(zoo.resnet20, 20, 3, 32), (zoo.resnet8_mnist, 8, 1, 28)])
 def test_cifar_resnets_under_bp_are_the_plain_resnets(build, depth, in_channels, size):
     model = build(feedback=BP()).compile().double()
-    with torch.no_grad():  # non-trivial BatchNorm affine parameters
-        for norm in model.norms.values():
-            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.2, 0.2)
+    randomise_norms(model)
     plain = ResNetCifar(depth, in_channels=in_channels).double()
     pairs = [("stem", plain.conv1, plain.bn1), ("classes", plain.fc, None)]
     n = (depth - 2) // 6
@@ -68,11 +83,7 @@ def test_cifar_resnets_under_bp_are_the_plain_resnets(build, depth, in_channels,
     copy_into_plain(model, pairs)
     x, y = torch.randn(4, in_channels, size, size, dtype=torch.float64), torch.randint(0, 10, (4,))
     compare(model, plain, x, y)
-    for post, conv, bn in pairs:
-        (name,) = [n for n in model.projections if n.endswith(f"->{post}")]
-        torch.testing.assert_close(model.projections[name].weight.grad, conv.weight.grad, rtol=1e-8, atol=1e-11)
-        if bn is not None:
-            torch.testing.assert_close(model.norms[post].weight.grad, bn.weight.grad, rtol=1e-8, atol=1e-11)
+    assert_same_gradients(model, pairs)
     assert "s2b0_skip" in model.circuit.projections() and model.circuit.projections()["s2b0_skip"]["geometry"].kind == "shortcut_a"
 
 
@@ -107,9 +118,7 @@ def test_lenet_with_batch_norm_is_the_plain_one():
     """lenet(norm="batch") (Liao et al.'s BN arm on a conv circuit): BN after c1, c2, c3 and f4,
     no biases there; under BP the same outputs and gradients as plain PyTorch, float64."""
     model = zoo.lenet(feedback=BP(), norm="batch").compile().double()
-    with torch.no_grad():  # non-trivial BatchNorm affine parameters
-        for norm in model.norms.values():
-            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.2, 0.2)
+    randomise_norms(model)
     plain = LeNet(norm=True).double()
     assert circuit_params(zoo.lenet(norm="batch")) == n_params(plain) == 61_706 - 226 + 2 * 226
     pairs = [("c1", plain.c1, plain.bn1), ("c2", plain.c2, plain.bn2), ("c3", plain.c3, plain.bn3),
@@ -117,11 +126,7 @@ def test_lenet_with_batch_norm_is_the_plain_one():
     copy_into_plain(model, pairs)
     x, y = torch.randn(5, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (5,))
     compare(model, plain, x, y)
-    for post, conv, bn in pairs:
-        (name,) = [n for n in model.projections if n.endswith(f"->{post}")]
-        torch.testing.assert_close(model.projections[name].weight.grad, conv.weight.grad, rtol=1e-8, atol=1e-11)
-        if bn is not None:
-            torch.testing.assert_close(model.norms[post].bias.grad, bn.bias.grad, rtol=1e-8, atol=1e-11)
+    assert_same_gradients(model, pairs)
 
 
 def test_population_biases_are_one_per_cell_or_channel():
