@@ -291,12 +291,8 @@ def claims(result: dict) -> list[dict]:
         means = [sum(a) / len(a) for a in accs.values()]
         rho = float(spearmanr(list(accs), means).statistic) if len(set(means)) > 1 else 0.0  # flat: no rise
         c = compare(accs[1.0], accs[0.5])
-        if c["order"] == "?":
-            verdicts.append(None)
-        elif rho >= 0.8 and c["order"] == ">":
-            verdicts.append(True)
-        else:  # no rise, or q = 1 not above sign-random feedback: refuted unless the seeds cannot tell
-            verdicts.append(False if (rho < 0.8 or c["order"] == "<" or equal(c) is True) else UNDECIDED)
+        rises = below(compare(accs[0.5], accs[1.0]))  # sign-random feedback below q = 1
+        verdicts.append(rises if rises is None or rho >= 0.8 else False)  # no rise with q refutes
         evidence.append(f"{rule} ({mine[0]['condition']}): " + ", ".join(f"q={q:g} {pct(a)}" for q, a in accs.items())
                         + f"; Spearman ρ(q, accuracy) = {rho:.2f}; q=1 − q=0.5 {interval(c)}")
     out.append({"claim": "(2) the signs matter: the more concordant, the better",
