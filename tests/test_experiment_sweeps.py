@@ -371,6 +371,10 @@ def test_liao_claims_follow_the_runs():
     # flip the concordance: q = 1 no better than q = 0.5 -> claim 2 not supported
     flat = [{**c, "test_acc_per_seed": [0.9 + 1e-4 * k, 0.901, 0.899]} for k, c in enumerate(concordance)]
     assert claims({"rows": rows, "concordance": flat})[1]["verdict"].startswith("not supported")
+    # accuracy rises with q (ρ = 1), but q = 0.5 and q = 1 are 0.3 pp apart with seeds 1 pp wide: undecided
+    wide = {0.0: [0.1, 0.1, 0.1], 0.5: [0.975, 0.980, 0.985], 0.75: [0.976, 0.981, 0.986], 1.0: [0.978, 0.983, 0.988]}
+    rising = [{**c, "test_acc_per_seed": wide[c["q"]]} for c in concordance]
+    assert claims({"rows": rows, "concordance": rising})[1]["verdict"].startswith("undecided (1 rules")
     # plain SGD diverged on every seed (accuracy NaN) counts at chance: still worse than normalised
     rows[5] = liao_row("mlp2", "usf-raw", "sgd", [float("nan")] * 3)
     assert "usf-raw: plain SGD 10.00" in claims({"rows": rows, "concordance": concordance})[3]["evidence"][0]
