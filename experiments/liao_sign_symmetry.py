@@ -142,6 +142,10 @@ def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_con
             initial = read_initial(os.path.join(out, "runs", run_name(label, first))) or {}
             row["error_norms"] = ([initial.get("error_norms", {})] + [m.get("error_norms", {}) for m in h if "epoch" in m]
                                   if h else [])  # from epoch 0
+            losses = [m["train_loss"] for m in h or [] if "epoch" in m and "train_loss" in m]
+            if losses:  # does the first seed converge? (the lowest training loss, its epoch, the last)
+                k = min(range(len(losses)), key=losses.__getitem__)
+                row["train_loss_lowest"], row["train_loss_lowest_epoch"], row["train_loss_final"] = losses[k], k + 1, losses[-1]
         rows.append(row)
     concordance = []
     for rule in CONCORDANCE_RULES:
@@ -441,16 +445,25 @@ def write(result: dict, out: str, note: str = "") -> str:
     lines = ["# Liao, Leibo & Poggio (2016) on MNIST", "", note, "", *claims_lines(result["claims"]),
              "## Every arm", "",
              "| circuit | rule | condition | lr (chosen on val) | val acc (%) | seeds | diverged | epochs | "
-             "final test accuracy (%) | wall time per run (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "final test accuracy (%) | train loss, first seed: lowest (epoch) → final | wall time per run (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if r.get("lr") is None:
             why = (f"grid incomplete: lr {', '.join(f'{v:g}' for v in r['grid_missing'])} not run yet"
                    if r.get("grid_missing") else "every rate diverged")
-            lines.append(f"| {r['depth']} | {r['rule']} | {r['condition']} | — ({why}) | — | — | — | — | — | — |")
+            lines.append(f"| {r['depth']} | {r['rule']} | {r['condition']} | — ({why}) | — | — | — | — | — | — | — |")
             continue
+        loss = (f"{r['train_loss_lowest']:.3g} ({r['train_loss_lowest_epoch']}) → {r['train_loss_final']:.3g}"
+                if "train_loss_lowest" in r else "—")
         lines.append(f"| {r['depth']} | {r['rule']} | {r['condition']} | {r['lr']:g} | {100 * r['val_acc']:.2f} | "
                      f"{','.join(map(str, r['seeds']))} | {r['diverged']} | {r['epochs']} | "
-                     f"{100 * r['test_acc']:.2f} ± {100 * r['test_acc_sd']:.2f} | {r['seconds']:.0f} |")
+                     f"{100 * r['test_acc']:.2f} ± {100 * r['test_acc_sd']:.2f} | {loss} | {r['seconds']:.0f} |")
+    rising = [r for r in rows if r.get("train_loss_final", 0) > 2 * r.get("train_loss_lowest", math.inf)]
+    if rising:
+        lines += ["", "Not converged: in these arms the first seed's training loss ended more than twice its lowest "
+                  "(it rose again at the constant rate): " + "; ".join(
+                      f"{r['depth']} {r['rule']} {r['condition']} (lowest at epoch {r['train_loss_lowest_epoch']})"
+                      for r in rising) + "."]
     if result["concordance"]:
         lines += ["", f"Sign concordance ({result['concordance'][0]['condition']}, 784-512-512-10):", "",
                   "| rule | q | lr | seeds | diverged | final test accuracy (%) |", "|---|---|---|---|---|---|"]

@@ -185,6 +185,9 @@ def test_liao_sweep_selects_on_validation_writes_its_page_and_resumes(data_root,
     rows = {r["condition"]: r for r in result["rows"]}
     assert set(rows) == {"sgd", "bn+bm"} and all(r["lr"] == 0.01 and r["seeds"] == [0] for r in rows.values())
     assert all(0 <= r["val_acc"] <= 1 and r["epochs"] == 1 for r in rows.values())
+    metrics = [json.loads(line) for line in open(tmp_path / "runs" / "mlp2-usf-raw-sgd-lr0.01-s0" / "metrics.jsonl")]
+    loss = next(m["train_loss"] for m in metrics if "epoch" in m)  # one epoch: lowest and final are the same
+    assert (rows["sgd"]["train_loss_lowest"], rows["sgd"]["train_loss_lowest_epoch"], rows["sgd"]["train_loss_final"]) == (loss, 1, loss)
     config = json.load(open(tmp_path / "runs" / "mlp2-usf-raw-bn+bm-lr0.01-s0" / "config.json"))
     assert config["training"]["batch_manhattan"] and config["data"]["val"] == 1000
     assert config["circuit"]["projections"][1]["rule"] == {"rule": "usf", "scale": "none", "last_layer_bp": False}
@@ -382,6 +385,25 @@ def test_liao_claims_follow_the_runs():
     single = [{**r, "test_acc_per_seed": r["test_acc_per_seed"][:1]} for r in rows]
     assert all(c["verdict"].startswith("not tested")
                for c in claims({"rows": single, "concordance": []}))
+
+
+def test_liao_page_flags_an_arm_whose_training_loss_rose(tmp_path):
+    """The arm table gives each arm's lowest training loss, its epoch and the last; an arm whose
+    last is more than twice its lowest (Batch Manhattan at a constant rate keeps stepping) is
+    named under the table as not converged, and only that one."""
+    import runpy
+    m = runpy.run_path(os.path.join(REPO, "experiments", "liao_sign_symmetry.py"))
+
+    def row(condition, lowest, final):
+        return {**liao_row("mlp2", "frsf", condition, [0.97, 0.98]), "seeds": [0, 1], "diverged": 0, "epochs": 20,
+                "test_acc": 0.975, "test_acc_sd": 0.007, "seconds": 1.0, "train_loss_lowest": lowest,
+                "train_loss_lowest_epoch": 8, "train_loss_final": final}
+
+    m["write"]({"rows": [row("bm", 0.09, 0.7), row("bn", 0.002, 0.003)], "concordance": []}, str(tmp_path))
+    page = (tmp_path / "liao.md").read_text()
+    assert "| 0.09 (8) → 0.7 |" in page and "| 0.002 (8) → 0.003 |" in page
+    flagged = next(line for line in page.split("\n") if line.startswith("Not converged"))
+    assert "mlp2 frsf bm (lowest at epoch 8)" in flagged and " bn " not in flagged
 
 
 def test_trainability_verdict_follows_the_maps():
