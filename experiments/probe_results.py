@@ -120,14 +120,14 @@ def write(rows: dict, out: str, note: str = "") -> str:
 
 
 def seed_means(rows: dict) -> list[str]:
-    """Markdown: mean ± sample sd over the seeds of each run name without its -sSEED (only where
-    two or more seeds were probed), of the table's numbers."""
-    import re
+    """Markdown: mean ± sample sd over the seeds of each run name without its -sSEED (the sweeps'
+    run_name; only where two or more seeds were probed), of the table's numbers. The suffix
+    stripped is the run's own recorded seed, so a folder named otherwise stays on its own."""
     import statistics
 
     groups: dict[str, list[dict]] = {}
     for name, r in rows.items():
-        groups.setdefault(re.sub(r"-s\d+$", "", name), []).append(r)
+        groups.setdefault(name.removesuffix(f"-s{r['seed']}"), []).append(r)
     groups = {g: rs for g, rs in groups.items() if len(rs) > 1}
     if not groups:
         return []

@@ -278,3 +278,12 @@ def test_probe_results_page_from_probes_json(tmp_path):
     page = module["write"](module["summary"](module["load"](str(only))), str(only))
     assert "| trace | 2.0 ± 0.1 | 18.0 ± 0.5 |" in page and "clean accuracy" not in page
     assert (only / "summary.png").stat().st_size > 0 and not (only / "summary_over_training.png").exists()
+    # seeds of one run name are averaged; a folder whose suffix is not its recorded seed stays alone
+    seeds = tmp_path / "seeds"
+    for name, seed, trace in [("bp-s0", 0, 15.0), ("bp-s1", 1, 17.0), ("bp-s2", 0, 99.0)]:
+        os.makedirs(seeds / name)
+        r = json.loads((tmp_path / "bp-s0" / "probes.json").read_text())
+        (seeds / name / "probes.json").write_text(json.dumps({**r, "seed": seed, "hessian": {
+            **r["hessian"], "trace": {"trace": trace, "stderr": 0.5}}}))
+    page = module["write"](module["summary"](module["load"](str(seeds))), str(seeds))
+    assert "| bp | 0,1 | 5.0 ± 0.0 | 16.00 ± 1.41 |" in page and "bp-s2 | 0" not in page.split("seeds probed")[1]
