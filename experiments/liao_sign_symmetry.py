@@ -58,6 +58,7 @@ CONV = {"lenet": 4}  # opt-in circuits (--depths lenet: zoo.lenet, BN on c1, c2,
 LR_GRID = {False: (0.1, 0.01, 0.001, 0.0001), True: (3e-3, 1e-3, 1e-4, 1e-5, 1e-6)}
 CONCORDANCE = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 CONCORDANCE_RULES = ("usf-raw", "brsf", "frsf")
+NOT_CONVERGED = 2.0  # an arm whose first seed's final training loss exceeds this × its lowest is flagged "not converged"
 
 
 def hidden_layers(depth: str) -> int:
@@ -458,9 +459,9 @@ def write(result: dict, out: str, note: str = "") -> str:
         lines.append(f"| {r['depth']} | {r['rule']} | {r['condition']} | {r['lr']:g} | {100 * r['val_acc']:.2f} | "
                      f"{','.join(map(str, r['seeds']))} | {r['diverged']} | {r['epochs']} | "
                      f"{100 * r['test_acc']:.2f} ± {100 * r['test_acc_sd']:.2f} | {loss} | {r['seconds']:.0f} |")
-    rising = [r for r in rows if r.get("train_loss_final", 0) > 2 * r.get("train_loss_lowest", math.inf)]
+    rising = [r for r in rows if r.get("train_loss_final", 0) > NOT_CONVERGED * r.get("train_loss_lowest", math.inf)]
     if rising:
-        lines += ["", "Not converged: in these arms the first seed's training loss ended more than twice its lowest "
+        lines += ["", f"Not converged: in these arms the first seed's training loss ended more than {NOT_CONVERGED:g}× its lowest "
                   "(it rose again at the constant rate): " + "; ".join(
                       f"{r['depth']} {r['rule']} {r['condition']} (lowest at epoch {r['train_loss_lowest_epoch']})"
                       for r in rising) + "."]
