@@ -115,6 +115,25 @@ def mark_diverged(histories: dict, out: str) -> dict:
     return histories
 
 
+def first_seed(histories: dict, label: str) -> list | None:
+    """The records of a cell's first seed (None if it never ran)."""
+    runs = histories.get(label, {})
+    return runs[min(runs)] if runs else None
+
+
+def epochs_run(history: list | None) -> int:
+    return len([m for m in history or [] if "epoch" in m])
+
+
+def error_norms(history: list | None, label: str, histories: dict, out: str) -> list[dict]:
+    """‖e‖ per population per epoch of a cell's first seed, from epoch 0 (initial.json)."""
+    if not history:
+        return []
+    first = min(histories[label])
+    initial = read_initial(os.path.join(out, "runs", run_name(label, first))) or {}
+    return [initial.get("error_norms", {})] + [m.get("error_norms", {}) for m in history if "epoch" in m]
+
+
 def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_condition: str, out: str) -> dict:
     """The page's data: one row per arm (its chosen rate, validation accuracy, test accuracy over
     the seeds, ‖e‖ per population per epoch of the first seed from epoch 0) and the concordance
@@ -138,15 +157,21 @@ def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_con
             label, _ = cell(depth, rule, condition, lr)
             row.update(stats(label))
             row["val_acc"] = scores[lr]
-            first = min(histories.get(label, {}) or [0])
-            h = histories.get(label, {}).get(first)
-            initial = read_initial(os.path.join(out, "runs", run_name(label, first))) or {}
-            row["error_norms"] = ([initial.get("error_norms", {})] + [m.get("error_norms", {}) for m in h if "epoch" in m]
-                                  if h else [])  # from epoch 0
+            h = first_seed(histories, label)
+            row["error_norms"] = error_norms(h, label, histories, out)
             losses = [m["train_loss"] for m in h or [] if "epoch" in m and "train_loss" in m]
             if losses:  # does the first seed converge? (the lowest training loss, its epoch, the last)
                 k = min(range(len(losses)), key=losses.__getitem__)
                 row["train_loss_lowest"], row["train_loss_lowest_epoch"], row["train_loss_final"] = losses[k], k + 1, losses[-1]
+        elif scores and not missing:
+            # every rate diverged: keep the error norms of the grid run that lasted longest (the
+            # smallest rate on a tie) up to its divergence, so the page shows what blew up
+            lasted = lambda v: (epochs_run(first_seed(histories, cell(depth, rule, condition, v)[0])), -v)  # noqa: E731
+            v = max(scores, key=lasted)
+            label, _ = cell(depth, rule, condition, v)
+            h = first_seed(histories, label)
+            row.update({"diverged_lr": v, "diverged_after": epochs_run(h),
+                        "error_norms": error_norms(h, label, histories, out)})
         rows.append(row)
     concordance = []
     for rule in CONCORDANCE_RULES:
@@ -341,7 +366,8 @@ def claims(result: dict) -> list[dict]:
             verdicts.append(below(c))
             growth = error_growth(plain)
             evidence.append(f"{depth}, {rule}: plain SGD {pct(a)}"
-                            + (" (every rate diverged)" if plain.get("lr") is None else "")
+                            + (f" (every rate diverged; ‖e‖ below from lr {plain['diverged_lr']:g}, which lasted "
+                               f"{plain['diverged_after']} epochs)" if plain.get("lr") is None else "")
                             + f" vs {chosen['condition']} {pct(seed_accs(chosen))}: {interval(c)}"
                             + (f"; ‖e‖ first / last hidden layer under plain SGD: {growth[0]:.3g} at epoch 0, "
                                f"{growth[1]:.3g} at the end" if growth else ""))
@@ -426,14 +452,15 @@ def write(result: dict, out: str, note: str = "") -> str:
     if result["concordance"]:
         axes[1].legend(fontsize=7, title=result["concordance"][0]["condition"], title_fontsize=7)
     # (c) ‖e‖ per layer over training, raw uSF on the deepest circuit run, per condition
-    deep = [r for r in rows if r["rule"] == "usf-raw" and r.get("error_norms")]
+    deep = [r for r in result["rows"] if r["rule"] == "usf-raw" and r.get("error_norms")]  # diverged arms too
     depth = max((r["depth"] for r in deep), default=None, key=hidden_layers)
     for j, r in enumerate(r for r in deep if r["depth"] == depth):
         layers = [k for k in r["error_norms"][-1] if k != "classes"]  # the circuit's order, input side first
         epochs = range(len(r["error_norms"]))
         for k, layer in enumerate(layers):
             axes[2].plot(epochs, [m.get(layer, math.nan) for m in r["error_norms"]], "o-", ms=3, color=f"C{j}",
-                         alpha=0.35 + 0.65 * (k + 1) / len(layers), label=r["condition"] if k == 0 else None)
+                         alpha=0.35 + 0.65 * (k + 1) / len(layers), label=None if k else r["condition"] + (
+                             f" (every rate diverged; lr {r['diverged_lr']:g})" if r.get("lr") is None else ""))
     axes[2].set_yscale("log")
     axes[2].set_xlabel("epoch")
     axes[2].set_ylabel("‖e‖ per hidden layer (darker: nearer the readout)")

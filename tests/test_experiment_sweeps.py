@@ -450,3 +450,31 @@ def test_liao_rate_is_chosen_only_from_a_complete_grid():
     assert m["select"](full, arms, grid, 0)["mlp2-frsf-sgd"][0::2] == (0.1, [])
     blown = {**part, label(0.1): {0: [{"diverged": True}]}}
     assert m["select"](blown, arms, grid, 0)["mlp2-frsf-sgd"][0::2] == (0.01, [])
+
+
+def test_liao_arm_whose_every_rate_diverged_still_shows_its_error_norms(tmp_path):
+    """When every rate of an arm diverged (raw sign feedback under plain SGD on a deep circuit),
+    the page keeps the error norms of the grid run that lasted longest, up to its divergence:
+    claim 4's evidence names that rate and gives ‖e‖'s first/last hidden-layer ratio, and the
+    error-norm panel draws it (the arm counts at chance)."""
+    import runpy
+    m = runpy.run_path(os.path.join(REPO, "experiments", "liao_sign_symmetry.py"))
+    arms = [("mlp6", "usf-raw", "sgd"), ("mlp6", "usf-raw", "bn")]
+    grid = {False: (0.1, 0.01), True: (1e-3,)}
+    label = lambda cond, lr: m["cell"]("mlp6", "usf-raw", cond, lr)[0]  # noqa: E731
+    epoch = lambda k, h1: {"epoch": k, "val_acc": 0.9, "test_acc": 0.9, "error_norms": {"h1": h1, "h6": 10.0}}  # noqa: E731
+    histories = {label("sgd", 0.1): {0: [epoch(1, 1e3), {"diverged": True}]},
+                 label("sgd", 0.01): {0: [epoch(1, 1e3), epoch(2, 1e5), {"diverged": True}]},
+                 label("bn", 0.1): {s: [epoch(1, 1.0)] for s in (0, 1)},
+                 label("bn", 0.01): {0: [{**epoch(1, 1.0), "val_acc": 0.8}]}}
+    chosen = m["select"](histories, arms, grid, 0)
+    result = m["summarize"](histories, chosen, arms, (0, 1), (), "bn+bm", str(tmp_path))
+    plain = result["rows"][0]
+    assert plain["lr"] is None and plain["diverged_lr"] == 0.01 and plain["diverged_after"] == 2
+    assert m["error_growth"](plain) == (100.0, 1e4)
+    evidence = m["claims"](result)[3]["evidence"][0]
+    assert evidence.startswith("mlp6, usf-raw: plain SGD 10.00") and "lr 0.01, which lasted 2 epochs" in evidence
+    assert "100 at epoch 0, 1e+04 at the end" in evidence
+    m["write"](result, str(tmp_path))
+    page = (tmp_path / "liao.md").read_text()
+    assert "| mlp6 | usf-raw | sgd | — (every rate diverged) |" in page
