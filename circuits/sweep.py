@@ -11,6 +11,7 @@ import os
 import shutil
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 
 from circuits.circuit import Circuit
@@ -110,15 +111,25 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
     records = os.path.join(out, "runs")
     work = work or records
     histories: dict[str, dict[int, list[dict]]] = {}
-    order = [(seed, cell, spec) for seed in seeds for cell, spec in cells.items()]
-    for index, (seed, cell, spec) in enumerate(order):
-        mine = train and index % n == k
-        spec = as_cell(spec)
-        rule = spec.rule
-        t = training.resolve(rule.name).with_values(dict(spec.sets), where=f"cell {cell!r}")
+    order = [(seed, cell, as_cell(spec)) for seed in seeds for cell, spec in cells.items()]
+
+    def settings(cell: str, spec: Cell):
+        t = training.resolve(spec.rule.name).with_values(dict(spec.sets), where=f"cell {cell!r}")
         t = t.with_values(dict(sets or {}))
-        if epochs is not None:
-            t = t.with_values({"epochs": epochs}, where="epochs")
+        return t.with_values({"epochs": epochs}, where="epochs") if epochs is not None else t
+
+    def finished_copy(seed: int, cell: str, spec: Cell) -> bool:
+        copy = os.path.join(records, run_name(cell, seed))
+        return diverged(copy) is not None or len(read_records(copy)) >= settings(cell, spec).epochs
+
+    # the sweep's own progress: this process's runs still to train, and when they should end
+    pending = {index for index, entry in enumerate(order) if train and index % n == k and not finished_copy(*entry)}
+    trained_seconds: list[float] = []
+    for index, (seed, cell, spec) in enumerate(order):
+        pending.discard(index)
+        mine = train and index % n == k
+        rule = spec.rule
+        t = settings(cell, spec)
         name = run_name(cell, seed)
         run_dir, copy = os.path.join(work, name), os.path.join(records, name)
         c = (spec.circuit if spec.circuit is not None else circuit).with_rule(rule)
@@ -143,6 +154,11 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
             continue
         resume, finished = started_run(run_dir, t.epochs) if diverged(run_dir) is None else (False, read_records(run_dir))
         if finished is None:
+            per_run = statistics.fmean(trained_seconds) / 60 if trained_seconds else None
+            eta = (f"; about {per_run * (len(pending) + 1):.0f} min to go at {per_run:.1f} min per run so far"
+                   if per_run is not None else "")
+            print(f"sweep: {name}, then {len(pending)} more to train in this process{eta}", file=sys.stderr)
+            started = time.monotonic()
             invocation = {"file": os.path.abspath(file), "sha256": sha256_file(file), "rule": rule.name,
                           "rule_options": rule.describe(), "seed": seed, "sets": dict(sets or {}), "cell": cell}
             if spec.sets:
@@ -160,6 +176,7 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
                 with open(os.path.join(run_dir, DIVERGED), "w") as f:
                     json.dump({"error": str(err), "epochs": len(finished)}, f, indent=1)
                 print(f"{name}: diverged after {len(finished)} epochs ({err})", file=sys.stderr)
+            trained_seconds.append(time.monotonic() - started)
             last = finished[-1] if finished else {}
             print(f"{name}: {len(finished)} epochs, test accuracy {last.get('test_acc', float('nan')):.4f}",
                   file=sys.stderr)

@@ -87,6 +87,28 @@ def test_sharded_sweep_trains_each_run_once_and_equals_one_process(tmp_path):
 
 
 
+def test_sweep_says_how_many_runs_are_left_and_when_they_should_end(tmp_path, capsys):
+    """Before each run it trains, a sweep names it and the runs this process has still to train
+    after it (finished copies not counted), with the time they should take at the mean of the
+    runs trained so far; a rerun with everything finished trains and announces nothing."""
+    from circuits.sweep import Cell, run_cells
+    from plasticity import FA
+
+    file = tmp_path / "tiny.py"
+    file.write_text(TINY_EXPERIMENT)
+    cells = {"a": FA(), "b": Cell(FA(), sets={"lr": 0.02}), "c": Cell(FA(), sets={"lr": 0.005})}
+    kw = dict(data_root="unused", progress=False)
+    run_cells(str(file), {"b": cells["b"]}, str(tmp_path), **kw)  # b-s0 finished beforehand
+    capsys.readouterr()
+    run_cells(str(file), cells, str(tmp_path), **kw)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sweep:")]
+    assert said[0] == "sweep: a-s0, then 1 more to train in this process"
+    assert said[1].startswith("sweep: c-s0, then 0 more to train in this process; about ") and "min per run so far" in said[1]
+    assert len(said) == 2
+    run_cells(str(file), cells, str(tmp_path), **kw)
+    assert "sweep:" not in capsys.readouterr().err
+
+
 def test_a_run_another_process_is_training_is_skipped_not_trained_twice(tmp_path):
     """Shards whose cell lists differ (a later phase that depends on results) can both pick one
     run: the one that finds its folder locked skips it (no error, nothing written there) and
