@@ -185,6 +185,7 @@ def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_con
     return {"rows": rows, "concordance": concordance, "seeds": list(seeds)}
 
 
+READOUT = "classes"  # the readout population of zoo.mlp and zoo.lenet
 CHANCE = 0.1  # a diverged seed's accuracy in the claims' comparisons (10 classes)
 MAGNITUDES = {"usf-raw": "unit", "usf": "unit × Glorot scale (BioTorch)", "brsf": "batchwise random", "frsf": "fixed random"}
 NORMALISED = ("bm", "bn", "bn+bm")
@@ -380,13 +381,19 @@ def claims(result: dict) -> list[dict]:
     return out
 
 
+def hidden_populations(norms: dict) -> list[str]:
+    """The populations of an ``error_norms`` record but the readout, in the circuit's order (input
+    side first: h1 … hN of an MLP; c1, p1, c2, p2, c3, f4 of LeNet)."""
+    return [k for k in norms if k != READOUT]
+
+
 def error_growth(row: dict) -> tuple[float, float] | None:
-    """‖e‖ at the first hidden layer over ‖e‖ at the last, at epoch 0 and at the last epoch
+    """‖e‖ at the first hidden population over ‖e‖ at the last, at epoch 0 and at the last epoch
     recorded (the first seed), or None without error norms."""
     norms = [m for m in row.get("error_norms") or [] if m]
     if not norms:
         return None
-    hidden = sorted((k for k in norms[0] if k.startswith("h") and k[1:].isdigit()), key=lambda k: int(k[1:]))
+    hidden = hidden_populations(norms[0])
     if len(hidden) < 2:
         return None
     ratio = lambda m: m.get(hidden[0], math.nan) / m.get(hidden[-1], math.nan)  # noqa: E731
@@ -455,7 +462,7 @@ def write(result: dict, out: str, note: str = "") -> str:
     deep = [r for r in result["rows"] if r["rule"] == "usf-raw" and r.get("error_norms")]  # diverged arms too
     depth = max((r["depth"] for r in deep), default=None, key=hidden_layers)
     for j, r in enumerate(r for r in deep if r["depth"] == depth):
-        layers = [k for k in r["error_norms"][-1] if k != "classes"]  # the circuit's order, input side first
+        layers = hidden_populations(r["error_norms"][-1])
         epochs = range(len(r["error_norms"]))
         for k, layer in enumerate(layers):
             axes[2].plot(epochs, [m.get(layer, math.nan) for m in r["error_norms"]], "o-", ms=3, color=f"C{j}",

@@ -472,6 +472,8 @@ def test_liao_arm_whose_every_rate_diverged_still_shows_its_error_norms(tmp_path
     plain = result["rows"][0]
     assert plain["lr"] is None and plain["diverged_lr"] == 0.01 and plain["diverged_after"] == 2
     assert m["error_growth"](plain) == (100.0, 1e4)
+    lenet = {"c1": 8.0, "p1": 4.0, "c2": 3.0, "f4": 2.0, "classes": 1.0}  # any circuit: its order, not h1 … hN
+    assert m["error_growth"]({"error_norms": [lenet]}) == (4.0, 4.0)
     evidence = m["claims"](result)[3]["evidence"][0]
     assert evidence.startswith("mlp6, usf-raw: plain SGD 10.00") and "lr 0.01, which lasted 2 epochs" in evidence
     assert "100 at epoch 0, 1e+04 at the end" in evidence
