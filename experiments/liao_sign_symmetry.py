@@ -13,7 +13,10 @@ learning rate of its grid, lr ∈ {0.1, 0.01, 0.001, 0.0001} for SGD and {3e-3, 
 for BM (BM's step is lr per synapse whatever the gradient; the grid was widened from {1e-3, 1e-4,
 1e-5} when BP's first choices fell on both of its edges, before any other seed had run); the rate with the best final validation
 accuracy is kept (selection on validation only; a run that diverges is never kept), and the
-other seeds train at that rate. The test accuracy reported is the final epoch's, mean ± sd over
+other seeds train at that rate. Where that best rate is an end of the grid (or every rate
+diverged), the arm's grid grows a decade at a time beyond that end, up to two decades
+(``--bracket``; added 2026-12-03, when raw uSF on six layers chose the grid's lowest rate with
+accuracy still rising towards it), so that every arm is judged at a rate its own grid brackets. The test accuracy reported is the final epoch's, mean ± sd over
 the seeds. BN: every hidden layer batch-normalises its summed input before the ReLU (zoo.mlp
 norm="batch"). BM: Training batch_manhattan (manhattan_sign "gradient": sign of the batch
 gradient, then momentum). The concordance sweep runs raw uSF, brSF and frSF on the 2-hidden-layer
@@ -86,21 +89,47 @@ def final_value(history: list[dict], key: str) -> float:
     return history[-1].get(key, float("nan")) if history else float("nan")
 
 
-def select(histories: dict, arms: list[tuple], grid: dict, seed: int) -> dict:
+BRACKET = 2  # decades an arm's grid may grow beyond an end where its best rate lies (see select)
+
+
+def beyond(lr: float, decades: int) -> float:
+    """``lr`` × 10^decades, rounded to 3 significant digits (so 1e-4 / 10 is 1e-05 exactly)."""
+    return float(f"{lr * 10.0 ** decades:.3g}")
+
+
+def select(histories: dict, arms: list[tuple], grid: dict, seed: int, bracket: int = BRACKET) -> dict:
     """{arm: (chosen lr or None, {lr: final val acc, nan if diverged or missing}, [lrs not run
     yet])} from the first seed's grid runs: the best final validation accuracy (never a diverged
     run), chosen only once the arm's whole grid has run (a shard that finishes first must not
-    choose from part of it)."""
+    choose from part of it).
+
+    Bracketing: where the best rate of a complete grid is its lowest (or every rate diverged) the
+    arm's grid grows by the rate a decade below, where it is its highest by the rate a decade
+    above, up to ``bracket`` decades beyond the original grid on each side; the arm is chosen
+    once its best rate lies inside its grid or the bracket is used up. So a rule whose errors are
+    10⁵ times BP's (raw sign feedback on six layers) is not judged at a rate the grid forced on it.
+    Selection stays on validation."""
     chosen = {}
     for depth, rule, condition in arms:
-        scores, missing = {}, []
-        for lr in grid[CONDITIONS[condition][0]]:
-            label, _ = cell(depth, rule, condition, lr)
-            h = histories.get(label, {}).get(seed)
-            if not h:
-                missing.append(lr)
-            scores[lr] = float("nan") if not h or h[-1].get("diverged") else final_value(h, "val_acc")
-        finite = {lr: v for lr, v in scores.items() if v == v}
+        base = grid[CONDITIONS[condition][0]]
+        rates = list(base)
+        while True:
+            scores, missing = {}, []
+            for lr in sorted(rates, reverse=True):
+                h = histories.get(cell(depth, rule, condition, lr)[0], {}).get(seed)
+                if not h:
+                    missing.append(lr)
+                scores[lr] = float("nan") if not h or h[-1].get("diverged") else final_value(h, "val_acc")
+            finite = {lr: v for lr, v in scores.items() if v == v}
+            if missing:
+                break
+            best = max(finite, key=finite.get) if finite else None
+            if (best is None or best == min(rates)) and min(rates) > beyond(min(base), -bracket):
+                rates.append(beyond(min(rates), -1))
+            elif best is not None and best == max(rates) and max(rates) < beyond(max(base), bracket):
+                rates.append(beyond(max(rates), 1))
+            else:
+                break
         best = max(finite, key=finite.get) if finite and not missing else None
         chosen[arm(depth, rule, condition)] = (best, scores, missing)
     return chosen
@@ -134,7 +163,8 @@ def error_norms(history: list | None, label: str, histories: dict, out: str) -> 
     return [initial.get("error_norms", {})] + [m.get("error_norms", {}) for m in history if "epoch" in m]
 
 
-def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_condition: str, out: str) -> dict:
+def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_condition: str, out: str,
+              grid: dict | None = None) -> dict:
     """The page's data: one row per arm (its chosen rate, validation accuracy, test accuracy over
     the seeds, ‖e‖ per population per epoch of the first seed from epoch 0) and the concordance
     sweep's rows."""
@@ -152,7 +182,8 @@ def summarize(histories: dict, chosen: dict, arms: list[tuple], seeds, qs, q_con
     for depth, rule, condition in arms:
         lr, scores, missing = chosen[arm(depth, rule, condition)]
         row = {"depth": depth, "rule": rule, "condition": condition, "lr": lr,
-               "val_acc_by_lr": {f"{k:g}": v for k, v in scores.items()}, "grid_missing": missing}
+               "val_acc_by_lr": {f"{k:g}": v for k, v in scores.items()}, "grid_missing": missing,
+               "grid_grown": [k for k in scores if grid is not None and k not in grid[CONDITIONS[condition][0]]]}
         if lr is not None:
             label, _ = cell(depth, rule, condition, lr)
             row.update(stats(label))
@@ -459,7 +490,7 @@ def write(result: dict, out: str, note: str = "") -> str:
     if result["concordance"]:
         axes[1].legend(fontsize=7, title=result["concordance"][0]["condition"], title_fontsize=7)
     # (c) ‖e‖ per layer over training, raw uSF on the deepest circuit run, per condition
-    deep = [r for r in result["rows"] if r["rule"] == "usf-raw" and r.get("error_norms")]  # diverged arms too
+    deep = [r for r in result["rows"] if r["rule"] == "usf-raw" and any(r.get("error_norms") or [])]  # diverged arms too
     depth = max((r["depth"] for r in deep), default=None, key=hidden_layers)
     for j, r in enumerate(r for r in deep if r["depth"] == depth):
         layers = hidden_populations(r["error_norms"][-1])
@@ -499,6 +530,17 @@ def write(result: dict, out: str, note: str = "") -> str:
                   "(it rose again at the constant rate): " + "; ".join(
                       f"{r['depth']} {r['rule']} {r['condition']} (lowest at epoch {r['train_loss_lowest_epoch']})"
                       for r in rising) + "."]
+    grown = [r for r in result["rows"] if r.get("grid_grown")]
+    if grown:
+        lines += ["", "Grids grown beyond an end where the best rate lay (bracketing, a decade at a time, at most "
+                  f"{BRACKET} beyond the grid): " + "; ".join(
+                      f"{r['depth']} {r['rule']} {r['condition']}: lr {', '.join(f'{v:g}' for v in r['grid_grown'])} "
+                      + ("added, chosen " + f"{r['lr']:g}" if r.get("lr") is not None else "added, not chosen yet")
+                      + (" (the end of its bracket: a rate beyond might be better)"
+                         if r.get("lr") is not None and r["lr"] in r["grid_grown"]
+                         and r["lr"] in (min(map(float, r["val_acc_by_lr"])), max(map(float, r["val_acc_by_lr"])))
+                         else "")
+                      for r in grown) + "."]
     if result["concordance"]:
         lines += ["", f"Sign concordance ({result['concordance'][0]['condition']}, 784-512-512-10):", "",
                   "| rule | q | lr | seeds | diverged | final test accuracy (%) |", "|---|---|---|---|---|---|"]
@@ -515,6 +557,8 @@ def main(argv=None):
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--lrs", help="one learning-rate grid for every arm, comma-separated (default: per optimizer)")
+    ap.add_argument("--bracket", type=int, help=f"decades an arm's grid may grow beyond the end where its best rate "
+                                                f"lies (default {BRACKET}; 0 with --lrs)")
     ap.add_argument("--concordance", default=",".join(f"{q:g}" for q in CONCORDANCE),
                     help="q values of the concordance sweep ('' : none)")
     ap.add_argument("--concordance-condition", default="bn+bm", choices=list(CONDITIONS))
@@ -534,7 +578,20 @@ def main(argv=None):
     # 1. every rate of each arm's grid, first seed: the selection on validation
     grid_cells = dict(cell(d, r, c, lr) for d, r, c in arms for lr in grid[CONDITIONS[c][0]])
     histories = mark_diverged(run_cells_from_args(FILE, grid_cells, args, seeds=seeds[:1], keep_going=True), args.out)
-    chosen = select(histories, arms, grid, seeds[0])
+    bracket = args.bracket if args.bracket is not None else (0 if args.lrs else BRACKET)
+    chosen = select(histories, arms, grid, seeds[0], bracket)
+    # 1b. the rates beyond a grid's end where an arm's best lies (bracketing, in select), a decade at a time
+    for _ in range(2 * bracket):
+        beyond_cells = dict(cell(d, r, c, lr) for d, r, c in arms for lr in chosen[arm(d, r, c)][2]
+                            if lr not in grid[CONDITIONS[c][0]])
+        if not beyond_cells:
+            break
+        found = mark_diverged(run_cells_from_args(FILE, beyond_cells, args, seeds=seeds[:1], keep_going=True), args.out)
+        if not found:
+            break  # the other shards' share: the next invocation goes on
+        for label, runs in found.items():
+            histories.setdefault(label, {}).update(runs)
+        chosen = select(histories, arms, grid, seeds[0], bracket)
     waiting = [a for a, (_, _, missing) in chosen.items() if missing]
     if waiting and args.shard != "0/1" and not args.report_only:
         print(f"{len(waiting)} arm(s) have grid runs not finished yet (other shards): their other seeds and "
@@ -554,7 +611,7 @@ def main(argv=None):
             f"validation split with seed {seeds[0]}, test accuracy of the final epoch, mean ± sample sd over the "
             f"seeds; a diverged run counts as failed). Wall time: the training epochs' seconds per run (this "
             f"invocation: {time.time() - start:.0f} s, finished runs skipped).")
-    print(write(summarize(histories, chosen, arms, seeds, qs, q_condition, args.out), args.out, note))
+    print(write(summarize(histories, chosen, arms, seeds, qs, q_condition, args.out, grid), args.out, note))
 
 
 if __name__ == "__main__":

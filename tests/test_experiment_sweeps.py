@@ -205,6 +205,21 @@ def test_liao_sweep_selects_on_validation_writes_its_page_and_resumes(data_root,
     assert (tmp_path / "liao.md").read_text().split("\n")[4:] == page.split("\n")[4:]
 
 
+def test_liao_sweep_trains_the_rates_its_bracketing_adds(data_root, tmp_path):
+    """A one-rate grid's best is at both its ends: with --bracket 1 the sweep trains the rate a
+    decade below in the same invocation, chooses from both on validation, and says so on the page."""
+    args = ["--data-root", data_root, "--out", str(tmp_path), "--depths", "mlp2", "--rules", "usf-raw",
+            "--conditions", "sgd", "--lrs", "0.01", "--bracket", "1", "--concordance", "", "--set", "val_size=1000",
+            *SLICE]
+    run("liao_sign_symmetry.py", *args)
+    (row,) = json.load(open(tmp_path / "liao.json"))["rows"]
+    tried = {float(lr) for lr in row["val_acc_by_lr"]}  # 0.001 first; 0.1 too if 0.01 then stood at the top end
+    assert {0.01, 0.001} <= tried <= {0.1, 0.01, 0.001} and set(row["grid_grown"]) == tried - {0.01}
+    assert sorted(os.listdir(tmp_path / "runs")) == sorted(f"mlp2-usf-raw-sgd-lr{lr:g}-s0" for lr in tried)
+    assert row["lr"] == max(tried, key=lambda lr: row["val_acc_by_lr"][f"{lr:g}"])
+    assert "Grids grown beyond an end" in (tmp_path / "liao.md").read_text()
+
+
 def test_liao_sweep_runs_lenet_with_batch_norm(data_root, tmp_path):
     """--depths lenet (opt-in): the conv circuit trains under BN + BM with sign feedback; BN sits
     on c1, c2, c3 and f4, and ‖e‖ is recorded for its populations."""
@@ -447,9 +462,43 @@ def test_liao_rate_is_chosen_only_from_a_complete_grid():
     part = {label(0.01): {0: [{"epoch": 1, "val_acc": 0.9}]}}
     assert m["select"](part, arms, grid, 0)["mlp2-frsf-sgd"][0::2] == (None, [0.1])
     full = {**part, label(0.1): {0: [{"epoch": 1, "val_acc": 0.95}]}}
-    assert m["select"](full, arms, grid, 0)["mlp2-frsf-sgd"][0::2] == (0.1, [])
+    assert m["select"](full, arms, grid, 0, bracket=0)["mlp2-frsf-sgd"][0::2] == (0.1, [])
     blown = {**part, label(0.1): {0: [{"diverged": True}]}}
-    assert m["select"](blown, arms, grid, 0)["mlp2-frsf-sgd"][0::2] == (0.01, [])
+    assert m["select"](blown, arms, grid, 0, bracket=0)["mlp2-frsf-sgd"][0::2] == (0.01, [])
+
+
+def test_liao_grid_grows_beyond_the_end_where_the_best_rate_lies(tmp_path):
+    """Bracketing: a complete grid whose best rate is its lowest grows by the rate a decade below
+    (its highest: a decade above; every rate diverged: below), one decade at a time, until the best
+    lies inside or ``bracket`` decades are used; the arm waits for those runs, and the scores cover
+    the grown grid. Selection is on validation only."""
+    import runpy
+    m = runpy.run_path(os.path.join(REPO, "experiments", "liao_sign_symmetry.py"))
+    arms = [("mlp6", "usf-raw", "bn")]
+    grid = {False: (0.1, 0.01, 0.001, 0.0001), True: (1e-3,)}
+    label = lambda lr: m["cell"]("mlp6", "usf-raw", "bn", lr)[0]  # noqa: E731
+    val = lambda accs: {label(lr): {0: [{"epoch": 1, "val_acc": a}]} for lr, a in accs.items()}  # noqa: E731
+    select = lambda h, **kw: m["select"](h, arms, grid, 0, **kw)["mlp6-usf-raw-bn"]  # noqa: E731
+    rising = val({0.1: 0.84, 0.01: 0.92, 0.001: 0.95, 0.0001: 0.96})  # best at the lowest rate
+    assert select(rising)[0::2] == (None, [1e-05])  # waits for the rate a decade below
+    assert select(rising, bracket=0)[0::2] == (0.0001, [])
+    assert select({**rising, **val({1e-05: 0.955})})[0::2] == (0.0001, [])  # now inside: chosen
+    better = {**rising, **val({1e-05: 0.97})}
+    assert select(better)[0::2] == (None, [1e-06])  # still the lowest: one more decade
+    chosen = select({**better, **val({1e-06: 0.98})})  # two decades used: the end of the bracket
+    assert chosen[0::2] == (1e-06, []) and set(chosen[1]) == {0.1, 0.01, 0.001, 0.0001, 1e-05, 1e-06}
+    histories = {**better, **val({1e-06: 0.98})}
+    result = m["summarize"](histories, {"mlp6-usf-raw-bn": chosen}, arms, (0,), (), "bn+bm", str(tmp_path), grid)
+    assert result["rows"][0]["grid_grown"] == [1e-05, 1e-06]
+    m["write"](result, str(tmp_path))
+    grown = next(line for line in (tmp_path / "liao.md").read_text().split("\n") if line.startswith("Grids grown"))
+    assert "mlp6 usf-raw bn: lr 1e-05, 1e-06 added, chosen 1e-06 (the end of its bracket" in grown
+    falling = val({0.1: 0.97, 0.01: 0.96, 0.001: 0.95, 0.0001: 0.94})  # best at the highest rate
+    assert select(falling)[0::2] == (None, [1.0])
+    assert select({**falling, **val({1.0: float("nan")})})[0::2] == (0.1, [])  # diverged above: 0.1 inside
+    blown = {label(lr): {0: [{"diverged": True}]} for lr in (0.1, 0.01, 0.001, 0.0001)}
+    assert select(blown)[0::2] == (None, [1e-05])  # every rate diverged: look below
+    assert m["beyond"](0.0001, -1) == 1e-05 and m["beyond"](0.003, 1) == 0.03
 
 
 def test_liao_arm_whose_every_rate_diverged_still_shows_its_error_norms(tmp_path):
@@ -467,7 +516,7 @@ def test_liao_arm_whose_every_rate_diverged_still_shows_its_error_norms(tmp_path
                  label("sgd", 0.01): {0: [epoch(1, 1e3), epoch(2, 1e5), {"diverged": True}]},
                  label("bn", 0.1): {s: [epoch(1, 1.0)] for s in (0, 1)},
                  label("bn", 0.01): {0: [{**epoch(1, 1.0), "val_acc": 0.8}]}}
-    chosen = m["select"](histories, arms, grid, 0)
+    chosen = m["select"](histories, arms, grid, 0, bracket=0)  # no rates below the grid to try
     result = m["summarize"](histories, chosen, arms, (0, 1), (), "bn+bm", str(tmp_path))
     plain = result["rows"][0]
     assert plain["lr"] is None and plain["diverged_lr"] == 0.01 and plain["diverged_after"] == 2
