@@ -533,14 +533,7 @@ def write(result: dict, out: str, note: str = "") -> str:
     grown = [r for r in result["rows"] if r.get("grid_grown")]
     if grown:
         lines += ["", "Grids grown beyond an end where the best rate lay (bracketing, a decade at a time, at most "
-                  f"{BRACKET} beyond the grid): " + "; ".join(
-                      f"{r['depth']} {r['rule']} {r['condition']}: lr {', '.join(f'{v:g}' for v in r['grid_grown'])} "
-                      + ("added, chosen " + f"{r['lr']:g}" if r.get("lr") is not None else "added, not chosen yet")
-                      + (" (the end of its bracket: a rate beyond might be better)"
-                         if r.get("lr") is not None and r["lr"] in r["grid_grown"]
-                         and r["lr"] in (min(map(float, r["val_acc_by_lr"])), max(map(float, r["val_acc_by_lr"])))
-                         else "")
-                      for r in grown) + "."]
+                  f"{result.get('bracket', BRACKET)} beyond the grid): " + "; ".join(map(grown_note, grown)) + "."]
     if result["concordance"]:
         lines += ["", f"Sign concordance ({result['concordance'][0]['condition']}, 784-512-512-10):", "",
                   "| rule | q | lr | seeds | diverged | final test accuracy (%) |", "|---|---|---|---|---|---|"]
@@ -549,6 +542,18 @@ def write(result: dict, out: str, note: str = "") -> str:
                          f"{100 * c['test_acc']:.2f} ± {100 * c['test_acc_sd']:.2f} |")
     return write_report(out, "liao", result, fig, lines,
                         "accuracy per arm; accuracy against sign concordance; error norms per layer over training")
+
+
+def grown_note(row: dict) -> str:
+    """An arm whose grid bracketing grew: the rates added, the one chosen, and whether the choice
+    still sits at an end of the grown grid (the bracket used up)."""
+    added = ", ".join(f"{v:g}" for v in row["grid_grown"])
+    if row.get("lr") is None:
+        return f"{row['depth']} {row['rule']} {row['condition']}: lr {added} added, not chosen yet"
+    tried = [float(v) for v in row["val_acc_by_lr"]]
+    at_end = row["lr"] in row["grid_grown"] and row["lr"] in (min(tried), max(tried))
+    return (f"{row['depth']} {row['rule']} {row['condition']}: lr {added} added, chosen {row['lr']:g}"
+            + (" (the end of its bracket: a rate beyond might be better)" if at_end else ""))
 
 
 def main(argv=None):
@@ -588,7 +593,7 @@ def main(argv=None):
             break
         found = mark_diverged(run_cells_from_args(FILE, beyond_cells, args, seeds=seeds[:1], keep_going=True), args.out)
         if not found:
-            break  # the other shards' share: the next invocation goes on
+            break  # none finished yet (the other shards' share): the next invocation goes on
         for label, runs in found.items():
             histories.setdefault(label, {}).update(runs)
         chosen = select(histories, arms, grid, seeds[0], bracket)
@@ -611,7 +616,8 @@ def main(argv=None):
             f"validation split with seed {seeds[0]}, test accuracy of the final epoch, mean ± sample sd over the "
             f"seeds; a diverged run counts as failed). Wall time: the training epochs' seconds per run (this "
             f"invocation: {time.time() - start:.0f} s, finished runs skipped).")
-    print(write(summarize(histories, chosen, arms, seeds, qs, q_condition, args.out, grid), args.out, note))
+    result = {**summarize(histories, chosen, arms, seeds, qs, q_condition, args.out, grid), "bracket": bracket}
+    print(write(result, args.out, note))
 
 
 if __name__ == "__main__":
