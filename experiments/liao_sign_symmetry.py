@@ -331,14 +331,27 @@ def claims(result: dict) -> list[dict]:
                 continue
             best, worst = max(arms, key=lambda r: sum(arms[r]) / len(arms[r])), min(arms, key=lambda r: sum(arms[r]) / len(arms[r]))
             c = compare(arms[best], arms[worst])
-            verdicts.append(equal(c))
+            verdict, control = equal(c), ""
+            if CONDITIONS[condition][0] and "usf-raw" in arms and "usf" in arms:
+                # under BM raw and scaled uSF are one update: their difference is the protocol's own spread
+                lrs = [rows[(depth, r, condition)]["lr"] for r in ("usf-raw", "usf")]
+                c0 = compare(arms["usf-raw"], arms["usf"])
+                control = (f"; control: usf-raw − usf (one update under BM; lr {lrs[0]:g} vs {lrs[1]:g}) {interval(c0)}")
+                if c0["order"] in "<>" and verdict is not None:
+                    verdict, control = UNDECIDED, control + " (one rule differs from itself: this cell cannot decide)"
+            verdicts.append(verdict)
             evidence.append(f"{depth}, {condition}: " + ", ".join(f"{r} {pct(a)}" for r, a in arms.items())
-                            + f"; best − worst {interval(c)}")
+                            + f"; best − worst {interval(c)}{control}")
     out.append({"claim": "(1) the feedback's magnitudes do not matter",
                 "test": "per circuit and condition, the best and the worst of the sign rules that differ only in "
                         "magnitude (" + ", ".join(f"{r}: {m}" for r, m in MAGNITUDES.items()) + ") are equal "
                         f"within ±{MARGIN} pp (their difference's 90% interval inside it: two one-sided tests at 5%); "
-                        "a significant difference (Welch, p < 0.05) outside it refutes",
+                        "a significant difference (Welch, p < 0.05) outside it refutes. Under Batch Manhattan (bm, "
+                        "bn+bm) raw and scaled uSF are one update (the sign of a gradient ignores the positive "
+                        "per-layer factor between their feedback; tests/test_liao.py), so their difference there is "
+                        "a control, the spread of this protocol (rate chosen on one seed, BM at a constant rate) "
+                        "between two runs of one rule: a cell whose control differs significantly (Welch, p < 0.05) "
+                        "counts as undecided",
                 "evidence": evidence, "verdict": tally(verdicts, "circuit × condition cells")})
 
     # (2) the more concordant the signs, the better: accuracy rises with q

@@ -396,6 +396,20 @@ def test_liao_claims_follow_the_runs():
     # plain SGD diverged on every seed (accuracy NaN) counts at chance: still worse than normalised
     rows[5] = liao_row("mlp2", "usf-raw", "sgd", [float("nan")] * 3)
     assert "usf-raw: plain SGD 10.00" in claims({"rows": rows, "concordance": concordance})[3]["evidence"][0]
+    # the control under BM: raw and scaled uSF are one update; when they end significantly apart
+    # the cell cannot decide (here it would otherwise refute: brSF differs); else its test stands
+    bm = [liao_row("mlp2", "usf-raw", "bm", good), liao_row("mlp2", "usf", "bm", [0.970, 0.971, 0.969]),
+          liao_row("mlp2", "brsf", "bm", bad)]
+    found = claims({"rows": bm, "concordance": []})[0]
+    assert found["verdict"].startswith("undecided (1 circuit × condition cells")
+    assert "control: usf-raw − usf (one update under BM; lr 0.01 vs 0.01) +1.00 pp" in found["evidence"][0]
+    assert "one rule differs from itself: this cell cannot decide" in found["evidence"][0]
+    bm[1] = liao_row("mlp2", "usf", "bm", good)
+    found = claims({"rows": bm, "concordance": []})[0]
+    assert found["verdict"] == "not supported (0 of 1 circuit × condition cells)"
+    assert "control: usf-raw − usf" in found["evidence"][0] and "cannot decide" not in found["evidence"][0]
+    lines = claims({"rows": rows, "concordance": []})[0]["evidence"]
+    assert ["control" in line for line in lines] == [line.startswith("mlp2, bn+bm") for line in lines]  # not under sgd
     # one seed per arm: nothing can be tested
     single = [{**r, "test_acc_per_seed": r["test_acc_per_seed"][:1]} for r in rows]
     assert all(c["verdict"].startswith("not tested")

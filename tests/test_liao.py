@@ -399,6 +399,29 @@ def test_raw_sign_feedback_error_grows_layer_by_layer_and_batch_norm_bounds_it()
     assert all(b / a > 4 for a, b in zip(trained, trained[1:])), trained
 
 
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_batch_manhattan_makes_raw_and_scaled_usf_one_update(norm):
+    """Raw uSF (sign(Wᵀ)) and scaled uSF (s·sign(Wᵀ), s > 0 per projection) differ by a positive
+    factor per layer in every error, so in every gradient; Batch Manhattan (sign of the gradient,
+    then momentum, no weight decay: the Liao study's BM) steps by the sign alone, so the two are one
+    update: identical parameters after every step, with batch norm too. Under plain SGD they
+    differ (the factor is a per-layer learning rate). The Liao page uses this pair as a control."""
+    def trained(rule, bm):
+        torch.manual_seed(0)
+        model = deep_mlp(rule, norm=norm, width=16, depth=3).double()
+        opt = make_optimizer(model, Training(lr=0.01, momentum=0.9, weight_decay=0.0, batch_manhattan=bm))
+        for x, y in teacher(5):
+            opt.zero_grad()
+            model.loss(model(x.double()), y).backward()
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    for bm in (True, False):
+        raw, scaled = trained(USF(scale="none"), bm), trained(USF(), bm)
+        same = all(torch.equal(a, b) for a, b in zip(raw, scaled))
+        assert same is bm, f"batch_manhattan={bm}: raw and scaled uSF {'differ' if bm else 'agree'}"
+
+
 def test_training_records_error_norms_without_shifting_the_random_stream(tmp_path, monkeypatch):
     """metrics.jsonl and initial.json hold ‖e‖ per population (the probe batch's, equal to
     ``error_norms`` of the saved circuit at epoch 0), TensorBoard gets error_norm/POP; brSF (which
