@@ -508,10 +508,12 @@ def write(result: dict, out: str, note: str = "") -> str:
     for j, r in enumerate(r for r in deep if r["depth"] == depth):
         layers = hidden_populations(r["error_norms"][-1])
         epochs = range(len(r["error_norms"]))
+        dead = sum(1 for layer in layers if r["error_norms"][-1].get(layer) == 0)  # ‖e‖ = 0: every unit silent
+        label = r["condition"] + (f" (every rate diverged; lr {r['diverged_lr']:g})" if r.get("lr") is None else "") + (
+            f" (‖e‖ = 0 at the end in {dead} of {len(layers)} layers, off the log axis)" if dead else "")
         for k, layer in enumerate(layers):
-            axes[2].plot(epochs, [m.get(layer, math.nan) for m in r["error_norms"]], "o-", ms=3, color=f"C{j}",
-                         alpha=0.35 + 0.65 * (k + 1) / len(layers), label=None if k else r["condition"] + (
-                             f" (every rate diverged; lr {r['diverged_lr']:g})" if r.get("lr") is None else ""))
+            axes[2].plot(epochs, [m.get(layer, math.nan) or math.nan for m in r["error_norms"]], "o-", ms=3,
+                         color=f"C{j}", alpha=0.35 + 0.65 * (k + 1) / len(layers), label=None if k else label)
     axes[2].set_yscale("log")
     axes[2].set_xlabel("epoch")
     axes[2].set_ylabel("‖e‖ per hidden layer (darker: nearer the readout)")
