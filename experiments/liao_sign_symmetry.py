@@ -337,7 +337,7 @@ def claims(result: dict) -> list[dict]:
                 lrs = [rows[(depth, r, condition)]["lr"] for r in ("usf-raw", "usf")]
                 c0 = compare(arms["usf-raw"], arms["usf"])
                 control = (f"; control: usf-raw − usf (one update under BM; lr {lrs[0]:g} vs {lrs[1]:g}) {interval(c0)}")
-                if c0["order"] in "<>" and verdict is not None:
+                if c0["order"] in ("<", ">") and verdict is not None:
                     verdict, control = UNDECIDED, control + " (one rule differs from itself: this cell cannot decide)"
             verdicts.append(verdict)
             evidence.append(f"{depth}, {condition}: " + ", ".join(f"{r} {pct(a)}" for r, a in arms.items())
