@@ -7,7 +7,10 @@ DIR/summary.png (Hessian trace and top eigenvalue per run; accuracy against corr
 averaged over the corruptions; accuracy against the PGD L∞ and L2 budgets) and, for runs probed
 with ``--over-training``, DIR/summary_over_training.png and a table of the Hessian at each kept
 epoch, and, where a run name was probed for two or more seeds (NAME-sSEED), the mean ± sd over
-them; regenerated from the committed probes.json files alone (the text under the title from ROOT/note.txt):
+them, and, where the run names are one sweep (PREFIX-VALUE-sSEED with a number VALUE: the IFA angle
+sweep's ifa-θ-sS), DIR/summary_sweep.png: each measure against VALUE, every seed as a dot and the
+mean ± sd over seeds; regenerated from the committed probes.json files alone (the text under the
+title from ROOT/note.txt):
 
     python experiments/probe_results.py docs/results/ifa/probes
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 
 import numpy as np
 
@@ -109,6 +114,7 @@ def write(rows: dict, out: str, note: str = "") -> str:
         lines.append(f"| {n} | {r['rule']} | {r['seed']} | {norm} | {trace} | {l1} | {l2} | {clean} | {corr} | "
                      f"{at(r, 'fgsm', 0.1)} | {at(r, 'pgd_linf', 0.1)} | {at(r, 'pgd_l2', 1.0)} |")
     lines += seed_means(rows)
+    lines += sweep_figure(rows, out)
     more, over_fig = over_training(rows)
     if over_fig is not None:
         tmp = os.path.join(out, "summary_over_training.tmp.png")
@@ -152,6 +158,76 @@ def seed_means(rows: dict) -> list[str]:
                      f"{cell(rs, attack('fgsm', 0.1), 100, 1)} | {cell(rs, attack('pgd_linf', 0.1), 100, 1)} | "
                      f"{cell(rs, attack('pgd_l2', 1.0), 100, 1)} |")
     return lines
+
+
+SWEEP_MEASURES = (("trace", "Hessian trace", 1.0), ("top", "largest Hessian eigenvalue λ₁", 1.0),
+                  ("weight_norm", "‖W‖ (all forward weights)", 1.0),
+                  ("corrupted_mean", "mean corrupted accuracy (%)", 100.0),
+                  (("fgsm", 0.1), "FGSM ε=0.1 accuracy (%)", 100.0), (("pgd_linf", 0.1), "PGD L∞ ε=0.1 accuracy (%)", 100.0))
+
+
+# the x-axis label of a sweep's figure by its run-name prefix (default: "VALUE in PREFIX-VALUE-sSEED")
+SWEEP_LABELS = {"ifa": "IFA's angle θ between B and W₀ᵀ (degrees)"}
+
+
+def sweep_values(rows: dict):
+    """(prefix, {value: [row per seed]}) when every run name is PREFIX-VALUE-sSEED with one PREFIX,
+    a number VALUE and the run's recorded seed, and there are two or more values; else None."""
+    prefixes, groups = set(), {}
+    for name, r in rows.items():
+        m = re.fullmatch(r"(.+)-(-?[0-9.]+)-s" + str(r["seed"]), name)
+        if not m:
+            return None
+        try:
+            value = float(m.group(2))
+        except ValueError:
+            return None
+        prefixes.add(m.group(1))
+        groups.setdefault(value, []).append(r)
+    if len(prefixes) != 1 or len(groups) < 2:
+        return None
+    return prefixes.pop(), dict(sorted(groups.items()))
+
+
+def sweep_figure(rows: dict, out: str) -> list[str]:
+    """Write DIR/summary_sweep.png (each of SWEEP_MEASURES against the sweep's value: every seed a
+    dot, the mean ± sample sd over seeds a line) and return its markdown, or [] when the runs are not
+    one sweep (``sweep_values``)."""
+    import matplotlib.pyplot as plt
+
+    sweep = sweep_values(rows)
+    if sweep is None:
+        return []
+    prefix, groups = sweep
+
+    def measure(r, key):
+        if isinstance(key, tuple):
+            kind, eps = key
+            return r["attacks"][kind][r["budgets"][kind].index(eps)] if "attacks" in r and eps in r["budgets"][kind] else None
+        v = r.get(key)
+        return None if v is None or v != v else v
+
+    fig, axes = plt.subplots(1, len(SWEEP_MEASURES), figsize=(3.2 * len(SWEEP_MEASURES), 3.4))
+    for ax, (key, label, scale) in zip(axes, SWEEP_MEASURES):
+        xs, means, sds = [], [], []
+        for value, rs in groups.items():
+            vals = [scale * v for v in (measure(r, key) for r in rs) if v is not None]
+            ax.plot([value] * len(vals), vals, ".", color="0.6", ms=5)
+            if vals:
+                xs.append(value)
+                means.append(statistics.fmean(vals))
+                sds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        ax.errorbar(xs, means, yerr=sds, fmt="o-", ms=4, capsize=3, color="C0")
+        ax.set(xlabel=SWEEP_LABELS.get(prefix, f"VALUE in {prefix}-VALUE-sSEED"), ylabel=label)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = os.path.join(out, "summary_sweep.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, os.path.join(out, "summary_sweep.png"))
+    plt.close(fig)
+    seeds = sorted({r["seed"] for rs in groups.values() for r in rs})
+    return ["", f"![{prefix} runs: each measure against the sweep value, every seed a dot (grey), mean ± sample sd "
+                f"over seeds {','.join(map(str, seeds))} (blue; no bar where one seed)](summary_sweep.png)"]
 
 
 def over_training(rows: dict):

@@ -288,3 +288,35 @@ def test_probe_results_page_from_probes_json(tmp_path):
     page = module["write"](module["summary"](module["load"](str(seeds))), str(seeds))
     means = [line for line in page.split("seeds probed")[1].split("\n") if line.startswith("| bp")]
     assert means == [next(line for line in means if line.startswith("| bp | 0,1 | 5.0 ± 0.0 | 16.00 ± 1.41 |"))]
+
+
+def test_probe_results_plots_a_sweep_against_its_value(tmp_path):
+    """Runs named PREFIX-VALUE-sSEED (the IFA angle sweep's ifa-θ-sS) get summary_sweep.png, each
+    measure against VALUE; runs that are not one sweep (other names, one value) get none."""
+    import runpy
+    module = runpy.run_path(os.path.join(REPO, "experiments", "probe_results.py"))
+    budgets = {"fgsm": [0.0, 0.1], "pgd_linf": [0.0, 0.1], "pgd_l2": [0.0, 1.0]}
+
+    def probes(seed, trace):
+        return {"rule": "ifa", "seed": seed, "examples": 10, "weight_norms": {"a": 1.0},
+                "hessian": {"trace": {"trace": trace, "stderr": 0.1}, "top_eigenvalues": [1.0, 0.5]},
+                "corruptions": {"clean": 0.9, "noise": [0.8] * 5},
+                "attacks": {"budgets": budgets, "accuracy": {k: [0.9, 0.1] for k in budgets}}}
+
+    def page(root, runs):
+        for name, seed, trace in runs:
+            os.makedirs(root / name)
+            (root / name / "probes.json").write_text(json.dumps(probes(seed, trace)))
+        return module["write"](module["summary"](module["load"](str(root))), str(root))
+
+    runs = [("ifa-0-s0", 0, 50.0), ("ifa-0-s1", 1, 54.0), ("ifa-90-s0", 0, 30.0), ("ifa-7.5-s0", 0, 40.0)]
+    text = page(tmp_path / "sweep", runs)
+    prefix, groups = module["sweep_values"](module["summary"](module["load"](str(tmp_path / "sweep"))))
+    assert prefix == "ifa" and list(groups) == [0.0, 7.5, 90.0] and [r["trace"] for r in groups[0.0]] == [50.0, 54.0]
+    assert "(summary_sweep.png)" in text and (tmp_path / "sweep" / "summary_sweep.png").stat().st_size > 0
+    for root, runs in [("rules", [("bp-s0", 0, 1.0), ("fa-s0", 0, 2.0)]),
+                       ("one-value", [("ifa-45-s0", 0, 1.0), ("ifa-45-s1", 1, 2.0)]),
+                       ("two-prefixes", [("ifa-0-s0", 0, 1.0), ("kp-90-s0", 0, 2.0)]),
+                       ("wrong-seed", [("ifa-0-s0", 0, 1.0), ("ifa-90-s3", 0, 2.0)])]:
+        assert "summary_sweep.png" not in page(tmp_path / root, runs)
+        assert not (tmp_path / root / "summary_sweep.png").exists()
