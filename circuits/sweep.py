@@ -12,6 +12,7 @@ import shutil
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 from circuits.circuit import Circuit
@@ -230,6 +231,28 @@ def mean_sd(values) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def compare(a: list[float], b: list[float]) -> dict:
+    """mean(a) − mean(b) by Welch's t-test: {"diff" (pp), "p", "order", "lo", "hi"}, where order is
+    '>' or '<' when p < 0.05, '≈' when not, '?' with fewer than two seeds on a side; [lo, hi] is
+    the difference's 90% Welch interval in pp (the two one-sided 5% tests: an equivalence or a
+    non-inferiority margin is shown when the interval lies inside it)."""
+    from scipy.stats import ttest_ind
+
+    diff = 100 * (statistics.fmean(a) - statistics.fmean(b)) if a and b else float("nan")
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": diff, "p": float("nan"), "order": "?", "lo": float("nan"), "hi": float("nan")}
+    if statistics.variance(a) == 0 and statistics.variance(b) == 0:
+        # both constant: no spread, the difference is exact (scipy's statistic is undefined)
+        p, lo, hi = (1.0 if diff == 0 else 0.0), diff, diff
+    else:
+        with warnings.catch_warnings():  # a side of equal values (a diverged arm at chance) makes scipy warn
+            warnings.simplefilter("ignore", RuntimeWarning)  # of cancellation; its variance is 0 either way
+            test = ttest_ind(a, b, equal_var=False)
+            p, ci = (1.0 if sorted(a) == sorted(b) else float(test.pvalue)), test.confidence_interval(0.90)
+        lo, hi = 100 * float(ci.low), 100 * float(ci.high)
+    return {"diff": diff, "p": p, "order": "≈" if p >= 0.05 else (">" if diff > 0 else "<"), "lo": lo, "hi": hi}
 
 
 def final(history: list[dict], key: str = "test_acc", projection: str | None = None):

@@ -43,10 +43,9 @@ import os
 import statistics
 import sys
 import time
-import warnings
 
 from circuits import zoo
-from circuits.sweep import (Cell, diverged, mean_sd, read_initial, run_cells_from_args, run_name, seeds_of, sweep_parser,
+from circuits.sweep import (Cell, compare, diverged, mean_sd, read_initial, run_cells_from_args, run_name, seeds_of, sweep_parser,
                             write_report)
 from plasticity import make_rule
 
@@ -232,28 +231,6 @@ def seed_accs(row: dict) -> list[float]:
 
 MARGIN = 0.2  # pp of test accuracy: "equal" means within ±MARGIN (below the BP − FA gap, 0.27 pp, of the MNIST table)
 UNDECIDED = "undecided"
-
-
-def compare(a: list[float], b: list[float]) -> dict:
-    """mean(a) − mean(b) by Welch's t-test: {"diff" (pp), "p", "order", "lo", "hi"}, where order is
-    '>' or '<' when p < 0.05, '≈' when not, '?' with fewer than two seeds on a side; [lo, hi] is
-    the difference's 90% Welch interval in pp (the two one-sided 5% tests: an equivalence or a
-    non-inferiority margin is shown when the interval lies inside it)."""
-    from scipy.stats import ttest_ind
-
-    diff = 100 * (statistics.fmean(a) - statistics.fmean(b)) if a and b else float("nan")
-    if len(a) < 2 or len(b) < 2:
-        return {"diff": diff, "p": float("nan"), "order": "?", "lo": float("nan"), "hi": float("nan")}
-    if statistics.variance(a) == 0 and statistics.variance(b) == 0:
-        # both constant: no spread, the difference is exact (scipy's statistic is undefined)
-        p, lo, hi = (1.0 if diff == 0 else 0.0), diff, diff
-    else:
-        with warnings.catch_warnings():  # a side of equal values (a diverged arm at chance) makes scipy warn
-            warnings.simplefilter("ignore", RuntimeWarning)  # of cancellation; its variance is 0 either way
-            test = ttest_ind(a, b, equal_var=False)
-            p, ci = (1.0 if sorted(a) == sorted(b) else float(test.pvalue)), test.confidence_interval(0.90)
-        lo, hi = 100 * float(ci.low), 100 * float(ci.high)
-    return {"diff": diff, "p": p, "order": "≈" if p >= 0.05 else (">" if diff > 0 else "<"), "lo": lo, "hi": hi}
 
 
 def equal(c: dict) -> bool | str | None:

@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 
-from circuits.sweep import final, mean_sd, run_cells_from_args, seeds_of, sweep_parser, write_report
+from circuits.sweep import compare, final, mean_sd, run_cells_from_args, seeds_of, sweep_parser, write_report
 from connectomes import FixedProbability
 from plasticity import make_rule
 
@@ -48,7 +48,58 @@ def summarize(histories: dict, rules=RULES, densities=DENSITIES) -> dict:
             for key, proj in (("alignment_h1_h2_deg", "h1->h2"), ("alignment_h2_digits_deg", "h2->digits")):
                 row[key], row[key + "_sd"] = mean_sd(final(h, "alignment_deg", proj) for h in runs.values())
             rows.append(row)
-    return {"rows": rows}
+    return {"rows": rows, "graceful": graceful(rows)}
+
+
+def graceful(rows: list[dict]) -> list[dict]:
+    """The claim that PFA degrades most gracefully, tested at each sparse density (p < 1) where PFA
+    and another rule have runs: PFA's final test accuracy against the best other rule's (Welch's
+    test over seeds, ``compare``: difference in pp, p-value, 90% interval), and each rule's drop
+    from its own dense (p = 1) mean in pp."""
+    by = {(row["rule"], row["density"]): row for row in rows}
+    out = []
+    for p in sorted({row["density"] for row in rows if row["density"] < 1}, reverse=True):
+        others = [row for row in rows if row["density"] == p and row["rule"] != "pfa"]
+        if ("pfa", p) not in by or not others:
+            continue
+        best = max(others, key=lambda row: row["test_acc"])
+        drops = {row["rule"]: 100 * (by[(row["rule"], 1.0)]["test_acc"] - row["test_acc"])
+                 for row in rows if row["density"] == p and (row["rule"], 1.0) in by}
+        out.append({"density": p, "best_other": best["rule"],
+                    "pfa_vs_best_other": compare(by[("pfa", p)]["test_acc_per_seed"], best["test_acc_per_seed"]),
+                    "drop_from_dense_pp": drops,
+                    "smallest_drop": min(drops, key=drops.get) if drops else None})
+    return out
+
+
+def graceful_lines(tests: list[dict]) -> list[str]:
+    """Markdown: ``graceful``'s table and its count, or [] when no density has PFA and another rule."""
+    if not tests:
+        return []
+    rules = list(dict.fromkeys(r for t in tests for r in t["drop_from_dense_pp"]))
+    lines = ["", "## Does PFA degrade most gracefully? (computed from the rows above)", "",
+             "Per sparse density: PFA's final test accuracy minus the best other rule's (Welch's t-test over "
+             "seeds, its 90% interval; '>' / '<': p < 0.05, '≈': not significant, '?': fewer than two seeds), and "
+             "each rule's drop from its own dense (p = 1) mean.", "",
+             "| density p | best other rule | PFA − best other (pp) | 90% interval | Welch p | " +
+             " | ".join(f"{r} drop (pp)" for r in rules) + " | smallest drop |",
+             "|---|---|---|---|---|" + "---|" * len(rules) + "---|"]
+    for t in tests:
+        c = t["pfa_vs_best_other"]
+        lines.append(f"| {t['density']:g} | {t['best_other']} | {c['diff']:+.2f} {c['order']} | "
+                     f"[{c['lo']:+.2f}, {c['hi']:+.2f}] | {c['p']:.3f} | " +
+                     " | ".join(f"{t['drop_from_dense_pp'][r]:.2f}" if r in t["drop_from_dense_pp"] else "—" for r in rules) +
+                     f" | {t['smallest_drop'] or '—'} |")
+    highest = [t for t in tests if t["pfa_vs_best_other"]["diff"] > 0]
+    significant = [t for t in tests if t["pfa_vs_best_other"]["order"] == ">"]
+    below = [t for t in tests if t["pfa_vs_best_other"]["order"] == "<"]
+    smallest = [t for t in tests if t["smallest_drop"] == "pfa"]
+    fmt = lambda ts: ", ".join(f"{t['density']:g}" for t in ts) or "none"  # noqa: E731
+    lines += ["", f"PFA has the highest mean final accuracy at {len(highest)} of {len(tests)} sparse densities "
+                  f"({fmt(highest)}), significantly (Welch p < 0.05) at {len(significant)} ({fmt(significant)}); "
+                  f"significantly below another rule at {len(below)} ({fmt(below)}); the smallest drop from its dense "
+                  f"self (point estimates, untested) at {len(smallest)} ({fmt(smallest)})."]
+    return lines
 
 
 def write(result: dict, out: str, note: str = "") -> str:
@@ -84,6 +135,7 @@ def write(result: dict, out: str, note: str = "") -> str:
         lines.append(f"| {row['rule']} | {row['density']:g} | {','.join(map(str, row['seeds']))} | {row['epochs']} | "
                      f"{100 * row['test_acc']:.2f} ± {100 * row['test_acc_sd']:.2f} | "
                      f"{100 * row['best_test_acc']:.2f} ± {100 * row['best_test_acc_sd']:.2f} | {a1} | {a2} | {row['seconds']:.0f} |")
+    lines += graceful_lines(result.get("graceful") or graceful(rows))
     return write_report(out, "sparse_feedback", result, fig, lines, "accuracy and alignment against feedback density")
 
 

@@ -543,3 +543,30 @@ def test_liao_arm_whose_every_rate_diverged_still_shows_its_error_norms(tmp_path
     m["write"](result, str(tmp_path))
     page = (tmp_path / "liao.md").read_text()
     assert "| mlp6 | usf-raw | sgd | — (every rate diverged) |" in page
+
+
+def test_sparse_feedback_page_tests_whether_pfa_degrades_most_gracefully():
+    """graceful(): at each sparse density, PFA against the best other rule by Welch's test over
+    seeds, and each rule's drop from its dense mean; densities without PFA or without another rule
+    are left out, and the page's count says where PFA leads, significantly or not."""
+    import runpy
+    module = runpy.run_path(os.path.join(REPO, "experiments", "sparse_feedback_mnist.py"))
+
+    def row(rule, p, accs):
+        return {"rule": rule, "density": p, "test_acc_per_seed": accs, "test_acc": sum(accs) / len(accs)}
+
+    rows = [row("fa", 1.0, [0.981, 0.982, 0.983]), row("pfa", 1.0, [0.984, 0.985, 0.986]),
+            row("fa", 0.5, [0.975, 0.976, 0.977]), row("pfa", 0.5, [0.980, 0.981, 0.982]),    # PFA clearly ahead
+            row("fa", 0.1, [0.970, 0.975, 0.980]), row("pfa", 0.1, [0.969, 0.976, 0.979]),    # a tie
+            row("fa", 0.05, [0.970, 0.971, 0.972]), row("pfa", 0.05, [0.960, 0.961, 0.962]),  # PFA clearly behind
+            row("fa", 0.3, [0.97, 0.97])]                                                    # no PFA: left out
+    tests = module["graceful"](rows)
+    assert [t["density"] for t in tests] == [0.5, 0.1, 0.05]
+    assert [t["pfa_vs_best_other"]["order"] for t in tests] == [">", "≈", "<"]
+    assert abs(tests[0]["pfa_vs_best_other"]["diff"] - 0.5) < 1e-9 and tests[0]["pfa_vs_best_other"]["p"] < 0.01
+    assert abs(tests[0]["drop_from_dense_pp"]["fa"] - 0.6) < 1e-9 and abs(tests[0]["drop_from_dense_pp"]["pfa"] - 0.4) < 1e-9
+    assert [t["smallest_drop"] for t in tests] == ["pfa", "fa", "fa"]
+    text = "\n".join(module["graceful_lines"](tests))
+    assert ("PFA has the highest mean final accuracy at 1 of 3 sparse densities (0.5), significantly (Welch p < 0.05) "
+            "at 1 (0.5); significantly below another rule at 1 (0.05)") in text
+    assert module["graceful_lines"](module["graceful"]([row("fa", 0.5, [0.9, 0.91])])) == []
