@@ -90,6 +90,8 @@ def graceful_lines(tests: list[dict]) -> list[str]:
                      f"[{c['lo']:+.2f}, {c['hi']:+.2f}] | {c['p']:.3f} | " +
                      " | ".join(f"{t['drop_from_dense_pp'][r]:.2f}" if r in t["drop_from_dense_pp"] else "—" for r in rules) +
                      f" | {t['smallest_drop'] or '—'} |")
+    early = [t for t in tests if t["pfa_vs_best_other"]["order"] == "?"]
+    tests = [t for t in tests if t not in early]  # the count is of densities with 2+ seeds on both sides
     highest = [t for t in tests if t["pfa_vs_best_other"]["diff"] > 0]
     significant = [t for t in tests if t["pfa_vs_best_other"]["order"] == ">"]
     below = [t for t in tests if t["pfa_vs_best_other"]["order"] == "<"]
@@ -99,6 +101,8 @@ def graceful_lines(tests: list[dict]) -> list[str]:
                   f"({fmt(highest)}), significantly (Welch p < 0.05) at {len(significant)} ({fmt(significant)}); "
                   f"significantly below another rule at {len(below)} ({fmt(below)}); the smallest drop from its dense "
                   f"self (point estimates, untested) at {len(smallest)} ({fmt(smallest)})."]
+    if early:
+        lines[-1] += f" Not counted (fewer than two seeds of PFA or of the best other rule): {fmt(early)}."
     return lines
 
 

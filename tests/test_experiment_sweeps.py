@@ -559,14 +559,17 @@ def test_sparse_feedback_page_tests_whether_pfa_degrades_most_gracefully():
             row("fa", 0.5, [0.975, 0.976, 0.977]), row("pfa", 0.5, [0.980, 0.981, 0.982]),    # PFA clearly ahead
             row("fa", 0.1, [0.970, 0.975, 0.980]), row("pfa", 0.1, [0.969, 0.976, 0.979]),    # a tie
             row("fa", 0.05, [0.970, 0.971, 0.972]), row("pfa", 0.05, [0.960, 0.961, 0.962]),  # PFA clearly behind
-            row("fa", 0.3, [0.97, 0.97])]                                                    # no PFA: left out
+            row("fa", 0.3, [0.97, 0.97]),                                                    # no PFA: left out
+            row("fa", 0.17, [0.97]), row("pfa", 0.17, [0.975])]                              # one seed: not counted
     tests = module["graceful"](rows)
-    assert [t["density"] for t in tests] == [0.5, 0.1, 0.05]
-    assert [t["pfa_vs_best_other"]["order"] for t in tests] == [">", "≈", "<"]
+    assert [t["density"] for t in tests] == [0.5, 0.17, 0.1, 0.05]
+    assert [t["pfa_vs_best_other"]["order"] for t in tests] == [">", "?", "≈", "<"]
+    tests = [tests[0], *tests[2:]] + [tests[1]]
     assert abs(tests[0]["pfa_vs_best_other"]["diff"] - 0.5) < 1e-9 and tests[0]["pfa_vs_best_other"]["p"] < 0.01
     assert abs(tests[0]["drop_from_dense_pp"]["fa"] - 0.6) < 1e-9 and abs(tests[0]["drop_from_dense_pp"]["pfa"] - 0.4) < 1e-9
-    assert [t["smallest_drop"] for t in tests] == ["pfa", "fa", "fa"]
+    assert [t["smallest_drop"] for t in tests] == ["pfa", "fa", "fa", "pfa"]
     text = "\n".join(module["graceful_lines"](tests))
     assert ("PFA has the highest mean final accuracy at 1 of 3 sparse densities (0.5), significantly (Welch p < 0.05) "
             "at 1 (0.5); significantly below another rule at 1 (0.05)") in text
+    assert "Not counted (fewer than two seeds of PFA or of the best other rule): 0.17." in text
     assert module["graceful_lines"](module["graceful"]([row("fa", 0.5, [0.9, 0.91])])) == []
