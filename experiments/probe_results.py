@@ -226,8 +226,33 @@ def sweep_figure(rows: dict, out: str) -> list[str]:
     os.replace(tmp, os.path.join(out, "summary_sweep.png"))
     plt.close(fig)
     seeds = sorted({r["seed"] for rs in groups.values() for r in rs})
-    return ["", f"![{prefix} runs: each measure against the sweep value, every seed a dot (grey), mean ± sample sd "
-                f"over seeds {','.join(map(str, seeds))} (blue; no bar where one seed)](summary_sweep.png)"]
+    lines = ["", f"Against the sweep value ({SWEEP_LABELS.get(prefix, 'VALUE in ' + prefix + '-VALUE-sSEED')}): "
+                 "Spearman's rank correlation over every probed run (each seed a point), its two-sided p-value, and the "
+                 "mean over seeds at the smallest and the largest value.", "",
+             "| measure | runs | Spearman ρ | p | mean at smallest value | mean at largest value |", "|---|---|---|---|---|---|"]
+    for key, label, scale in SWEEP_MEASURES:
+        points = [(value, scale * v) for value, rs in groups.items() for v in (measure(r, key) for r in rs) if v is not None]
+        ends = [[v for x, v in points if x == end] for end in (min(groups), max(groups))]
+        if len(points) < 3 or not all(ends):
+            continue
+        rho, pvalue = spearman([x for x, _ in points], [v for _, v in points])
+        if rho != rho:
+            continue  # the measure is constant over the runs
+        lines.append(f"| {label} | {len(points)} | {rho:+.2f} | {pvalue:.2g} | {statistics.fmean(ends[0]):.3g} | "
+                     f"{statistics.fmean(ends[1]):.3g} |")
+    return lines + ["", f"![{prefix} runs: each measure against the sweep value, every seed a dot (grey), mean ± sample sd "
+                        f"over seeds {','.join(map(str, seeds))} (blue; no bar where one seed)](summary_sweep.png)"]
+
+
+def spearman(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Spearman's rank correlation of x and y and its two-sided p-value (scipy; ties get mean ranks);
+    (nan, nan) when either side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan"), float("nan")
+    result = spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue)
 
 
 def over_training(rows: dict):

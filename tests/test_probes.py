@@ -314,6 +314,10 @@ def test_probe_results_plots_a_sweep_against_its_value(tmp_path):
     prefix, groups = module["sweep_values"](module["summary"](module["load"](str(tmp_path / "sweep"))))
     assert prefix == "ifa" and list(groups) == [0.0, 7.5, 90.0] and [r["trace"] for r in groups[0.0]] == [50.0, 54.0]
     assert "(summary_sweep.png)" in text and (tmp_path / "sweep" / "summary_sweep.png").stat().st_size > 0
+    # the trace falls with the value over the four runs (50, 54 at 0; 40 at 7.5; 30 at 90): ranks give
+    # ρ = −0.95 (scipy.stats.spearmanr); the mean at each end is over its seeds
+    assert "| Hessian trace | 4 | -0.95 |" in text and "| 52 | 30 |" in text
+    assert "| largest Hessian eigenvalue λ₁ |" not in text  # constant: no correlation to show
     for root, runs in [("rules", [("bp-s0", 0, 1.0), ("fa-s0", 0, 2.0)]),
                        ("one-value", [("ifa-45-s0", 0, 1.0), ("ifa-45-s1", 1, 2.0)]),
                        ("two-prefixes", [("ifa-0-s0", 0, 1.0), ("kp-90-s0", 0, 2.0)]),
