@@ -100,9 +100,8 @@ def write(rows: dict, out: str, note: str = "") -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def at(r, kind, eps):
-        if "attacks" not in r or eps not in r["budgets"][kind]:
-            return "—"
-        return f"{100 * r['attacks'][kind][r['budgets'][kind].index(eps)]:.1f}%"
+        accuracy = attack_accuracy(r, kind, eps)
+        return "—" if accuracy is None else f"{100 * accuracy:.1f}%"
 
     for n, r in rows.items():
         trace = f"{r['trace']:.2f} ± {r['trace_stderr']:.2f}" if "trace" in r else "—"
@@ -125,6 +124,13 @@ def write(rows: dict, out: str, note: str = "") -> str:
     return write_report(out, "summary", {"rows": rows}, fig, lines + more, "curvature and robustness per run")
 
 
+def attack_accuracy(row: dict, kind: str, eps: float) -> float | None:
+    """A summary row's accuracy under attack ``kind`` at budget ``eps``; None where not probed."""
+    if "attacks" not in row or eps not in row["budgets"][kind]:
+        return None
+    return row["attacks"][kind][row["budgets"][kind].index(eps)]
+
+
 def seed_means(rows: dict) -> list[str]:
     """Markdown: mean ± sample sd over the seeds of each run name without its -sSEED (the sweeps'
     run_name; only where two or more seeds were probed), of the table's numbers. The suffix
@@ -145,8 +151,7 @@ def seed_means(rows: dict) -> list[str]:
         return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
     def attack(kind, eps):
-        return lambda r: (r["attacks"][kind][r["budgets"][kind].index(eps)]
-                          if "attacks" in r and eps in r["budgets"][kind] else None)
+        return lambda r: attack_accuracy(r, kind, eps)
 
     lines = ["", "Mean ± sample sd over the seeds probed:", "",
              "| runs | seeds | ‖W‖ | Hessian trace | λ₁ | clean (%) | mean corrupted (%) | FGSM ε=0.1 (%) | "
@@ -202,8 +207,7 @@ def sweep_figure(rows: dict, out: str) -> list[str]:
 
     def measure(r, key):
         if isinstance(key, tuple):
-            kind, eps = key
-            return r["attacks"][kind][r["budgets"][kind].index(eps)] if "attacks" in r and eps in r["budgets"][kind] else None
+            return attack_accuracy(r, *key)
         v = r.get(key)
         return None if v is None or v != v else v
 
