@@ -134,11 +134,15 @@ def write(result: dict, out: str, note: str = "") -> str:
              "h1→h2 alignment (deg) | h2→digits alignment (deg) | wall time per run (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        a1, a2 = ("—" if row[k] != row[k] else f"{row[k]:.1f} ± {row[k + '_sd']:.1f}"
-                  for k in ("alignment_h1_h2_deg", "alignment_h2_digits_deg"))
+        def value(key, scale, digits):  # mean ± sample sd; a single seed has no sd to show
+            if row[key] != row[key]:
+                return "—"
+            sd = f" ± {scale * row[key + '_sd']:.{digits}f}" if len(row["seeds"]) > 1 else ""
+            return f"{scale * row[key]:.{digits}f}{sd}"
+
         lines.append(f"| {row['rule']} | {row['density']:g} | {','.join(map(str, row['seeds']))} | {row['epochs']} | "
-                     f"{100 * row['test_acc']:.2f} ± {100 * row['test_acc_sd']:.2f} | "
-                     f"{100 * row['best_test_acc']:.2f} ± {100 * row['best_test_acc_sd']:.2f} | {a1} | {a2} | {row['seconds']:.0f} |")
+                     f"{value('test_acc', 100, 2)} | {value('best_test_acc', 100, 2)} | {value('alignment_h1_h2_deg', 1, 1)} | "
+                     f"{value('alignment_h2_digits_deg', 1, 1)} | {row['seconds']:.0f} |")
     lines += graceful_lines(result.get("graceful") or graceful(rows))
     return write_report(out, "sparse_feedback", result, fig, lines, "accuracy and alignment against feedback density")
 

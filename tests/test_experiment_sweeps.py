@@ -38,6 +38,8 @@ def test_sparse_feedback_sweep_masks_and_resumes(data_root, tmp_path):
     assert torch.all(model["projections.h1->h2.R"][~model["projections.h1->h2.mask_R"]] == 0)
     assert "projections.h1->h2.mask_B" not in load_checkpoint(str(tmp_path / "runs" / "pfa-p1-s0" / "checkpoint.pt"))["model"]
     page = (tmp_path / "sparse_feedback.md").read_text()
+    row = next(line for line in page.split("\n") if line.startswith("| fa | 0.3 | 0 | 1 |"))
+    assert "±" not in row  # one seed: no sd shown
     again = run("sparse_feedback_mnist.py", *args)  # a finished sweep is not trained again
     assert "epoch 1/1" not in again.stderr and (tmp_path / "sparse_feedback.md").read_text().split("\n")[4:] == page.split("\n")[4:]
 
@@ -56,6 +58,7 @@ def test_a_sweep_trains_in_its_work_folder_copies_each_finished_run_and_regenera
     rows = json.load(open(out / "sparse_feedback.json"))["rows"]
     assert len(rows) == 1 and rows[0]["seeds"] == [0, 1] and len(set(rows[0]["test_acc_per_seed"])) == 2
     first = (out / "sparse_feedback.md").read_text().split("\n")[4:]
+    assert next(line for line in first if line.startswith("| fa | 0.5 | 0,1 | 1 |")).count("±") == 4
     run("sparse_feedback_mnist.py", *args, "--report-only")  # the work folder still there: the copies are read
     assert (out / "sparse_feedback.md").read_text().split("\n")[4:] == first
     import shutil
