@@ -86,8 +86,8 @@ def graceful_lines(tests: list[dict]) -> list[str]:
              "|---|---|---|---|---|" + "---|" * len(rules) + "---|"]
     for t in tests:
         c = t["pfa_vs_best_other"]
-        lines.append(f"| {t['density']:g} | {t['best_other']} | {c['diff']:+.2f} {c['order']} | "
-                     f"[{c['lo']:+.2f}, {c['hi']:+.2f}] | {c['p']:.3f} | " +
+        interval, pvalue = ("—", "—") if c["order"] == "?" else (f"[{c['lo']:+.2f}, {c['hi']:+.2f}]", f"{c['p']:.3f}")
+        lines.append(f"| {t['density']:g} | {t['best_other']} | {c['diff']:+.2f} {c['order']} | {interval} | {pvalue} | " +
                      " | ".join(f"{t['drop_from_dense_pp'][r]:.2f}" if r in t["drop_from_dense_pp"] else "—" for r in rules) +
                      f" | {t['smallest_drop'] or '—'} |")
     early = [t for t in tests if t["pfa_vs_best_other"]["order"] == "?"]

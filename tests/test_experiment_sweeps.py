@@ -575,4 +575,5 @@ def test_sparse_feedback_page_tests_whether_pfa_degrades_most_gracefully():
     assert ("PFA has the highest mean final accuracy at 1 of 3 sparse densities (0.5), significantly (Welch p < 0.05) "
             "at 1 (0.5); significantly below another rule at 1 (0.05)") in text
     assert "Not counted (fewer than two seeds of PFA or of the best other rule): 0.17." in text
+    assert "| 0.17 | fa | +0.50 ? | — | — |" in text
     assert module["graceful_lines"](module["graceful"]([row("fa", 0.5, [0.9, 0.91])])) == []
