@@ -143,7 +143,7 @@ def write(result: dict, out: str, note: str = "") -> str:
         lines.append(f"| {row['rule']} | {row['density']:g} | {','.join(map(str, row['seeds']))} | {row['epochs']} | "
                      f"{value('test_acc', 100, 2)} | {value('best_test_acc', 100, 2)} | {value('alignment_h1_h2_deg', 1, 1)} | "
                      f"{value('alignment_h2_digits_deg', 1, 1)} | {row['seconds']:.0f} |")
-    lines += graceful_lines(result.get("graceful") or graceful(rows))
+    lines += graceful_lines(result["graceful"])
     return write_report(out, "sparse_feedback", result, fig, lines, "accuracy and alignment against feedback density")
 
 
