@@ -106,6 +106,14 @@ def graceful_lines(tests: list[dict]) -> list[str]:
     return lines
 
 
+def table_cell(row: dict, key: str, scale: float, digits: int) -> str:
+    """A table cell: row[key] × scale, ± its sample sd where the row has two or more seeds; "—" for NaN."""
+    if row[key] != row[key]:
+        return "—"
+    sd = f" ± {scale * row[key + '_sd']:.{digits}f}" if len(row["seeds"]) > 1 else ""
+    return f"{scale * row[key]:.{digits}f}{sd}"
+
+
 def write(result: dict, out: str, note: str = "") -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -134,15 +142,10 @@ def write(result: dict, out: str, note: str = "") -> str:
              "h1→h2 alignment (deg) | h2→digits alignment (deg) | wall time per run (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        def value(key, scale, digits):  # mean ± sample sd; a single seed has no sd to show
-            if row[key] != row[key]:
-                return "—"
-            sd = f" ± {scale * row[key + '_sd']:.{digits}f}" if len(row["seeds"]) > 1 else ""
-            return f"{scale * row[key]:.{digits}f}{sd}"
-
         lines.append(f"| {row['rule']} | {row['density']:g} | {','.join(map(str, row['seeds']))} | {row['epochs']} | "
-                     f"{value('test_acc', 100, 2)} | {value('best_test_acc', 100, 2)} | {value('alignment_h1_h2_deg', 1, 1)} | "
-                     f"{value('alignment_h2_digits_deg', 1, 1)} | {row['seconds']:.0f} |")
+                     f"{table_cell(row, 'test_acc', 100, 2)} | {table_cell(row, 'best_test_acc', 100, 2)} | "
+                     f"{table_cell(row, 'alignment_h1_h2_deg', 1, 1)} | {table_cell(row, 'alignment_h2_digits_deg', 1, 1)} | "
+                     f"{row['seconds']:.0f} |")
     lines += graceful_lines(result["graceful"])
     return write_report(out, "sparse_feedback", result, fig, lines, "accuracy and alignment against feedback density")
 
