@@ -255,6 +255,19 @@ def compare(a: list[float], b: list[float]) -> dict:
     return {"diff": diff, "p": p, "order": "≈" if p >= 0.05 else (">" if diff > 0 else "<"), "lo": lo, "hi": hi}
 
 
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment (Holm 1979) of ``pvalues``, returned in the order given: the k-th
+    smallest of m (k = 1…m) is multiplied by m − k + 1, then each is raised to the largest before it
+    in that order and capped at 1. Calling a test significant where its adjusted p < α keeps the
+    chance of any false call among the m tests at most α (for any dependence between them)."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    out, running = [float("nan")] * len(pvalues), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - k) * pvalues[i]))
+        out[i] = running
+    return out
+
+
 def final(history: list[dict], key: str = "test_acc", projection: str | None = None):
     """The last epoch's value of ``key`` (of one projection's metrics if ``projection``)."""
     if not history:

@@ -572,8 +572,12 @@ def test_sparse_feedback_page_tests_whether_pfa_degrades_most_gracefully():
     assert abs(tests[0]["drop_from_dense_pp"]["fa"] - 0.6) < 1e-9 and abs(tests[0]["drop_from_dense_pp"]["pfa"] - 0.4) < 1e-9
     assert [t["smallest_drop"] for t in tests] == ["pfa", "fa", "fa", "pfa"]
     text = "\n".join(module["graceful_lines"](tests))
+    p = [t["pfa_vs_best_other"]["p"] for t in tests[:3]]  # Holm over the three densities tested
+    from circuits.sweep import holm  # checked by hand in test_sweep.py
+    assert [t["p_holm"] for t in tests[:3]] == holm(p) and tests[3]["p_holm"] != tests[3]["p_holm"]
     assert ("PFA has the highest mean final accuracy at 1 of 3 sparse densities (0.5), significantly (Welch p < 0.05) "
-            "at 1 (0.5); significantly below another rule at 1 (0.05)") in text
+            "at 1 (0.5), 1 of them after Holm's correction for the 3 densities (0.5); significantly below another "
+            "rule at 1 (0.05)") in text
     assert "Not counted (fewer than two seeds of PFA or of the best other rule): 0.17." in text
-    assert "| 0.17 | fa | +0.50 ? | — | — |" in text
+    assert "| 0.17 | fa | +0.50 ? | — | — | — |" in text
     assert module["graceful_lines"](module["graceful"]([row("fa", 0.5, [0.9, 0.91])])) == []
