@@ -110,7 +110,8 @@ def summarize(done: dict) -> dict:
 def residual_of_R_start(run_dir: str) -> dict:
     """PFA/PFA-o with implicit R (= WᵀBᵀ + a E₀): per projection, a, the path alignment and norm
     ratio as trained and with a set to 0 (R's random start fully decayed, Proposition 3's
-    limit), from the run's checkpoint. Empty for other rules."""
+    limit), from the run's checkpoint. Empty for other rules; dense projections only (a conv
+    projection's RB is a composition of kernels, not WᵀBᵀB, and is left out)."""
     import torch
 
     from connectomes.analysis import alignment_deg, norm_ratio
@@ -119,7 +120,7 @@ def residual_of_R_start(run_dir: str) -> dict:
     out = {}
     for p in PROJECTIONS:
         key = f"projections.{p}."
-        if key + "E0B" not in state:
+        if key + "E0B" not in state or state[key + "weight"].dim() != 2:
             continue
         W, B, E0B = (state[key + k].double() for k in ("weight", "B", "E0B"))
         a = state[key + "_extra_state"]["a"]
