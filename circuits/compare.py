@@ -32,16 +32,28 @@ def summarize(runs: dict[str, dict[int, str]], key: str = "test_acc") -> dict:
     return out
 
 
-def write_comparison(out_dir: str, runs: dict[str, dict[int, str]]) -> str:
-    """Write compare.json, compare.md and compare.png in ``out_dir``; returns the markdown."""
+def write_comparison(out_dir: str, runs: dict[str, dict[int, str]],
+                     diverged: dict[str, dict[int, dict]] | None = None) -> str:
+    """Write compare.json, compare.md and compare.png in ``out_dir``; returns the markdown.
+    ``runs``: {rule: {seed: run_dir}} of the finished runs; ``diverged``: {rule: {seed: {"error",
+    "epochs"}}} of runs that diverged, listed in the table and left out of its means."""
+    diverged = diverged or {}
     acc = summarize(runs, "test_acc")
     loss = summarize(runs, "train_loss")
+    os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "compare.json"), "w") as f:
-        json.dump({"test_acc": acc, "train_loss": loss, "runs": runs}, f, indent=2)
-    lines = ["# Comparison", "", "| rule | seeds | epochs | final test accuracy (%) mean ± sd |", "|---|---|---|---|"]
-    for rule, s in acc.items():
+        json.dump({"test_acc": acc, "train_loss": loss, "runs": runs,
+                   "diverged": {r: {str(s): v for s, v in d.items()} for r, d in diverged.items()}}, f, indent=2)
+    lines = ["# Comparison", "", "| rule | seeds | epochs | final test accuracy (%) mean ± sd | diverged |",
+             "|---|---|---|---|---|"]
+    for rule in list(acc) + [r for r in diverged if r not in acc]:
+        blown = ", ".join(f"seed {s} after epoch {d['epochs']}" for s, d in sorted(diverged.get(rule, {}).items()))
+        if rule not in acc:
+            lines.append(f"| {rule} | 0 | — | — | {blown} |")
+            continue
+        s = acc[rule]
         m, sd = _mean_sd(s["final"])
-        lines.append(f"| {rule} | {len(s['seeds'])} | {s['epochs'][-1]} | {100 * m:.2f} ± {100 * sd:.2f} |")
+        lines.append(f"| {rule} | {len(s['seeds'])} | {s['epochs'][-1]} | {100 * m:.2f} ± {100 * sd:.2f} | {blown} |")
     lines += ["", "![test accuracy per epoch](compare.png)", ""]
     text = "\n".join(lines)
     with open(os.path.join(out_dir, "compare.md"), "w") as f:

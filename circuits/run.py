@@ -20,7 +20,7 @@ from circuits.circuit import Circuit
 from circuits.compare import write_comparison
 from circuits.errors import CircuitError, ConfigError, DataError
 from circuits.rebuild import rebuild
-from circuits.rundir import RunLock, identity_problems, read_config, sha256_file
+from circuits.rundir import DIVERGED, RunLock, diverged, identity_problems, mark_diverged, read_config, sha256_file
 from circuits.train import (RESUMABLE, CheckpointError, Interrupted, TrainingDiverged, data_identity, evaluate_split,
                             load_checkpoint, train)
 from circuits.training import Training, settings_help
@@ -380,20 +380,52 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(args, device: str) -> int:
+    """Train each rule of ``--compare`` with each seed into OUT/RULE-sSEED (finished runs skipped,
+    stopped ones resumed) and write the comparison. A run that diverges is recorded as such
+    (``diverged.json`` beside its last finite checkpoint; never trained again) and the list goes
+    on; the exit status is then 1, after the comparison of the others is written."""
     rules = [r.strip() for r in args.compare.split(",") if r.strip()]
     for r in rules:
         if r.lower().replace("_", "-") not in RULES:
             raise ConfigError(f"--compare: unknown rule {r!r}; known rules: {', '.join(RULES)}")
     base = args.seed or 0
     out = args.out or os.path.join("runs", "compare")
-    runs = {}
+    runs, blown = {}, {}
     for r in rules:
         for s in range(base, base + args.seeds):
-            run_dir, history = run_one(args, r, s, os.path.join(out, f"{r}-s{s}"), device, resume_if_started=True)
-            runs.setdefault(r, {})[s] = run_dir
-            _report(run_dir, history)
-    print(write_comparison(out, runs))
+            run_dir = os.path.join(out, f"{r}-s{s}")
+            record = diverged(run_dir)
+            if record is None:
+                try:
+                    run_dir, history = run_one(args, r, s, run_dir, device, resume_if_started=True)
+                except TrainingDiverged as err:
+                    epochs = _epochs_in(run_dir)
+                    mark_diverged(run_dir, str(err), epochs)
+                    print(f"{run_dir}: {err}; recorded in {DIVERGED}, going on with the next run", file=sys.stderr)
+                    record = {"error": str(err), "epochs": epochs}
+                else:
+                    runs.setdefault(r, {})[s] = run_dir
+                    _report(run_dir, history)
+                    continue
+            else:
+                print(f"{run_dir}: diverged after {record['epochs']} epochs in an earlier invocation, skipped",
+                      file=sys.stderr)
+            blown.setdefault(r, {})[s] = record
+    print(write_comparison(out, runs, blown))
+    if blown:
+        print(f"error: {sum(len(v) for v in blown.values())} run(s) diverged: "
+              + ", ".join(f"{r}-s{s}" for r, by_seed in blown.items() for s in by_seed), file=sys.stderr)
+        return 1
     return 0
+
+
+def _epochs_in(run_dir: str) -> int:
+    """Epochs recorded in the run's metrics.jsonl (0 if none)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
 
 
 def _report(run_dir: str, history: list[dict]) -> None:

@@ -20,8 +20,9 @@ except ImportError:  # not POSIX: no lock (the checks below still run)
     fcntl = None
 
 LOCK = ".lock"
+DIVERGED = "diverged.json"  # {"error", "epochs"}: the run diverged after that many epochs and is final
 RUN_FILES = {"config.json", "metrics.jsonl", "steps.jsonl", "checkpoint.pt", "connectome.h5", "graph.json",
-             "graph.graphml", "tensorboard", LOCK}
+             "graph.graphml", "tensorboard", "initial.json", DIVERGED, LOCK}
 CONFIG_KEYS = ("circuit", "training", "rule", "seed", "data_root")
 
 
@@ -68,6 +69,24 @@ def check_target(run_dir: str, resume: bool) -> None:
         raise ConfigError(f"--out {run_dir!r} holds files that are not a run's ({', '.join(foreign[:3])}"
                           f"{', ...' if len(foreign) > 3 else ''}); a run writes only into a new or empty "
                           "folder: choose another --out")
+
+
+def diverged(run_dir: str) -> dict | None:
+    """The run's diverged.json ({"error", "epochs"}), None if it did not diverge."""
+    path = os.path.join(run_dir, DIVERGED)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def mark_diverged(run_dir: str, error: str, epochs: int) -> None:
+    """Record that the run in ``run_dir`` diverged after ``epochs`` finished epochs (its
+    checkpoint keeps the last finite state): a sweep or ``--compare`` never trains it again."""
+    tmp = os.path.join(run_dir, DIVERGED + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"error": error, "epochs": epochs}, f, indent=1)
+    os.replace(tmp, os.path.join(run_dir, DIVERGED))
 
 
 def lock_holder(path: str) -> str:

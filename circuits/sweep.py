@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from circuits.circuit import Circuit
 from circuits.errors import ConfigError
 from circuits.run import load_experiment, started_run
-from circuits.rundir import RunInUse, circuit_difference, fingerprint, in_use, recorded_fingerprint, sha256_file
+from circuits.rundir import (DIVERGED, RunInUse, circuit_difference, diverged, fingerprint, in_use, mark_diverged,
+                             recorded_fingerprint, sha256_file)
 from circuits.train import Interrupted, TrainingDiverged
 from circuits.train import train as train_run
 from plasticity import Rule
 
 
-RECORDS = ("config.json", "metrics.jsonl", "initial.json", "diverged.json")  # a run's results, without its checkpoint
-DIVERGED = "diverged.json"  # written by run_cells(keep_going=True) for a run that diverged
+RECORDS = ("config.json", "metrics.jsonl", "initial.json", DIVERGED)  # a run's results, without its checkpoint
 
 
 def run_name(cell: str, seed: int) -> str:
@@ -174,8 +174,7 @@ def run_cells(file: str, cells: dict[str, Rule | Cell], out: str, *, data_root: 
                 if not keep_going:
                     raise
                 finished = read_records(run_dir)
-                with open(os.path.join(run_dir, DIVERGED), "w") as f:
-                    json.dump({"error": str(err), "epochs": len(finished)}, f, indent=1)
+                mark_diverged(run_dir, str(err), len(finished))
                 print(f"{name}: diverged after {len(finished)} epochs ({err})", file=sys.stderr)
             trained_seconds.append(time.monotonic() - started)
             last = finished[-1] if finished else {}
@@ -214,15 +213,6 @@ def copy_problems(copy: str, circuit, training, seed: int) -> list[str]:
     if changed:
         problems.append("training " + ", ".join(changed))
     return problems
-
-
-def diverged(run_dir: str) -> dict | None:
-    """The run's diverged.json ({"error", "epochs"}), None if it did not diverge."""
-    path = os.path.join(run_dir, DIVERGED)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def mean_sd(values) -> tuple[float, float]:

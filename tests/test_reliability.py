@@ -157,6 +157,28 @@ def test_compare_rules_and_seeds_skips_finished_runs(tmp_path, data_root):
     assert again.returncode == 0 and again.stderr.count("skipped") == 4
 
 
+
+def test_compare_records_a_diverged_run_and_goes_on(tmp_path, data_root):
+    """In --compare, a rule that diverges (FA at lr 1e6 here) is recorded in its run folder's
+    diverged.json and named in compare.md; the rules after it still train; the exit status is
+    1; a second invocation skips it (never trained again) and the finished runs."""
+    exp = tmp_path / "blows.py"
+    exp.write_text(EXPERIMENT.format(hidden=32, batch=64, train_size=640)
+                   .replace('per_rule={"pfa"', 'per_rule={"fa": {"lr": 1e6}, "pfa"'))
+    out = tmp_path / "cmp"
+    args = [str(exp), "--compare", "bp,fa,pfa", "--epochs", "1", "--data-root", data_root, "--out", str(out)]
+    r = cli(*args)
+    assert r.returncode == 1, r.stderr
+    record = json.loads((out / "fa-s0" / "diverged.json").read_text())
+    assert "training diverged" in record["error"] and record["epochs"] == 0
+    assert (out / "pfa-s0" / "metrics.jsonl").exists() and (out / "bp-s0" / "metrics.jsonl").exists()
+    page = (out / "compare.md").read_text()
+    assert "| fa | 0 | — | — | seed 0 after epoch 0 |" in page and "| pfa | 1 | 1 |" in page
+    assert "1 run(s) diverged: fa-s0" in r.stderr
+    again = cli(*args)
+    assert again.returncode == 1 and "diverged after 0 epochs in an earlier invocation, skipped" in again.stderr
+    assert again.stderr.count("finished already") == 2
+
 DDP_SIZES = dict(hidden=32, batch=64, train_size=640)
 
 
