@@ -63,11 +63,26 @@ def collect(runs_root: str, epochs: int) -> tuple[dict, list[str]]:
         if not m or not os.path.exists(os.path.join(path, "metrics.jsonl")):
             continue
         metrics = read_metrics(path)
+        if os.path.exists(os.path.join(path, "diverged.json")):
+            unfinished.append(f"{name} (diverged after {len(metrics)} epochs)")
+            continue
         if len(metrics) < epochs:
             unfinished.append(f"{name} ({len(metrics)} epochs)")
             continue
         done.setdefault(m["rule"], {})[int(m["seed"])] = metrics[:epochs]
     return done, unfinished
+
+
+def learning_rates(runs_root: str, done: dict) -> dict[str, list[float]]:
+    """{rule: the learning rates its finished runs were trained at} (config.json's training.lr)."""
+    rates = {}
+    for rule, seeds in done.items():
+        for seed in seeds:
+            path = os.path.join(runs_root, f"{rule}-s{seed}", "config.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    rates.setdefault(rule, set()).add(json.load(f)["training"]["lr"])
+    return {rule: sorted(v) for rule, v in rates.items()}
 
 
 def copy_runs(src: str, dst: str) -> None:
@@ -137,13 +152,16 @@ def _fmt(ms: tuple[float, float], spec: str) -> str:
 
 
 def table(summary: dict, epochs: int) -> str:
+    """The markdown table; a learning-rate column where the rules' rates differ (``row["lr"]``)."""
     bp = summary.get("bp", {}).get("test_acc_mean", float("nan"))
     names = " / ".join(p.replace("->", "→") for p in PROJECTIONS)
     val = any("val_selected_test_acc_mean" in r for r in summary.values())
-    lines = [f"| rule | seeds | final test accuracy (%), {epochs} epochs | vs BP (pp) | best-epoch test accuracy (%) | "
+    rates = {lr for r in summary.values() for lr in r.get("lr", [])}
+    lr_column = len(rates) > 1
+    lines = [f"| rule | {'lr | ' if lr_column else ''}seeds | final test accuracy (%), {epochs} epochs | vs BP (pp) | best-epoch test accuracy (%) | "
              + ("test accuracy at the best validation epoch (%) | " if val else "")
              + f"paper | alignment {names} (deg) | norm ratio {names} | wall time per run (min) |",
-             "|---|---|---|---|---|" + ("---|" if val else "") + "---|---|---|---|"]
+             "|---|---|---|---|---|" + ("---|" if lr_column else "") + ("---|" if val else "") + "---|---|---|---|"]
     for rule, r in summary.items():
         acc = f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_sd']:.2f}"
         best = f"{100 * r['best_test_acc_mean']:.2f} ± {100 * r['best_test_acc_sd']:.2f}"
@@ -156,7 +174,8 @@ def table(summary: dict, epochs: int) -> str:
         if val:
             chosen = (f"{100 * r['val_selected_test_acc_mean']:.2f} ± {100 * r['val_selected_test_acc_sd']:.2f} | "
                       if "val_selected_test_acc_mean" in r else "— | ")
-        lines.append(f"| {rule} | {len(r['seeds'])} | {acc} | {diff} | {best} | {chosen}{paper} | {align} | {ratio} | {wall} |")
+        lr = (", ".join(f"{v:g}" for v in r.get("lr", [])) or "—") + " | " if lr_column else ""
+        lines.append(f"| {rule} | {lr}{len(r['seeds'])} | {acc} | {diff} | {best} | {chosen}{paper} | {align} | {ratio} | {wall} |")
     return "\n".join(lines)
 
 
@@ -278,6 +297,8 @@ def main(argv=None) -> int:
         copy_runs(args.runs, runs)
     done, unfinished = collect(runs, args.epochs)
     summary = summarize(done)
+    for rule, lrs in learning_rates(runs, done).items():
+        summary[rule]["lr"] = lrs
     residual_path = os.path.join(args.out, "residual.json")
     residual = {}
     if os.path.exists(residual_path):  # earlier runs' residuals stay: their checkpoints may be gone

@@ -286,6 +286,27 @@ def test_results_table_selects_the_epoch_on_validation_and_takes_lenets_projecti
     assert "83.0 ± 0.0" in table and "p1→c2 / p2→c3 / c3→f4 / f4→classes" in table
 
 
+
+def test_results_table_shows_each_rules_rate_and_names_a_diverged_run(tmp_path):
+    """mnist_results: where the rules were trained at different learning rates (chosen per rule
+    on validation) the table gets an lr column from each run's config.json; a run with
+    diverged.json is listed as diverged, never averaged in."""
+    record = {"epoch": 1, "train_loss": 0.1, "test_acc": 0.9, "seconds": 1.0, "projections": {}}
+    for name, lr in (("bp-s0", 0.01), ("fa-s0", 0.003), ("dfa-s0", 0.001)):
+        run_dir = tmp_path / "runs" / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+        (run_dir / "config.json").write_text(json.dumps({"training": {"lr": lr}}))
+        (run_dir / "initial.json").write_text(json.dumps({"epoch": 0, "projections": {}}))
+    (tmp_path / "runs" / "dfa-s0" / "diverged.json").write_text(json.dumps({"error": "non-finite", "epochs": 1}))
+    run("mnist_results.py", "--out", str(tmp_path), "--epochs", "1", "--profile", "lenet")
+    results = json.load(open(tmp_path / "results.json"))
+    assert set(results["rules"]) == {"bp", "fa"} and results["unfinished"] == ["dfa-s0 (diverged after 1 epochs)"]
+    assert results["rules"]["fa"]["lr"] == [0.003]
+    table = (tmp_path / "results.md").read_text()
+    assert "| rule | lr | seeds |" in table and "| fa | 0.003 | 1 | 90.00" in table
+    assert "dfa-s0 (diverged after 1 epochs)" in table
+
 def test_dale_sweep_keeps_signs_records_cell_types_and_regenerates(data_root, tmp_path):
     """experiments/mnist_dale.py on a slice: the Dale circuit trains (every constrained tensor
     of the checkpoint has its senders' signs), each run gets cell_types.json with the four type
@@ -581,3 +602,35 @@ def test_sparse_feedback_page_tests_whether_pfa_degrades_most_gracefully():
     assert "Not counted (fewer than two seeds of PFA or of the best other rule): 0.17." in text
     assert "| 0.17 | fa | +0.50 ? | — | — | — |" in text
     assert module["graceful_lines"](module["graceful"]([row("fa", 0.5, [0.9, 0.91])])) == []
+
+
+def test_lenet_rate_choice_brackets_the_low_end_and_never_picks_a_diverged_rate():
+    """lenet_lr_selection.choose: the best validation accuracy wins; a best at the grid's lowest
+    rate (or every rate failed) asks for a third of it (0.0003) once; nan (diverged) never wins."""
+    import runpy
+
+    choose = runpy.run_path(os.path.join(REPO, "experiments", "lenet_lr_selection.py"))["choose"]
+    grid = (0.01, 0.003, 0.001)
+    assert choose({0.01: 0.98, 0.003: 0.99, 0.001: 0.97}, grid) == (0.003, None)
+    assert choose({0.01: float("nan"), 0.003: 0.95, 0.001: 0.97}, grid) == (None, 0.0003)
+    assert choose({0.01: float("nan"), 0.003: 0.95, 0.001: 0.97, 0.0003: 0.96}, grid) == (0.001, None)
+    assert choose({0.01: float("nan"), 0.003: 0.95, 0.001: 0.97, 0.0003: 0.98}, grid) == (0.0003, None)
+    assert choose({lr: float("nan") for lr in grid}, grid) == (None, 0.0003)
+    assert choose({lr: float("nan") for lr in (*grid, 0.0003)}, grid) == (None, None)
+
+
+def test_lenet_rate_selection_chooses_on_validation_then_trains_the_result_runs(data_root, tmp_path):
+    """experiments/lenet_lr_selection.py on a slice: the selection runs hold out the validation
+    images (val_acc recorded), the page names the chosen rate, and the result run trains at it
+    without a validation split; the result table is written when every result run has finished."""
+    out = tmp_path / "sel"
+    run("lenet_lr_selection.py", "--data-root", data_root, "--out", str(out), "--rules", "bp", "--lrs", "0.05,0.01",
+        "--select-epochs", "1", "--seeds", "0", *SLICE)
+    selection = json.load(open(out / "selection.json"))["arms"]["bp"]
+    scores = {float(k): v for k, v in selection["scores"].items()}
+    assert set(scores) == {0.05, 0.01} and selection["chosen"] == max(scores, key=scores.get)
+    assert all("val_acc" in json.loads(line) for line in open(out / "runs" / "bp-lr0.01-s0" / "metrics.jsonl"))
+    config = json.load(open(out / "chosen" / "runs" / "bp-s0" / "config.json"))
+    assert config["training"]["lr"] == selection["chosen"] and config["training"]["val_size"] == 0
+    assert "| bp |" in (out / "chosen" / "results.md").read_text()
+    assert f"| bp | {100 * scores[0.05]:.2f} | {100 * scores[0.01]:.2f} |" in (out / "selection.md").read_text()
