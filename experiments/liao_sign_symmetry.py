@@ -28,7 +28,7 @@ diverged.json and not trained again) and its records are copied to OUT/runs/CELL
 (liao.md, liao.json and figures: accuracy per arm, accuracy against concordance, ‖e‖ per layer
 over training) is written from those copies, so ``--report-only`` regenerates it. The page opens
 with the four claims, each with its test (stated per claim: a difference by Welch's t-test over
-the seeds, "equal" or "not below" by the difference's 90% Welch interval within ±0.2 pp, below
+the seeds, Holm-corrected for the number of cases the claim tests, "equal" or "not below" by the difference's 90% Welch interval within ±0.2 pp, below
 the BP − FA gap of the MNIST table), the numbers it rests on and a verdict computed from them
 (``claims``): supported, not supported, or undecided where three seeds can show neither.
 
@@ -45,7 +45,7 @@ import sys
 import time
 
 from circuits import zoo
-from circuits.sweep import (Cell, compare, diverged, mean_sd, read_initial, run_cells_from_args, run_name, seeds_of, sweep_parser,
+from circuits.sweep import (Cell, compare, diverged, holm, mean_sd, read_initial, run_cells_from_args, run_name, seeds_of, sweep_parser,
                             write_report)
 from plasticity import make_rule
 
@@ -267,7 +267,28 @@ def below(c: dict) -> bool | str | None:
 def interval(c: dict) -> str:
     if c["order"] == "?":
         return f"{c['diff']:+.2f} pp (fewer than two seeds on a side: no test yet)"
-    return f"{c['diff']:+.2f} pp, 90% interval [{c['lo']:+.2f}, {c['hi']:+.2f}], p = {c['p']:.2g}"
+    holm_p = f", Holm p = {c['p_holm']:.2g}" if "p_holm" in c else ""
+    return f"{c['diff']:+.2f} pp, 90% interval [{c['lo']:+.2f}, {c['hi']:+.2f}], p = {c['p']:.2g}{holm_p}"
+
+
+def reverse(c: dict) -> dict:
+    """The comparison b − a of a comparison a − b (same p)."""
+    flip = {"<": ">", ">": "<"}
+    return {**c, "diff": -c["diff"], "lo": -c["hi"], "hi": -c["lo"], "order": flip.get(c["order"], c["order"])}
+
+
+def holm_family(cs: list[dict]) -> list[dict]:
+    """The comparisons of one claim (one per circuit × condition cell, rule or case) with Holm's
+    correction for their number: each testable one gets ``p_holm`` and its order ('<', '>', '≈')
+    from it, so a claim's "significantly different" calls keep a 5% chance of any false one
+    across its cases. Equivalence and non-inferiority (the 90% interval inside the margin) stay
+    per case: a claim is "supported" only when every case passes, an intersection-union test,
+    valid at 5% without correction."""
+    tested = [c for c in cs if c["order"] != "?"]
+    out = {id(c): c for c in cs}
+    for c, p in zip(tested, holm([c["p"] for c in tested])):
+        out[id(c)] = {**c, "p_holm": p, "order": "≈" if p >= 0.05 else (">" if c["diff"] > 0 else "<")}
+    return [out[id(c)] for c in cs]
 
 
 def tally(verdicts: list, what: str) -> str:
@@ -299,7 +320,7 @@ def claims(result: dict) -> list[dict]:
     out = []
 
     # (1) magnitudes do not matter: the sign rules that differ only in magnitude, per depth and condition
-    evidence, verdicts = [], []
+    cells = []
     for depth in depths:
         for condition in conditions:
             arms = {rule: seed_accs(rows.get((depth, rule, condition))) for rule in SIGN_RULES}
@@ -307,23 +328,26 @@ def claims(result: dict) -> list[dict]:
             if len(arms) < 2:
                 continue
             best, worst = max(arms, key=lambda r: sum(arms[r]) / len(arms[r])), min(arms, key=lambda r: sum(arms[r]) / len(arms[r]))
-            c = compare(arms[best], arms[worst])
-            verdict, control = equal(c), ""
-            if CONDITIONS[condition][0] and "usf-raw" in arms and "usf" in arms:
-                # under BM raw and scaled uSF are one update: their difference is the protocol's own spread
-                lrs = [rows[(depth, r, condition)]["lr"] for r in ("usf-raw", "usf")]
-                c0 = compare(arms["usf-raw"], arms["usf"])
-                control = (f"; control: usf-raw − usf (one update under BM; lr {lrs[0]:g} vs {lrs[1]:g}) {interval(c0)}")
-                if c0["order"] in ("<", ">") and verdict is not None:
-                    verdict, control = UNDECIDED, control + " (one rule differs from itself: this cell cannot decide)"
-            verdicts.append(verdict)
-            evidence.append(f"{depth}, {condition}: " + ", ".join(f"{r} {pct(a)}" for r, a in arms.items())
-                            + f"; best − worst {interval(c)}{control}")
+            cells.append((depth, condition, arms, compare(arms[best], arms[worst])))
+    evidence, verdicts = [], []
+    for (depth, condition, arms, _), c in zip(cells, holm_family([cell[3] for cell in cells])):
+        verdict, control = equal(c), ""
+        if CONDITIONS[condition][0] and "usf-raw" in arms and "usf" in arms:
+            # under BM raw and scaled uSF are one update: their difference is the protocol's own spread
+            # (not corrected: a control that differs makes the cell undecided, so it errs that way)
+            lrs = [rows[(depth, r, condition)]["lr"] for r in ("usf-raw", "usf")]
+            c0 = compare(arms["usf-raw"], arms["usf"])
+            control = (f"; control: usf-raw − usf (one update under BM; lr {lrs[0]:g} vs {lrs[1]:g}) {interval(c0)}")
+            if c0["order"] in ("<", ">") and verdict is not None:
+                verdict, control = UNDECIDED, control + " (one rule differs from itself: this cell cannot decide)"
+        verdicts.append(verdict)
+        evidence.append(f"{depth}, {condition}: " + ", ".join(f"{r} {pct(a)}" for r, a in arms.items())
+                        + f"; best − worst {interval(c)}{control}")
     out.append({"claim": "(1) the feedback's magnitudes do not matter",
                 "test": "per circuit and condition, the best and the worst of the sign rules that differ only in "
                         "magnitude (" + ", ".join(f"{r}: {m}" for r, m in MAGNITUDES.items()) + ") are equal "
                         f"within ±{MARGIN} pp (their difference's 90% interval inside it: two one-sided tests at 5%); "
-                        "a significant difference (Welch, p < 0.05) outside it refutes. Under Batch Manhattan (bm, "
+                        "a significant difference (Welch, Holm p < 0.05 over the cells) outside it refutes. Under Batch Manhattan (bm, "
                         "bn+bm) raw and scaled uSF are one update (the sign of a gradient ignores the positive "
                         "per-layer factor between their feedback; tests/test_liao.py), so their difference there is "
                         "a control, the spread of this protocol (rate chosen on one seed, BM at a constant rate) "
@@ -334,7 +358,7 @@ def claims(result: dict) -> list[dict]:
     # (2) the more concordant the signs, the better: accuracy rises with q
     from scipy.stats import spearmanr
 
-    evidence, verdicts = [], []
+    cases = []
     for rule in dict.fromkeys(c["rule"] for c in result["concordance"]):
         mine = sorted((c for c in result["concordance"] if c["rule"] == rule), key=lambda c: c["q"])
         accs = {c["q"]: [CHANCE if a != a else a for a in c["test_acc_per_seed"]] for c in mine}
@@ -342,19 +366,21 @@ def claims(result: dict) -> list[dict]:
             continue
         means = [sum(a) / len(a) for a in accs.values()]
         rho = float(spearmanr(list(accs), means).statistic) if len(set(means)) > 1 else 0.0  # flat: no rise
-        c = compare(accs[1.0], accs[0.5])
-        rises = below(compare(accs[0.5], accs[1.0]))  # sign-random feedback below q = 1
+        cases.append((rule, mine, accs, rho, compare(accs[1.0], accs[0.5])))
+    evidence, verdicts = [], []
+    for (rule, mine, accs, rho, _), c in zip(cases, holm_family([case[4] for case in cases])):
+        rises = below(reverse(c))  # sign-random feedback q = 0.5 below q = 1
         verdicts.append(rises if rises is None or rho >= 0.8 else False)  # no rise with q refutes
         evidence.append(f"{rule} ({mine[0]['condition']}): " + ", ".join(f"q={q:g} {pct(a)}" for q, a in accs.items())
                         + f"; Spearman ρ(q, accuracy) = {rho:.2f}; q=1 − q=0.5 {interval(c)}")
     out.append({"claim": "(2) the signs matter: the more concordant, the better",
                 "test": "per rule, accuracy rises with the concordance q (Spearman ρ ≥ 0.8 over the q values) and "
-                        "q = 1 beats sign-random feedback q = 0.5 (Welch, p < 0.05); ρ < 0.8, q = 1 significantly below, "
+                        "q = 1 beats sign-random feedback q = 0.5 (Welch, Holm p < 0.05 over the rules); ρ < 0.8, q = 1 significantly below, "
                         f"or the two equal within ±{MARGIN} pp refutes",
                 "evidence": evidence, "verdict": tally(verdicts, "rules")})
 
     # (3) random magnitudes, 100% concordant signs: as good as or better than plain SGD (BP)
-    evidence, verdicts = [], []
+    cases = []
     for depth in depths:
         bp = seed_accs(rows.get((depth, "bp", "sgd")))
         for rule in ("brsf", "frsf"):
@@ -362,19 +388,21 @@ def claims(result: dict) -> list[dict]:
             if not bp or not ran:
                 continue
             chosen = max(ran, key=lambda r: r["val_acc"])  # the condition chosen on validation (first seed)
-            c = compare(seed_accs(chosen), bp)
-            verdicts.append(not_below(c))
-            evidence.append(f"{depth}: {rule} under {chosen['condition']} (chosen on validation) {pct(seed_accs(chosen))} "
-                            f"vs BP under plain SGD {pct(bp)}: {interval(c)}")
+            cases.append((depth, rule, chosen, bp, compare(seed_accs(chosen), bp)))
+    evidence, verdicts = [], []
+    for (depth, rule, chosen, bp, _), c in zip(cases, holm_family([case[4] for case in cases])):
+        verdicts.append(not_below(c))
+        evidence.append(f"{depth}: {rule} under {chosen['condition']} (chosen on validation) {pct(seed_accs(chosen))} "
+                        f"vs BP under plain SGD {pct(bp)}: {interval(c)}")
     out.append({"claim": "(3) random magnitudes with 100% concordant signs match or beat plain SGD",
                 "test": "per circuit, brSF and frSF under the condition with the best validation accuracy are not "
                         f"below BP under plain SGD: the 90% interval of the difference ends above −{MARGIN} pp "
                         "(non-inferiority, one-sided 5%) or the rule is significantly above; significantly below "
-                        "refutes",
+                        "refutes (significance: Welch, Holm p < 0.05 over the cases)",
                 "evidence": evidence, "verdict": tally(verdicts, "circuit × rule cases")})
 
     # (4) sign feedback needs BM and/or BN: plain SGD is worse than the best normalised condition
-    evidence, verdicts = [], []
+    cases = []
     for depth in depths:
         for rule in ("usf-raw", "brsf", "frsf"):
             plain = rows.get((depth, rule, "sgd"))
@@ -384,18 +412,20 @@ def claims(result: dict) -> list[dict]:
                 continue  # plain SGD's grid not complete: nothing to compare yet
             chosen = max(normalised, key=lambda r: r["val_acc"])
             a = seed_accs(plain) or [CHANCE] * len(chosen["test_acc_per_seed"])  # every rate diverged: failed
-            c = compare(a, seed_accs(chosen))
-            verdicts.append(below(c))
-            growth = error_growth(plain)
-            evidence.append(f"{depth}, {rule}: plain SGD {pct(a)}"
-                            + (f" (every rate diverged; ‖e‖ below from lr {plain['diverged_lr']:g}, which lasted "
-                               f"{plain['diverged_after']} epochs)" if plain.get("lr") is None else "")
-                            + f" vs {chosen['condition']} {pct(seed_accs(chosen))}: {interval(c)}"
-                            + (f"; ‖e‖ first / last hidden layer under plain SGD: {growth[0]:.3g} at epoch 0, "
-                               f"{growth[1]:.3g} at the end" if growth else ""))
+            cases.append((depth, rule, plain, chosen, a, compare(a, seed_accs(chosen))))
+    evidence, verdicts = [], []
+    for (depth, rule, plain, chosen, a, _), c in zip(cases, holm_family([case[5] for case in cases])):
+        verdicts.append(below(c))
+        growth = error_growth(plain)
+        evidence.append(f"{depth}, {rule}: plain SGD {pct(a)}"
+                        + (f" (every rate diverged; ‖e‖ below from lr {plain['diverged_lr']:g}, which lasted "
+                           f"{plain['diverged_after']} epochs)" if plain.get("lr") is None else "")
+                        + f" vs {chosen['condition']} {pct(seed_accs(chosen))}: {interval(c)}"
+                        + (f"; ‖e‖ first / last hidden layer under plain SGD: {growth[0]:.3g} at epoch 0, "
+                           f"{growth[1]:.3g} at the end" if growth else ""))
     out.append({"claim": "(4) sign feedback needs Batch Manhattan and/or batch norm",
                 "test": "per circuit and sign rule (raw uSF, brSF, frSF), plain SGD ends below the best of BM, BN, BN + "
-                        f"BM (chosen on validation; Welch, p < 0.05; equal within ±{MARGIN} pp or significantly above "
+                        f"BM (chosen on validation; Welch, Holm p < 0.05 over the cases; equal within ±{MARGIN} pp or significantly above "
                         "refutes; an arm whose every rate diverged counts at chance); the "
                         "error norms say whether errors explode (ratio ≫ 1) or vanish (≪ 1) towards the input",
                 "evidence": evidence, "verdict": tally(verdicts, "circuit × rule cases")})
@@ -425,7 +455,8 @@ def claims_lines(found: list[dict]) -> list[str]:
     """The claims as markdown: a heading per claim with its test, evidence and verdict."""
     lines = ["## The four claims", "",
              "Each verdict follows from the runs below by the test stated with it, on the seeds' final test "
-             "accuracies (a diverged seed counts at chance, 10%): a difference is shown by Welch's t-test (5%); "
+             "accuracies (a diverged seed counts at chance, 10%): a difference is shown by Welch's t-test at 5% "
+             "after Holm's correction for the number of cases the claim tests (each case shows p and Holm p); "
              f"\"equal\" and \"not below\" are shown by the difference's 90% Welch interval lying within ±{MARGIN} pp "
              f"(or above −{MARGIN} pp): the two one-sided tests at 5%. With three seeds many comparisons can show "
              "neither: those are counted as undecided, never as support.", ""]

@@ -440,6 +440,27 @@ def test_liao_claims_follow_the_runs():
                for c in claims({"rows": single, "concordance": []}))
 
 
+
+def test_liao_claims_correct_their_significance_calls_for_the_number_of_cases():
+    """Two cells whose best − worst differences are each significant alone (Welch p ≈ 0.02)
+    refute claim (1) uncorrected; with Holm's correction over the claim's two cells neither is
+    (Holm p ≈ 0.04 × 2 > 0.05 for the first, and the second at least as large): both undecided.
+    One cell alone is not corrected (Holm p = p) and refutes. Evidence shows both p values."""
+    import runpy
+    module = runpy.run_path(os.path.join(REPO, "experiments", "liao_sign_symmetry.py"))
+    claims, compare = module["claims"], module["compare"]
+    hi, lo = [0.9500, 0.9520, 0.9540], [0.9450, 0.9470, 0.9490]
+    p = compare(hi, lo)["p"]
+    assert 0.025 < p < 0.05  # significant alone, not after doubling
+    rows = [liao_row("mlp2", "brsf", cond, hi) for cond in ("sgd", "bn")] + \
+           [liao_row("mlp2", "frsf", cond, lo) for cond in ("sgd", "bn")]
+    found = claims({"rows": rows, "concordance": []})[0]
+    assert found["verdict"] == "undecided (2 circuit × condition cells: the seeds neither show a difference nor bound it within ±0.2 pp)"
+    assert f"p = {p:.2g}, Holm p = {2 * p:.2g}" in found["evidence"][0]
+    one = claims({"rows": [rows[0], rows[2]], "concordance": []})[0]
+    assert one["verdict"] == "not supported (0 of 1 circuit × condition cells)"
+    assert f"p = {p:.2g}, Holm p = {p:.2g}" in one["evidence"][0]
+
 def test_liao_page_flags_an_arm_whose_training_loss_rose(tmp_path):
     """The arm table gives each arm's lowest training loss, its epoch and the last; an arm whose
     last is more than twice its lowest (Batch Manhattan at a constant rate keeps stepping) is
