@@ -8,7 +8,8 @@ Protocol (every setting but the learning rate is ``experiments/mnist_lenet.py``'
    ``--select-epochs`` epochs (default 10, before the first lr milestone, so at a constant
    rate: a shortened selection protocol, stated on the page) on 50,000 training images, the
    other 10,000 held out for validation (``val_size=10000``). A rule's rate is the one with the
-   highest validation accuracy at the last selection epoch; a run that diverges scores nothing.
+   highest validation accuracy at the last selection epoch; a run that diverges or ends at or
+   near chance (validation accuracy ≤ 20%, twice chance) has failed and is never chosen.
    Where the best rate is the grid's lowest, the rate a third of it (0.0003) is tried too, once.
    The test set plays no part in the choice.
 2. Result: each rule at its chosen rate, 40 epochs on all 60,000 training images, seeds
@@ -51,6 +52,7 @@ RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pf
 LRS = (0.01, 0.003, 0.001)
 PAPER_LR = 0.01
 VAL_SIZE = 10_000
+LEARNED = 0.2  # validation accuracy a run must pass to count as learning (twice chance, 10 classes)
 PAPER_RUNS = os.path.join("docs", "results", "mnist_lenet", "runs")  # the paper-settings runs (lr 0.01)
 
 
@@ -78,9 +80,10 @@ def score(history: list[dict] | None, run_dir: str) -> float:
 
 def choose(scores: dict[float, float], lrs) -> tuple[float | None, float | None]:
     """(chosen rate or None, the extra rate to try or None) from {lr: validation accuracy}: the
-    best finite score; where it is the grid's lowest rate (or every rate failed), a third of that
+    best score of a run that learned (finite, above ``LEARNED``: a run at chance or diverged has
+    failed); where it is the grid's lowest rate (or every rate failed), a third of that
     rate (one significant digit: 0.0003) is asked for once (``lrs`` is the base grid)."""
-    finite = {lr: v for lr, v in scores.items() if v == v}
+    finite = {lr: v for lr, v in scores.items() if v == v and v > LEARNED}
     best = max(finite, key=finite.get) if finite else None
     lowest = min(scores)
     extra = float(f"{min(lrs) / 3:.1g}")
@@ -100,7 +103,7 @@ def select(histories: dict, arms, lrs, out: str, epochs: int) -> dict[str, dict]
                 name = f"{a}-lr{lr_name(lr)}"
                 h = histories.get(name, {}).get(0)
                 run_dir = os.path.join(out, "runs", run_name(name, 0))
-                if not h or (len(h) < epochs and diverged(run_dir) is None):
+                if diverged(run_dir) is None and (not h or len(h) < epochs):  # a run diverged in epoch 1 has no epochs
                     missing.append(lr)
                 scores[lr] = score(h, run_dir)
             best, extra = choose(scores, lrs)
@@ -157,7 +160,8 @@ def page(table: dict, lrs, epochs: int, note: str) -> list[str]:
     lines = ["# MNIST LeNet-5: learning rate per rule, chosen on a validation split", "",
              f"Seed 0, {epochs} epochs at a constant rate (a shortened selection protocol; the results are 40-epoch "
              f"runs), the training images less {VAL_SIZE:,} held out, validation accuracy on those at the last epoch. "
-             "Chosen: the best validation accuracy; '—' a run that diverged (non-finite values), '·' not run. "
+             f"Chosen: the best validation accuracy of a run that learned (above {100 * LEARNED:.0f}%, twice chance); "
+             "'—' a run that diverged (non-finite values), '·' not run. "
              "The test set plays no part.", "",
              "| arm | " + " | ".join(f"lr {lr_name(lr)}" for lr in rates) + " | chosen |",
              "|---|" + "---|" * (len(rates) + 1)]
@@ -191,13 +195,19 @@ def main(argv=None) -> int:
                   train=not args.report_only, keep_going=True, shard=shard_of(args))
     start = time.time()
     work = args.work or os.path.join(args.out, "runs")
-    histories = run_cells(FILE, selection_cells(arms, lrs), args.out, seeds=(0,), epochs=args.select_epochs,
-                          work=work, **common)
+    def selection(cells: dict[str, Cell]) -> dict:
+        """Train this process's share of ``cells``, then read every finished one (other shards'
+        runs included: a shard passes their place in the order before they finish)."""
+        run_cells(FILE, cells, args.out, seeds=(0,), epochs=args.select_epochs, work=work, **common)
+        return run_cells(FILE, cells, args.out, seeds=(0,), epochs=args.select_epochs, work=work,
+                         **{**common, "train": False})
+
+    histories = selection(selection_cells(arms, lrs))
     table = select(histories, arms, lrs, args.out, args.select_epochs)
     extra = {f"{a}-lr{lr_name(lr)}": arm_cell(a, {"lr": lr, "val_size": VAL_SIZE})
              for a, row in table.items() for lr in row["missing"] if lr not in lrs}
     if extra:
-        histories.update(run_cells(FILE, extra, args.out, seeds=(0,), epochs=args.select_epochs, work=work, **common))
+        histories.update(selection(extra))
         table = select(histories, arms, lrs, args.out, args.select_epochs)
     note = (f"Written by `experiments/lenet_lr_selection.py` (grid {', '.join(map(lr_name, lrs))}; this invocation "
             f"{time.time() - start:.0f} s, finished runs skipped).")
@@ -216,7 +226,9 @@ def main(argv=None) -> int:
     result_cells = {a: arm_cell(a, {"lr": lr}) for a, lr in chosen.items()}
     chosen_out = os.path.join(args.out, "chosen")
     result_work = os.path.join(work, "chosen") if args.work else None
-    done = run_cells(FILE, result_cells, chosen_out, seeds=seeds, epochs=args.epochs, work=result_work, **common)
+    run_cells(FILE, result_cells, chosen_out, seeds=seeds, epochs=args.epochs, work=result_work, **common)
+    done = run_cells(FILE, result_cells, chosen_out, seeds=seeds, epochs=args.epochs, work=result_work,
+                     **{**common, "train": False})  # every shard's finished runs
     finished = all(len(done.get(a, {})) == len(seeds) for a in result_cells) and len(chosen) == len(arms)
     if finished:
         subprocess.run([sys.executable, os.path.join(HERE, "mnist_results.py"), "--profile", "lenet",

@@ -627,7 +627,8 @@ def test_sparse_feedback_page_tests_whether_pfa_degrades_most_gracefully():
 
 def test_lenet_rate_choice_brackets_the_low_end_and_never_picks_a_diverged_rate():
     """lenet_lr_selection.choose: the best validation accuracy wins; a best at the grid's lowest
-    rate (or every rate failed) asks for a third of it (0.0003) once; nan (diverged) never wins."""
+    rate (or every rate failed) asks for a third of it (0.0003) once; nan (diverged) and a run at
+    chance never win."""
     import runpy
 
     choose = runpy.run_path(os.path.join(REPO, "experiments", "lenet_lr_selection.py"))["choose"]
@@ -638,6 +639,9 @@ def test_lenet_rate_choice_brackets_the_low_end_and_never_picks_a_diverged_rate(
     assert choose({0.01: float("nan"), 0.003: 0.95, 0.001: 0.97, 0.0003: 0.98}, grid) == (0.0003, None)
     assert choose({lr: float("nan") for lr in grid}, grid) == (None, 0.0003)
     assert choose({lr: float("nan") for lr in (*grid, 0.0003)}, grid) == (None, None)
+    # a run at chance has failed too: it is never chosen over trying a lower rate
+    assert choose({0.01: 0.11, 0.003: float("nan"), 0.001: float("nan")}, grid) == (None, 0.0003)
+    assert choose({0.01: 0.11, 0.003: float("nan"), 0.001: float("nan"), 0.0003: 0.95}, grid) == (0.0003, None)
 
 
 def test_lenet_rate_selection_chooses_on_validation_then_trains_the_result_runs(data_root, tmp_path):
