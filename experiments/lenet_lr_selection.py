@@ -41,9 +41,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from circuits.errors import ConfigError  # noqa: E402
 from circuits.run import load_experiment, parse_sets  # noqa: E402
 from circuits.sweep import (Cell, copy_problems, copy_records, diverged, read_records, run_cells, run_name,  # noqa: E402
                             shard_of, sweep_parser, write_report)
+from circuits.train import Interrupted  # noqa: E402
 from circuits.training import Training  # noqa: E402
 from plasticity import make_rule  # noqa: E402
 
@@ -178,6 +180,17 @@ def page(table: dict, lrs, epochs: int, note: str) -> list[str]:
 
 
 def main(argv=None) -> int:
+    try:
+        return sweep(argv)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    except Interrupted as err:  # SIGINT/SIGTERM: the run saved where it stood
+        print(f"{err}\nthe sweep stopped; the same command continues it (finished runs are skipped, this one "
+              "resumes)", file=sys.stderr)
+        return 130
+
+
+def sweep(argv=None) -> int:
     ap = sweep_parser(__doc__.split("\n\n")[0], os.path.join("docs", "results", "mnist_lenet", "lr_selection"))
     ap.set_defaults(seeds="0,1,2")
     ap.add_argument("--rules", default=",".join(RULES), help="arms, comma-separated (default: all)")
