@@ -5,6 +5,8 @@ PFA-o finding, docs/results/mnist_lenet/README.md).
     python experiments/lenet_first_steps.py pfa-o --first-epoch-weight-decay 0.03 --data-root ../shared/data
     python experiments/lenet_first_steps.py pfa-o --first-epoch-weight-decay 0 --data-root ../shared/data
     python experiments/lenet_first_steps.py pfa-o --seeds 0,1,2,3,4,5,6,7 --data-root ../shared/data
+    python experiments/lenet_first_steps.py wm --first-epoch-weight-decay 0 --steps 110 --every 10 --alignment \
+        --data-root ../shared/data
 
 With ``--seeds`` it probes each seed in turn and ends with one line per seed: the loss at the
 last step (mean of the last 20 steps' losses) and the product of the projections' ‖W‖ relative
@@ -30,6 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", help="comma-separated seeds to probe in turn (instead of --seed), with a summary")
+    ap.add_argument("--every", type=int, default=50, help="print every K steps (default 50)")
+    ap.add_argument("--alignment", action="store_true",
+                    help="also print each projection's alignment (deg) and norm ratio of its feedback to Wᵀ")
     ap.add_argument("--data-root", default="data")
     args = ap.parse_args(argv)
     splits = datasets.load("mnist", args.data_root, 0)
@@ -62,9 +67,14 @@ def probe(args, splits, seed: int) -> tuple[float, float]:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if step % 50 == 0 or step == args.steps:
+        if step % args.every == 0 or step == args.steps:
             norms = {n: round(w.norm().item(), 3) for n, w in weights.items()}
-            print(f"seed {seed} step {step}: loss {loss.item():.4f}, ‖W‖ {norms}", flush=True)
+            line = f"seed {seed} step {step}: loss {loss.item():.4f}, ‖W‖ {norms}"
+            if args.alignment:
+                line += ", alignment (deg, norm ratio) " + str({
+                    n: (round(m["alignment_deg"]), round(m["norm_ratio"], 2))
+                    for n, m in model.alignment().items() if "alignment_deg" in m})
+            print(line, flush=True)
         if step == args.steps:
             break
     return sum(losses[-20:]) / len(losses[-20:]), gain() / start
