@@ -26,6 +26,10 @@ Arms: the twelve rules, and ``pfa-o-nowd``: PFA-o without the first epoch's 0.03
     python experiments/lenet_lr_selection.py --data-root ../shared/data --work runs/lenet_sel --shard 1/2
     python experiments/lenet_lr_selection.py --report-only      # the pages from the committed records
 
+Another MNIST experiment file takes the same protocol with ``--experiment FILE --profile P
+--paper-runs DIR --out OUT --rules ...`` (e.g. ``experiments/mnist_resnet.py`` with ``--profile
+resnet``).
+
 Writes OUT/selection.{md,json,png} (validation accuracy per rule and rate, the chosen rate) and
 the result runs' records in OUT/chosen/runs (the table: ``python experiments/mnist_results.py
 --profile lenet --out OUT/chosen``, which this script runs once every result run has finished).
@@ -117,16 +121,18 @@ def select(histories: dict, arms, lrs, out: str, epochs: int) -> dict[str, dict]
     return table
 
 
-def reuse_paper_runs(chosen: dict[str, float], seeds, out: str, training: Training, sets: dict, epochs: int | None) -> list[str]:
-    """Copy the paper-settings runs (lr 0.01, the same protocol) of rules chosen at 0.01 into
-    OUT/chosen/runs, where their records are identical to what the result phase would train."""
-    circuit, _ = load_experiment(FILE)
+def reuse_paper_runs(chosen: dict[str, float], seeds, out: str, training: Training, sets: dict, epochs: int | None,
+                     file: str = FILE, paper_runs: str = PAPER_RUNS) -> list[str]:
+    """Copy the paper-settings runs in ``paper_runs`` (lr 0.01, the same protocol) of rules chosen
+    at 0.01 into OUT/chosen/runs, where their records are identical to what the result phase
+    would train (checked: circuit, rule, seed and training settings)."""
+    circuit, _ = load_experiment(file)
     reused = []
     for a, lr in chosen.items():
         if lr != PAPER_LR or a == "pfa-o-nowd":
             continue
         for seed in seeds:
-            src, dst = os.path.join(PAPER_RUNS, run_name(a, seed)), os.path.join(out, "chosen", "runs", run_name(a, seed))
+            src, dst = os.path.join(paper_runs, run_name(a, seed)), os.path.join(out, "chosen", "runs", run_name(a, seed))
             t = training.resolve(a).with_values({"lr": lr}).with_values(sets)
             t = t.with_values({"epochs": epochs}) if epochs is not None else t
             c = circuit.with_rule(make_rule(a))
@@ -157,9 +163,9 @@ def figure(table: dict, lrs):
     return fig
 
 
-def page(table: dict, lrs, epochs: int, note: str) -> list[str]:
+def page(table: dict, lrs, epochs: int, note: str, circuit: str = "lenet") -> list[str]:
     rates = sorted({lr for row in table.values() for lr in row["scores"]}, reverse=True)
-    lines = ["# MNIST LeNet-5: learning rate per rule, chosen on a validation split", "",
+    lines = [f"# MNIST, {circuit}: learning rate per rule, chosen on a validation split", "",
              f"Seed 0, {epochs} epochs at a constant rate (a shortened selection protocol; the results are 40-epoch "
              f"runs), the training images less {VAL_SIZE:,} held out, validation accuracy on those at the last epoch. "
              f"Chosen: the best validation accuracy of a run that learned (above {100 * LEARNED:.0f}%, twice chance); "
@@ -196,12 +202,18 @@ def sweep(argv=None) -> int:
     ap.add_argument("--rules", default=",".join(RULES), help="arms, comma-separated (default: all)")
     ap.add_argument("--lrs", default=",".join(map(lr_name, LRS)), help="the rate grid (default: %(default)s)")
     ap.add_argument("--select-epochs", type=int, default=10)
+    ap.add_argument("--experiment", default=FILE, help="the MNIST experiment file (default: %(default)s; e.g. "
+                                                       "experiments/mnist_resnet.py with --profile resnet)")
+    ap.add_argument("--paper-runs", default=PAPER_RUNS,
+                    help="runs at the file's own rate 0.01 to reuse where a rule is chosen at it (default: %(default)s)")
+    ap.add_argument("--profile", default="lenet", help="mnist_results.py's profile for the result table (default: lenet)")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.rules.split(",") if a.strip()]
     unknown = [a for a in arms if a not in RULES]
     if unknown:
         ap.error(f"unknown arm(s) {', '.join(unknown)} (known: {', '.join(RULES)})")
     lrs = tuple(float(v) for v in args.lrs.split(","))
+    circuit, training = load_experiment(args.experiment)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     sets = parse_sets(args.set)
     common = dict(data_root=args.data_root, sets=sets, device=args.device, progress=not args.no_progress,
@@ -211,8 +223,8 @@ def sweep(argv=None) -> int:
     def selection(cells: dict[str, Cell]) -> dict:
         """Train this process's share of ``cells``, then read every finished one (other shards'
         runs included: a shard passes their place in the order before they finish)."""
-        run_cells(FILE, cells, args.out, seeds=(0,), epochs=args.select_epochs, work=work, **common)
-        return run_cells(FILE, cells, args.out, seeds=(0,), epochs=args.select_epochs, work=work,
+        run_cells(args.experiment, cells, args.out, seeds=(0,), epochs=args.select_epochs, work=work, **common)
+        return run_cells(args.experiment, cells, args.out, seeds=(0,), epochs=args.select_epochs, work=work,
                          **{**common, "train": False})
 
     histories = selection(selection_cells(arms, lrs))
@@ -226,25 +238,25 @@ def sweep(argv=None) -> int:
             f"{time.time() - start:.0f} s, finished runs skipped).")
     data = {"select_epochs": args.select_epochs, "val_size": VAL_SIZE, "grid": list(lrs),
             "arms": {a: {**row, "scores": {lr_name(k): v for k, v in row["scores"].items()}} for a, row in table.items()}}
-    print(write_report(args.out, "selection", data, figure(table, lrs), page(table, lrs, args.select_epochs, note),
+    print(write_report(args.out, "selection", data, figure(table, lrs), page(table, lrs, args.select_epochs, note, circuit.name),
                        "validation accuracy against the learning rate, per rule"))
     chosen = {a: row["chosen"] for a, row in table.items() if row["chosen"] is not None}
     if not chosen:
         return 0
-    _, training = load_experiment(FILE)
     if not args.report_only:
-        reused = reuse_paper_runs(chosen, seeds, args.out, training, sets, args.epochs)
+        reused = reuse_paper_runs(chosen, seeds, args.out, training, sets, args.epochs, args.experiment,
+                                  args.paper_runs)
         if reused:
             print(f"reused the paper-settings runs {', '.join(reused)} (lr {PAPER_LR:g}, the same protocol)", file=sys.stderr)
     result_cells = {a: arm_cell(a, {"lr": lr}) for a, lr in chosen.items()}
     chosen_out = os.path.join(args.out, "chosen")
     result_work = os.path.join(work, "chosen") if args.work else None
-    run_cells(FILE, result_cells, chosen_out, seeds=seeds, epochs=args.epochs, work=result_work, **common)
-    done = run_cells(FILE, result_cells, chosen_out, seeds=seeds, epochs=args.epochs, work=result_work,
+    run_cells(args.experiment, result_cells, chosen_out, seeds=seeds, epochs=args.epochs, work=result_work, **common)
+    done = run_cells(args.experiment, result_cells, chosen_out, seeds=seeds, epochs=args.epochs, work=result_work,
                      **{**common, "train": False})  # every shard's finished runs
     finished = all(len(done.get(a, {})) == len(seeds) for a in result_cells) and len(chosen) == len(arms)
     if finished:
-        subprocess.run([sys.executable, os.path.join(HERE, "mnist_results.py"), "--profile", "lenet",
+        subprocess.run([sys.executable, os.path.join(HERE, "mnist_results.py"), "--profile", args.profile,
                         "--out", chosen_out, "--epochs", str(args.epochs or training.epochs)], check=True)
     else:
         print("result runs not all finished (or rates not all chosen): rerun to continue; the table is written "
