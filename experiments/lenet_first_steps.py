@@ -14,6 +14,7 @@ to its start (the network's gain; weight decay with momentum 0.9 shrinks W by ab
 10·lr·decay per step, 3·10⁻³ at lr 0.01 and decay 0.03, unless learning outpaces it).
 """
 import argparse
+import ast
 import math
 
 import torch
@@ -32,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", help="comma-separated seeds to probe in turn (instead of --seed), with a summary")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a rule option (repeatable; a Python literal), e.g. --option rate=2 for wm")
     ap.add_argument("--every", type=int, default=50, help="print every K steps (default 50)")
     ap.add_argument("--alignment", action="store_true",
                     help="also print each projection's alignment (deg) and norm ratio of its feedback to Wᵀ")
@@ -54,7 +57,8 @@ def probe(args, splits, seed: int) -> tuple[float, float]:
     training = Training(data="mnist", batch_size=64, lr=args.lr, momentum=0.9, weight_decay=1e-4,
                         first_epoch_weight_decay=args.first_epoch_weight_decay or None)
     torch.manual_seed(seed)
-    model = zoo.lenet(feedback=make_rule(args.rule)).compile(seed=seed)
+    options = {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in args.option)}
+    model = zoo.lenet(feedback=make_rule(args.rule, **options)).compile(seed=seed)
     optimizer = make_optimizer(model, training)
     model.attach_optimizer(optimizer)
     set_epoch_weight_decay(optimizer, 0)
