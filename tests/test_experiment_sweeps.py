@@ -642,6 +642,10 @@ def test_lenet_rate_choice_brackets_the_low_end_and_never_picks_a_diverged_rate(
     # a run at chance has failed too: it is never chosen over trying a lower rate
     assert choose({0.01: 0.11, 0.003: float("nan"), 0.001: float("nan")}, grid) == (None, 0.0003)
     assert choose({0.01: 0.11, 0.003: float("nan"), 0.001: float("nan"), 0.0003: 0.95}, grid) == (0.0003, None)
+    # where the chosen rate diverges in a result run: the next best of the runs that learned
+    next_best = runpy.run_path(os.path.join(REPO, "experiments", "lenet_lr_selection.py"))["next_best"]
+    assert next_best({0.01: 0.9827, 0.003: 0.9809, 0.001: 0.9747}, 0.01) == 0.003
+    assert next_best({0.01: 0.97, 0.003: float("nan"), 0.001: 0.11}, 0.01) is None
 
 
 def test_lenet_rate_selection_chooses_on_validation_then_trains_the_result_runs(data_root, tmp_path):
