@@ -663,3 +663,20 @@ def test_lenet_rate_selection_chooses_on_validation_then_trains_the_result_runs(
     assert config["training"]["lr"] == selection["chosen"] and config["training"]["val_size"] == 0
     assert "| bp |" in (out / "chosen" / "results.md").read_text()
     assert f"| bp | {100 * scores[0.05]:.2f} | {100 * scores[0.01]:.2f} |" in (out / "selection.md").read_text()
+
+
+def test_lenet_first_steps_probe_summarises_each_seed_and_takes_rule_options(data_root):
+    """experiments/lenet_first_steps.py (the probe behind the LeNet page's PFA-o and WM findings):
+    one summary line per seed with the loss and the network's gain Π‖W‖ relative to its start;
+    --option reaches the rule (an unknown option is refused by it), --alignment prints angles."""
+    out = run("lenet_first_steps.py", "wm", "--option", "rate=2", "--seeds", "0,1", "--steps", "2", "--every", "1",
+              "--alignment", "--first-epoch-weight-decay", "0", "--data-root", data_root).stdout
+    assert "wm, first-epoch weight decay 0, lr 0.01, step 2:" in out
+    summary = [line for line in out.splitlines() if line.startswith("  seed ")]
+    assert [line.split(":")[0] for line in summary] == ["  seed 0", "  seed 1"]
+    gains = [float(line.rsplit(" ", 1)[1]) for line in summary]
+    assert all(0.5 < g < 2 for g in gains)  # two steps barely move W
+    assert "alignment (deg, norm ratio) {'p1->c2': (" in out
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "lenet_first_steps.py"), "wm", "--option",
+                          "speed=2", "--steps", "1", "--data-root", data_root], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode != 0 and "speed" in bad.stderr
