@@ -20,7 +20,7 @@ import re
 import statistics
 
 RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o", "pfa-o-square")
-IMPLICIT_R = ("pfa", "pfa-o", "pfa-o-square")  # rules whose runs hold R = WᵀBᵀ + a·E₀
+IMPLICIT_R = ("pfa", "pfa-o", "pfa-o-square", "pfa-o-nowd")  # runs whose R = WᵀBᵀ + a·E₀ (pfa-o-nowd: lenet_lr_selection.py)
 PROJECTIONS = ("h1->h2", "h2->digits")  # the profile's projections (see PROFILES)
 PAPER = {"bp": "98.41 best epoch (5 seeds, 98.36–98.45)", "fa": "below BP", "dfa": "below BP", "usf": "≈ BP",
          "brsf": "≈ BP", "frsf": "≈ BP", "pfa": "≈ BP", "pfa-o": "≈ BP", "pfa-o-square": "≈ BP (PFA-o as the code builds it)"}
