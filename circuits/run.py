@@ -178,10 +178,13 @@ def resume_run(args, device: str):
         invocation.update(file=os.path.abspath(args.file), sha256=sha, circuit_from=os.path.abspath(args.file))
     else:
         invocation.update(sha256=(config.get("experiment") or {}).get("sha256"), circuit_from="config.json")
-    return train(circuit, resumed, rule=rule_name, run_dir=args.resume, data_root=args.data_root or config["data_root"],
-                 seed=config["seed"], device=device, progress=not args.no_progress, resume=True,
-                 log_every=args.log_every, checkpoint_every=args.checkpoint_every, invocation=invocation,
-                 overrides=overrides, accept_mismatch=args.accept_mismatch)
+    history = train(circuit, resumed, rule=rule_name, run_dir=args.resume, data_root=args.data_root or config["data_root"],
+                    seed=config["seed"], device=device, progress=not args.no_progress, resume=True,
+                    log_every=args.log_every, checkpoint_every=args.checkpoint_every, invocation=invocation,
+                    overrides=overrides, accept_mismatch=args.accept_mismatch)
+    if diverged(args.resume) is not None:  # continued past its divergence (e.g. at a smaller lr): no longer final
+        os.remove(os.path.join(args.resume, DIVERGED))
+    return history
 
 
 def saved_model(run_dir: str, file: str | None, accept_mismatch: bool, flag: str):

@@ -178,6 +178,11 @@ def test_compare_records_a_diverged_run_and_goes_on(tmp_path, data_root):
     again = cli(*args)
     assert again.returncode == 1 and "diverged after 0 epochs in an earlier invocation, skipped" in again.stderr
     assert again.stderr.count("finished already") == 2
+    # continued by hand at a sane rate, the run is no longer recorded as diverged; --compare takes it
+    fixed = cli("--resume", str(out / "fa-s0"), "--set", "lr=0.01")
+    assert fixed.returncode == 0, fixed.stderr
+    assert not (out / "fa-s0" / "diverged.json").exists()
+    assert cli(*args).returncode == 0 and "| fa | 1 | 1 |" in (out / "compare.md").read_text()
 
 DDP_SIZES = dict(hidden=32, batch=64, train_size=640)
 
