@@ -217,7 +217,7 @@ def sweep(argv=None) -> int:
                                                        "experiments/mnist_resnet.py with --profile resnet)")
     ap.add_argument("--paper-runs", default=PAPER_RUNS,
                     help="runs at the file's own rate 0.01 to reuse where a rule is chosen at it (default: %(default)s)")
-    ap.add_argument("--profile", default="lenet", help="mnist_results.py's profile for the result table (default: lenet)")
+    ap.add_argument("--profile", default="lenet", choices=("lenet", "resnet", "mlp"), help="mnist_results.py's profile for the result table (default: lenet)")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.rules.split(",") if a.strip()]
     unknown = [a for a in arms if a not in RULES]
@@ -231,6 +231,7 @@ def sweep(argv=None) -> int:
                   train=not args.report_only, keep_going=True, shard=shard_of(args))
     start = time.time()
     work = args.work or os.path.join(args.out, "runs")
+
     def selection(cells: dict[str, Cell]) -> dict:
         """Train this process's share of ``cells``, then read every finished one (other shards'
         runs included: a shard passes their place in the order before they finish)."""
