@@ -20,7 +20,8 @@ from circuits.circuit import Circuit
 from circuits.compare import write_comparison
 from circuits.errors import CircuitError, ConfigError, DataError
 from circuits.rebuild import rebuild
-from circuits.rundir import DIVERGED, RunLock, diverged, identity_problems, mark_diverged, read_config, sha256_file
+from circuits.rundir import (DIVERGED, RunLock, diverged, identity_problems, mark_diverged, read_config, read_records,
+                             sha256_file)
 from circuits.train import (RESUMABLE, CheckpointError, Interrupted, TrainingDiverged, data_identity, evaluate_split,
                             load_checkpoint, train)
 from circuits.training import Training, settings_help
@@ -402,7 +403,7 @@ def compare(args, device: str) -> int:
                 try:
                     run_dir, history = run_one(args, r, s, run_dir, device, resume_if_started=True)
                 except TrainingDiverged as err:
-                    epochs = _epochs_in(run_dir)
+                    epochs = len(read_records(run_dir))
                     mark_diverged(run_dir, str(err), epochs)
                     print(f"{run_dir}: {err}; recorded in {DIVERGED}, going on with the next run", file=sys.stderr)
                     record = {"error": str(err), "epochs": epochs}
@@ -420,15 +421,6 @@ def compare(args, device: str) -> int:
               + ", ".join(f"{r}-s{s}" for r, by_seed in blown.items() for s in by_seed), file=sys.stderr)
         return 1
     return 0
-
-
-def _epochs_in(run_dir: str) -> int:
-    """Epochs recorded in the run's metrics.jsonl (0 if none)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return sum(1 for line in f if line.strip())
 
 
 def _report(run_dir: str, history: list[dict]) -> None:

@@ -71,6 +71,15 @@ def check_target(run_dir: str, resume: bool) -> None:
                           "folder: choose another --out")
 
 
+def read_records(run_dir: str) -> list[dict]:
+    """The per-epoch metrics of a run directory (or of its copy), [] if it has none."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def diverged(run_dir: str) -> dict | None:
     """The run's diverged.json ({"error", "epochs"}), None if it did not diverge."""
     path = os.path.join(run_dir, DIVERGED)

@@ -19,7 +19,7 @@ from circuits.circuit import Circuit
 from circuits.errors import ConfigError
 from circuits.run import load_experiment, started_run
 from circuits.rundir import (DIVERGED, RunInUse, circuit_difference, diverged, fingerprint, in_use, mark_diverged,
-                             recorded_fingerprint, sha256_file)
+                             read_records, recorded_fingerprint, sha256_file)
 from circuits.train import Interrupted, TrainingDiverged
 from circuits.train import train as train_run
 from plasticity import Rule
@@ -30,15 +30,6 @@ RECORDS = ("config.json", "metrics.jsonl", "initial.json", DIVERGED)  # a run's 
 
 def run_name(cell: str, seed: int) -> str:
     return f"{cell}-s{seed}"
-
-
-def read_records(run_dir: str) -> list[dict]:
-    """The per-epoch metrics of a run directory (or of its copy), [] if it has none."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def read_initial(run_dir: str) -> dict | None:
