@@ -680,3 +680,41 @@ def test_lenet_first_steps_probe_summarises_each_seed_and_takes_rule_options(dat
     bad = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "lenet_first_steps.py"), "wm", "--option",
                           "speed=2", "--steps", "1", "--data-root", data_root], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode != 0 and "speed" in bad.stderr
+
+
+def test_mnist_validation_split_table_reports_test_accuracy_at_the_best_validation_epoch(data_root, tmp_path):
+    """experiments/mnist_val.py on a slice: each rule trains with 10,000 training images held out
+    (val_acc recorded every epoch, val_size in its config), its records are copied to OUT/runs,
+    and the page's column is the test accuracy at the epoch of best validation accuracy."""
+    out = tmp_path / "val"
+    run("mnist_val.py", "--data-root", data_root, "--out", str(out), "--work", str(tmp_path / "work"),
+        "--rules", "bp,fa", "--seeds", "0", "--epochs", "2", "--set", "train_size=256", "--no-progress")
+    for rule in ("bp", "fa"):
+        records = [json.loads(line) for line in open(out / "runs" / f"{rule}-s0" / "metrics.jsonl")]
+        assert len(records) == 2 and all("val_acc" in r for r in records)
+        assert json.load(open(out / "runs" / f"{rule}-s0" / "config.json"))["training"]["val_size"] == 10_000
+    summary = json.load(open(out / "results.json"))["rules"]
+    records = [json.loads(line) for line in open(out / "runs" / "fa-s0" / "metrics.jsonl")]
+    assert summary["fa"]["val_selected_test_acc"] == [max(records, key=lambda r: r["val_acc"])["test_acc"]]
+    assert "test accuracy at the best validation epoch" in (out / "results.md").read_text()
+
+
+def test_lenet_feedback_probe_controls_what_b_is(data_root):
+    """experiments/lenet_feedback_probe.py (the WM finding on the LeNet page): the oracle's B is
+    Wᵀ (0°), the noisy one's is 0.1 ‖W‖ of fresh noise away (atan 0.1 = 5.71°), the late oracle
+    is WM itself in the first epoch and Wᵀ after, and an unknown variant is refused by name."""
+    out = run("lenet_feedback_probe.py", "wm", "late-oracle", "oracle", "noisy", "--epochs", "2", "--train-size", "128",
+              "--data-root", data_root).stdout
+    lines = {line.split(":")[0]: line.split(":", 1)[1] for line in out.splitlines() if " epoch " in line}
+    assert lines["late-oracle epoch 1"].rsplit("(", 1)[0] == lines["wm epoch 1"].rsplit("(", 1)[0]
+    for name in ("oracle epoch 2", "late-oracle epoch 2"):
+        assert "p1->c2 0.0, p2->c3 0.0, c3->f4 0.0, f4->classes 0.0" in lines[name]
+
+    def angles(line):
+        return [float(a.split()[-1]) for a in line.split("(deg) ")[1].split(" (")[0].split(", ")]
+
+    assert len(angles(lines["noisy epoch 2"])) == 4 and all(abs(a - 5.71) < 0.3 for a in angles(lines["noisy epoch 2"]))
+    assert all(a > 80 for a in angles(lines["wm epoch 2"]))  # four steps at rate 0.5, lr 0.001: B barely moved
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "lenet_feedback_probe.py"), "lag0",
+                          "--data-root", data_root], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode != 0 and "lag0" in bad.stderr
