@@ -17,7 +17,10 @@ Noise comes from the default generator of W's device, whose state checkpoints ke
 The default rate 0.5 (with lr 0.01 and momentum 0.9: B moves 5% of the way to Ĉ per step)
 lets B follow W within about 20 steps; a slower B (rate 0.05: ~200 steps) lags W early in
 training and the lag, not the noise, slows learning (MNIST, first 600 steps: mean loss 0.30
-against 0.19 at rate 0.5 and 0.14 for BP).
+against 0.19 at rate 0.5 and 0.14 for BP). B's time constant is 1 / (10 · lr · rate) steps, so
+W moves about as far within it at any lr. On LeNet that lag is enough to stall and then blow
+up training at lr 0.01 to 0.001, with B within 2–8° of Wᵀ; B = Wᵀ plus fresh noise trains like
+BP (``experiments/lenet_feedback_probe.py``; docs/results/mnist_lenet/README.md).
 """
 import torch
 from torch import nn
