@@ -37,9 +37,11 @@ PROFILES = {  # which projections a table and figure show, and the published num
             "title": "MNIST: final results per rule"},
     "lenet": {"projections": ("p1->c2", "p2->c3", "c3->f4", "f4->classes"), "paper": LENET_PAPER, "theory": {},
               "title": "MNIST LeNet-5: final results per rule"},
-    "resnet": {"projections": ("s1b0_a->s1b0_b", "s2b0_a->s2b0_b", "s3b0_a->s3b0_b", "pool->classes"), "paper": {},
+    "resnet": {"projections": ("stem->s1b0_a", "s1b0_a->s1b0_b", "s1b0->s2b0_a", "s2b0_a->s2b0_b", "s2b0->s3b0_a",
+                               "s3b0_a->s3b0_b", "pool->classes"), "paper": {},  # every projection with feedback
                "theory": {}, "title": "MNIST ResNet-8 (zoo.resnet8_mnist): final results per rule"},
 }
+PER_ROW = 4  # projections side by side in alignment.png; more wrap to further rows
 
 
 def use_profile(name: str) -> None:
@@ -265,17 +267,25 @@ def figures(done: dict, out: str, initial: dict | None = None) -> None:
     fig.savefig(os.path.join(out, "learning_curves.png"), dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(2, len(PROJECTIONS), figsize=(5.5 * len(PROJECTIONS), 7), sharex=True, squeeze=False)
-    for col, p in enumerate(PROJECTIONS):
+    # one column per projection, at most PER_ROW side by side: alignment above norm ratio
+    cols = min(len(PROJECTIONS), PER_ROW)
+    blocks = -(-len(PROJECTIONS) // PER_ROW)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(5.5 * cols, 7 * blocks), sharex=True, squeeze=False)
+    for i in range(len(PROJECTIONS), blocks * cols):  # the last row's empty places
+        axes[2 * (i // PER_ROW), i % PER_ROW].set_visible(False)
+        axes[2 * (i // PER_ROW) + 1, i % PER_ROW].set_visible(False)
+    for i, p in enumerate(PROJECTIONS):
+        top, col = 2 * (i // PER_ROW), i % PER_ROW
         for row, key in enumerate(("alignment_deg", "norm_ratio")):
-            band(axes[row, col], _curves(done, lambda e: e.get("projections", {}).get(p, {}).get(key, float("nan")),
-                                         initial))
-            axes[row, col].set_title(f"{p}: {'path/weight alignment (deg)' if row == 0 else 'norm ratio'}", fontsize=9)
-            axes[row, col].grid(alpha=0.3)
+            ax = axes[top + row, col]
+            band(ax, _curves(done, lambda e: e.get("projections", {}).get(p, {}).get(key, float("nan")), initial))
+            ax.set_title(f"{p}: {'path/weight alignment (deg)' if row == 0 else 'norm ratio'}", fontsize=9)
+            ax.grid(alpha=0.3)
         if "pfa" in THEORY:
-            axes[0, col].axhline(17.5, color="gray", ls="--", lw=0.8)
-        axes[1, col].axhline(1.0, color="gray", ls="--", lw=0.8)
-        axes[1, col].set_xlabel("epoch (0: at initialisation)")
+            axes[top, col].axhline(17.5, color="gray", ls="--", lw=0.8)
+        axes[top + 1, col].axhline(1.0, color="gray", ls="--", lw=0.8)
+        axes[top + 1, col].set_xlabel("epoch (0: at initialisation)")
+        axes[top + 1, col].xaxis.set_tick_params(labelbottom=True)
     axes[0, 0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "alignment.png"), dpi=120)
