@@ -271,11 +271,11 @@ def figures(done: dict, out: str, initial: dict | None = None) -> None:
     cols = min(len(PROJECTIONS), PER_ROW)
     blocks = -(-len(PROJECTIONS) // PER_ROW)
     fig, axes = plt.subplots(2 * blocks, cols, figsize=(5.5 * cols, 7 * blocks), sharex=True, squeeze=False)
-    for i in range(len(PROJECTIONS), blocks * cols):  # the last row's empty places
-        axes[2 * (i // PER_ROW), i % PER_ROW].set_visible(False)
-        axes[2 * (i // PER_ROW) + 1, i % PER_ROW].set_visible(False)
-    for i, p in enumerate(PROJECTIONS):
-        top, col = 2 * (i // PER_ROW), i % PER_ROW
+    place = [(2 * (i // PER_ROW), i % PER_ROW) for i in range(blocks * cols)]  # (alignment row, column)
+    for top, col in place[len(PROJECTIONS):]:  # the last row's empty places
+        axes[top, col].set_visible(False)
+        axes[top + 1, col].set_visible(False)
+    for p, (top, col) in zip(PROJECTIONS, place):
         for row, key in enumerate(("alignment_deg", "norm_ratio")):
             ax = axes[top + row, col]
             band(ax, _curves(done, lambda e: e.get("projections", {}).get(p, {}).get(key, float("nan")), initial))

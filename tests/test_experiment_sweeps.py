@@ -304,7 +304,7 @@ def test_resnet_profile_reports_every_projection_with_feedback(tmp_path):
     assert "10.0 ± 0.0 / 20.0 ± 0.0 / 30.0 ± 0.0 / 40.0 ± 0.0 / 50.0 ± 0.0 / 60.0 ± 0.0 / 70.0 ± 0.0" in table
     from PIL import Image
     width, height = Image.open(tmp_path / "alignment.png").size
-    assert height > width / 2  # two rows of four panels pairs, not one row of seven
+    assert height > width / 2  # two rows of four projections, not one row of seven
 
 
 def test_results_table_shows_each_rules_rate_and_names_a_diverged_run(tmp_path):
