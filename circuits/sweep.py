@@ -325,7 +325,9 @@ def write_report(out: str, stem: str, data: dict, fig, lines: list[str], caption
     path = os.path.join(out, stem)
 
     def replace(suffix, write):
-        tmp = f"{path}.tmp{suffix}"  # matplotlib picks the format from the suffix
+        # one name per process: two shards writing the same report must not share a temporary
+        # file; matplotlib picks the format from the suffix
+        tmp = f"{path}.tmp{os.getpid()}{suffix}"
         write(tmp)
         os.replace(tmp, path + suffix)
 

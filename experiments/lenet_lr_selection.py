@@ -43,7 +43,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -156,6 +155,12 @@ def reuse_paper_runs(chosen: dict[str, float], seeds, out: str, training: Traini
     return reused
 
 
+def training_hours(histories: dict) -> float:
+    """Hours of training in ``histories`` ({name: {seed: records}}), summed from each epoch's
+    ``seconds``: a property of the finished runs, the same whichever invocation writes it."""
+    return sum(r.get("seconds", 0.0) for runs in histories.values() for h in runs.values() for r in h) / 3600
+
+
 def figure(table: dict, lrs):
     import matplotlib
     matplotlib.use("Agg")
@@ -229,7 +234,6 @@ def sweep(argv=None) -> int:
     sets = parse_sets(args.set)
     common = dict(data_root=args.data_root, sets=sets, device=args.device, progress=not args.no_progress,
                   train=not args.report_only, keep_going=True, shard=shard_of(args))
-    start = time.time()
     work = args.work or os.path.join(args.out, "runs")
 
     def selection(cells: dict[str, Cell]) -> dict:
@@ -246,8 +250,9 @@ def sweep(argv=None) -> int:
     if extra:
         histories.update(selection(extra))
         table = select(histories, arms, lrs, args.out, args.select_epochs)
-    note = (f"Written by `experiments/lenet_lr_selection.py` (grid {', '.join(map(lr_name, lrs))}; this invocation "
-            f"{time.time() - start:.0f} s, finished runs skipped).")
+    note = (f"Written by `experiments/lenet_lr_selection.py` (grid {', '.join(map(lr_name, lrs))}); the selection "
+            f"runs' training steps took {training_hours(histories):.1f} core-hours (their records' epoch seconds, "
+            "evaluation not counted).")
     data = {"select_epochs": args.select_epochs, "val_size": VAL_SIZE, "grid": list(lrs),
             "arms": {a: {**row, "scores": {lr_name(k): v for k, v in row["scores"].items()}} for a, row in table.items()}}
     print(write_report(args.out, "selection", data, figure(table, lrs), page(table, lrs, args.select_epochs, note, circuit.name),

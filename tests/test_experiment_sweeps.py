@@ -682,7 +682,40 @@ def test_lenet_rate_selection_chooses_on_validation_then_trains_the_result_runs(
     config = json.load(open(out / "chosen" / "runs" / "bp-s0" / "config.json"))
     assert config["training"]["lr"] == selection["chosen"] and config["training"]["val_size"] == 0
     assert "| bp |" in (out / "chosen" / "results.md").read_text()
-    assert f"| bp | {100 * scores[0.05]:.2f} | {100 * scores[0.01]:.2f} |" in (out / "selection.md").read_text()
+    page = (out / "selection.md").read_text()
+    assert f"| bp | {100 * scores[0.05]:.2f} | {100 * scores[0.01]:.2f} |" in page
+    seconds = sum(json.loads(line)["seconds"] for lr in ("0.05", "0.01")
+                  for line in open(out / "runs" / f"bp-lr{lr}-s0" / "metrics.jsonl"))
+    assert f"training steps took {seconds / 3600:.1f} core-hours" in page
+    # a later invocation that trains nothing writes the same page (nothing about itself on it)
+    run("lenet_lr_selection.py", "--data-root", data_root, "--out", str(out), "--rules", "bp", "--lrs", "0.05,0.01",
+        "--select-epochs", "1", "--seeds", "0", "--report-only", *SLICE)
+    assert (out / "selection.md").read_text() == page
+
+
+def test_write_report_temporaries_differ_between_processes(tmp_path, monkeypatch):
+    """Two shards of a sweep write the same report at once: each process writes its own temporary
+    files (named by its pid) before the rename, so neither renames the other's away; none is left."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from circuits import sweep
+
+    written = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        written.append(os.path.basename(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(sweep.os, "replace", replace)
+    for pid in (101, 202):
+        monkeypatch.setattr(sweep.os, "getpid", lambda pid=pid: pid)
+        sweep.write_report(str(tmp_path), "selection", {"pid": pid}, plt.figure(), ["# page"], "caption")
+    first, second = written[:3], written[3:]
+    assert len(written) == 6 and not set(first) & set(second)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["selection.json", "selection.md", "selection.png"]
 
 
 def test_lenet_first_steps_probe_summarises_each_seed_and_takes_rule_options(data_root):
