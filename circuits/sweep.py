@@ -315,6 +315,19 @@ def seeds_of(args) -> tuple[int, ...]:
     return tuple(int(s) for s in str(args.seeds).split(",") if s.strip())
 
 
+def training_hours(histories: dict) -> float:
+    """Hours of training steps in ``histories`` ({cell: {seed: records}}, as run_cells returns),
+    summed from each epoch record's ``seconds`` (evaluation not counted): a property of the
+    finished runs, the same whichever invocation writes the page."""
+    return sum(r.get("seconds", 0.0) for runs in histories.values() for h in runs.values() for r in h) / 3600
+
+
+def training_note(histories: dict) -> str:
+    """The sentence a sweep's page states its cost in."""
+    return (f"training steps in all: {training_hours(histories):.1f} core-hours (the records' epoch seconds, "
+            "evaluation not counted)")
+
+
 def write_report(out: str, stem: str, data: dict, fig, lines: list[str], caption: str) -> str:
     """Write a sweep's results to ``out``: STEM.json (``data``), STEM.png (the matplotlib
     ``fig``, closed afterwards) and STEM.md (``lines``, then the figure under ``caption``), each

@@ -21,12 +21,11 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 from circuits.rundir import in_use
 from circuits.run import load_experiment
 from circuits.sweep import (final, mean_sd, run_cells_from_args, run_name, seeds_of, shard_of, sweep_parser,
-                            write_report)
+                            training_note, write_report)
 from plasticity import IFA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -128,14 +127,13 @@ def main(argv=None):
     ap.add_argument("--probe-args", default=PROBE_ARGS, help=f"python -m probes options (default: {PROBE_ARGS!r})")
     args = ap.parse_args(argv)
     angles = [float(a) for a in args.angles.split(",")]
-    start = time.time()
     cells = {f"ifa-{a:g}": IFA(angle=a) for a in angles}
     histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), cells, args)
     rows = summarize(angles, histories, seeds_of(args))
     note = (f"Written by `experiments/ifa_angle_sweep.py --epochs {args.epochs or 40}` (seeds "
             f"{','.join(map(str, seeds_of(args)))}, circuit and training of experiments/mnist_mlp.py); mean ± sample "
             f"sd over the seeds; the initial alignment is the first seed's; wall time: the training epochs' seconds per "
-            f"run (this invocation: {time.time() - start:.0f} s, finished runs skipped).")
+            f"run; {training_note(histories)}.")
     print(write(rows, args.out, note))
     if args.probe_out and not args.report_only and probe_finished(cells, histories, args):
         import runpy

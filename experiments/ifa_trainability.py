@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 from circuits import Training, zoo
-from circuits.sweep import Cell, diverged, mean_sd, run_cells_from_args, run_name, seeds_of, sweep_parser, write_report
+from circuits.sweep import Cell, diverged, mean_sd, run_cells_from_args, run_name, seeds_of, sweep_parser, training_note, write_report
 from plasticity import make_rule
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -227,14 +226,13 @@ def main(argv=None):
     unknown = set(studies) - {"init", "depth", "size"}
     if unknown:
         ap.error(f"unknown studies: {', '.join(sorted(unknown))} (known: init, depth, size)")
-    start = time.time()
     grid = cells(studies, args.angle, rules, gains, depths, sizes)
     histories = run_cells_from_args(__file__, grid, args, keep_going=True)
     rows = summarize(histories, list(grid), args.out)
     note = (f"Written by `experiments/ifa_trainability.py --studies {','.join(studies)} --epochs {args.epochs or training.epochs}"
             f" --angle {args.angle:g}` (seeds {','.join(map(str, seeds_of(args)))}); protocol in the script's docstring; "
-            f"mean ± sample sd over seeds; a diverged run counts as 10% (chance); this invocation: "
-            f"{time.time() - start:.0f} s.")
+            f"mean ± sample sd over seeds; a diverged run counts as 10% (chance); "
+            f"{training_note(histories)}.")
     print(write(rows, args.out, note))
 
 

@@ -50,7 +50,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from circuits.errors import ConfigError  # noqa: E402
 from circuits.run import load_experiment, parse_sets  # noqa: E402
 from circuits.sweep import (Cell, copy_problems, copy_records, diverged, read_records, run_cells, run_name,  # noqa: E402
-                            shard_of, sweep_parser, write_report)
+                            shard_of, sweep_parser, training_note, write_report)
 from circuits.train import Interrupted  # noqa: E402
 from circuits.training import Training  # noqa: E402
 from plasticity import make_rule  # noqa: E402
@@ -155,12 +155,6 @@ def reuse_paper_runs(chosen: dict[str, float], seeds, out: str, training: Traini
     return reused
 
 
-def training_hours(histories: dict) -> float:
-    """Hours of training in ``histories`` ({name: {seed: records}}), summed from each epoch's
-    ``seconds``: a property of the finished runs, the same whichever invocation writes it."""
-    return sum(r.get("seconds", 0.0) for runs in histories.values() for h in runs.values() for r in h) / 3600
-
-
 def figure(table: dict, lrs):
     import matplotlib
     matplotlib.use("Agg")
@@ -251,8 +245,7 @@ def sweep(argv=None) -> int:
         histories.update(selection(extra))
         table = select(histories, arms, lrs, args.out, args.select_epochs)
     note = (f"Written by `experiments/lenet_lr_selection.py` (grid {', '.join(map(lr_name, lrs))}); the selection "
-            f"runs' training steps took {training_hours(histories):.1f} core-hours (their records' epoch seconds, "
-            "evaluation not counted).")
+            f"runs' {training_note(histories)}.")
     data = {"select_epochs": args.select_epochs, "val_size": VAL_SIZE, "grid": list(lrs),
             "arms": {a: {**row, "scores": {lr_name(k): v for k, v in row["scores"].items()}} for a, row in table.items()}}
     print(write_report(args.out, "selection", data, figure(table, lrs), page(table, lrs, args.select_epochs, note, circuit.name),

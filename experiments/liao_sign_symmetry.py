@@ -42,11 +42,10 @@ import math
 import os
 import statistics
 import sys
-import time
 
 from circuits import zoo
 from circuits.sweep import (Cell, compare, diverged, holm, mean_sd, read_initial, run_cells_from_args, run_name, seeds_of, sweep_parser,
-                            write_report)
+                            training_note, write_report)
 from plasticity import make_rule
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -602,7 +601,6 @@ def main(argv=None):
     qs = tuple(float(q) for q in split(args.concordance))
     seeds = seeds_of(args)
     arms = [(d, r, c) for d in depths for r in rules for c in conditions]
-    start = time.time()
     # 1. every rate of each arm's grid, first seed: the selection on validation
     grid_cells = dict(cell(d, r, c, lr) for d, r, c in arms for lr in grid[CONDITIONS[c][0]])
     histories = mark_diverged(run_cells_from_args(FILE, grid_cells, args, seeds=seeds[:1], keep_going=True), args.out)
@@ -637,8 +635,8 @@ def main(argv=None):
     note = (f"Written by `experiments/liao_sign_symmetry.py --epochs {args.epochs or 20}` (seeds "
             f"{','.join(map(str, seeds))}; protocol in the script's docstring: learning rate chosen per arm on the "
             f"validation split with seed {seeds[0]}, test accuracy of the final epoch, mean ± sample sd over the "
-            f"seeds; a diverged run counts as failed). Wall time: the training epochs' seconds per run (this "
-            f"invocation: {time.time() - start:.0f} s, finished runs skipped).")
+            f"seeds; a diverged run counts as failed). Wall time: the training epochs' seconds per run; "
+            f"{training_note(histories)}.")
     result = {**summarize(histories, chosen, arms, seeds, qs, q_condition, args.out, grid), "bracket": bracket}
     print(write(result, args.out, note))
 

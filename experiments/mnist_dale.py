@@ -24,11 +24,10 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
 
 from circuits import Circuit
 from circuits.sweep import (Cell, diverged, final, mean_sd, read_records, run_cells_from_args, run_name, seeds_of,
-                            sweep_parser, write_report)
+                            sweep_parser, training_note, write_report)
 from connectomes import Dense
 from plasticity import make_rule
 from populations import Input, Layer, Readout
@@ -208,7 +207,6 @@ def main(argv=None):
                     help="the unconstrained runs (RULE-sSEED folders) to stand beside")
     args = ap.parse_args(argv)
     rules = tuple(r.strip() for r in args.rules.split(","))
-    start = time.time()
     sweep = cells(rules)
     histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), sweep, args, keep_going=True)
     work = args.work or os.path.join(args.out, "runs")
@@ -220,7 +218,7 @@ def main(argv=None):
     note = (f"Written by `experiments/mnist_dale.py --epochs {args.epochs or 40}` (seeds {','.join(map(str, seeds))}; "
             "h1, h2 and the readout 80% E / 20% I, pixels signed; circuit and training of experiments/mnist_mlp.py); "
             "mean ± sample sd over the seeds; signed: the committed unconstrained runs of the same seeds; cost = "
-            f"signed − Dale final accuracy (this invocation: {time.time() - start:.0f} s, finished runs skipped).")
+            f"signed − Dale final accuracy; {training_note(histories)}.")
     print(write(summarize(histories, args.out, args.signed_runs, seeds, rules), args.out, note))
 
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
-from circuits.sweep import compare, final, holm, mean_sd, run_cells_from_args, seeds_of, sweep_parser, write_report
+from circuits.sweep import compare, final, holm, mean_sd, run_cells_from_args, seeds_of, sweep_parser, training_note, write_report
 from connectomes import FixedProbability
 from plasticity import make_rule
 
@@ -169,12 +168,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rules = tuple(r.strip() for r in args.rules.split(","))
     densities = tuple(float(p) for p in args.densities.split(","))
-    start = time.time()
     histories = run_cells_from_args(os.path.join(HERE, "mnist_mlp.py"), cells(rules, densities), args)
     note = (f"Written by `experiments/sparse_feedback_mnist.py --epochs {args.epochs or 40}` "
             f"(seeds {','.join(map(str, seeds_of(args)))}, mask seed 1, circuit and training of "
             f"experiments/mnist_mlp.py); mean ± sample sd over the seeds; wall time: the training epochs' "
-            f"seconds per run (this invocation: {time.time() - start:.0f} s, finished runs skipped).")
+            f"seconds per run; {training_note(histories)}.")
     print(write(summarize(histories, rules, densities), args.out, note))
 
 

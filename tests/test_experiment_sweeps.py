@@ -686,7 +686,7 @@ def test_lenet_rate_selection_chooses_on_validation_then_trains_the_result_runs(
     assert f"| bp | {100 * scores[0.05]:.2f} | {100 * scores[0.01]:.2f} |" in page
     seconds = sum(json.loads(line)["seconds"] for lr in ("0.05", "0.01")
                   for line in open(out / "runs" / f"bp-lr{lr}-s0" / "metrics.jsonl"))
-    assert f"training steps took {seconds / 3600:.1f} core-hours" in page
+    assert f"training steps in all: {seconds / 3600:.1f} core-hours" in page
     # a later invocation that trains nothing writes the same page (nothing about itself on it)
     run("lenet_lr_selection.py", "--data-root", data_root, "--out", str(out), "--rules", "bp", "--lrs", "0.05,0.01",
         "--select-epochs", "1", "--seeds", "0", "--report-only", *SLICE)
