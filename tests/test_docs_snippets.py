@@ -36,29 +36,3 @@ def test_results_page_snippet_prints_what_the_page_states(page):
         assert expected in out.stdout, (page, out.stdout)
         number = expected.rsplit(" = ", 1)[-1].split(" of ")[0]
         assert number in text  # the prose states the number the snippet prints
-
-
-def test_mnist_page_validation_table_matches_the_generated_results():
-    """docs/results/mnist.md's validation-split table is written by hand from
-    mnist_val/results.json and mnist/results.json (both generated): every cell must equal what
-    those files hold, rounded as shown, so that regenerating either with new runs shows here."""
-    import json
-
-    val = json.load(open(os.path.join(REPO, "docs/results/mnist_val/results.json")))["rules"]
-    main = json.load(open(os.path.join(REPO, "docs/results/mnist/results.json")))["rules"]
-    text = open(os.path.join(REPO, "docs/results/mnist.md")).read()
-    table = text.split("| rule | test acc. at best-val epoch (%)", 1)[1].split("\n\n", 1)[0]
-    rows = [line for line in table.splitlines()[2:] if line.startswith("| ")]
-    assert [r.split("|")[1].strip() for r in rows] == list(val)
-
-    def pm(rule: dict, key: str) -> str:
-        return f"{100 * rule[key + '_mean']:.2f} ± {100 * rule[key + '_sd']:.2f}"
-
-    bp = val["bp"]["val_selected_test_acc_mean"]
-    for row in rows:
-        rule, chosen, vs_bp, best, final, main_final = (c.strip() for c in row.split("|")[1:7])
-        v = val[rule]
-        diff = 100 * (v["val_selected_test_acc_mean"] - bp)
-        assert chosen == pm(v, "val_selected_test_acc"), rule
-        assert vs_bp == ("" if rule == "bp" else f"{diff:+.2f}".replace("-", "−")), rule
-        assert (best, final, main_final) == (pm(v, "best_test_acc"), pm(v, "test_acc"), pm(main[rule], "test_acc")), rule
