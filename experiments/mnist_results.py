@@ -117,7 +117,7 @@ def summarize(done: dict) -> dict:
             row["val_selected_test_acc"] = [max(m, key=lambda e: e["val_acc"])["test_acc"] for m in seeds.values()]
             row["val_selected_test_acc_mean"], row["val_selected_test_acc_sd"] = _ms(row["val_selected_test_acc"])
         for p in PROJECTIONS:
-            for key in ("alignment_deg", "norm_ratio"):
+            for key in ("alignment_deg", "norm_ratio", "update_angle_deg"):
                 vals = [x.get("projections", {}).get(p, {}).get(key, float("nan")) for x in last]
                 row[f"{p} {key}"] = _ms(vals)
         out[rule] = row
@@ -178,6 +178,25 @@ def table(summary: dict, epochs: int) -> str:
                       if "val_selected_test_acc_mean" in r else "— | ")
         lr = (", ".join(f"{v:g}" for v in r.get("lr", [])) or "—") + " | " if lr_column else ""
         lines.append(f"| {rule} | {lr}{len(r['seeds'])} | {acc} | {diff} | {best} | {chosen}{paper} | {align} | {ratio} | {wall} |")
+    return "\n".join(lines)
+
+
+def update_table(summary: dict) -> str:
+    """The angle between each rule's ΔW and BP's gradient at the end (deg), per projection: the
+    one alignment every rule has (DFA's B reaches a conv projection from the readout, so it has
+    no weight alignment there). Empty where no run recorded it."""
+    key = " update_angle_deg"
+    if not any(r[p + key][0] == r[p + key][0] for r in summary.values() for p in PROJECTIONS):  # all nan
+        return ""
+    names = " / ".join(p.replace("->", "→") for p in PROJECTIONS)
+    lines = ["The weight change's angle to BP's: ∠(ΔW_rule, ΔW_BP), the rule's ΔW against the exact gradient of the "
+             "same loss on the same batch (the probe batch: the training set's first batch, at the last epoch's weights), mean ± sd over "
+             "the seeds; 0 where the rule's error is BP's" + (" (PAL's W changes by δ (x + ξ)ᵀ, the noisy rate its "
+                                                             "synapses saw, so its readout's ΔW is not BP's either)"
+                                                             if "pal" in summary else "") + ".", "",
+             f"| rule | ∠(ΔW_rule, ΔW_BP) {names} (deg) |", "|---|---|"]
+    for rule, r in summary.items():
+        lines.append(f"| {rule} | " + " / ".join(_fmt(r[p + key], ".1f") for p in PROJECTIONS) + " |")
     return "\n".join(lines)
 
 
@@ -325,6 +344,8 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"epochs": args.epochs, "rules": summary, "unfinished": unfinished}, f, indent=2)
     text = table(summary, args.epochs)
+    if update_table(summary):
+        text += "\n\n" + update_table(summary)
     if residual:
         text += ("\n\nWhat is left of R's random start (a·E₀ of R = WᵀBᵀ + a·E₀) at the end, per run: path "
                  "alignment (deg) and norm ratio as trained → with a = 0\n\n| run | projection | a | alignment | norm ratio |\n"

@@ -1,6 +1,7 @@
 """The sweep experiments of the rules issue, end to end on a slice of the real MNIST."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -142,6 +143,13 @@ def test_mnist_results_regenerate_from_the_committed_metrics(tmp_path):
     assert 0.9836 <= rules["bp"]["best_test_acc_mean"] <= 0.9850
     assert all(r["best_test_acc_mean"] >= r["test_acc_mean"] for r in rules.values())
     assert (tmp_path / "alignment.png").exists() and (tmp_path / "learning_curves.png").exists()
+    # every rule's ΔW against BP's gradient: 0 for BP and for every rule's readout (its error is BP's),
+    # FA's h1→h2 the mean of its runs' last records
+    angles = [json.loads(open(tmp_path / "runs" / f"fa-s{s}" / "metrics.jsonl").read().splitlines()[-1])
+              ["projections"]["h1->h2"]["update_angle_deg"] for s in rules["fa"]["seeds"]]
+    text = (tmp_path / "results.md").read_text()
+    assert "| bp | 0.0 ± 0.0 / 0.0 ± 0.0 |" in text
+    assert f"| fa | {statistics.fmean(angles):.1f} ± {statistics.stdev(angles):.1f} / 0.0 ± 0.0 |" in text
 
 
 def test_epoch_zero_rebuilt_from_config_equals_the_recorded_initial_json(data_root, tmp_path):
