@@ -344,8 +344,9 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"epochs": args.epochs, "rules": summary, "unfinished": unfinished}, f, indent=2)
     text = table(summary, args.epochs)
-    if update_table(summary):
-        text += "\n\n" + update_table(summary)
+    updates = update_table(summary)
+    if updates:
+        text += "\n\n" + updates
     if residual:
         text += ("\n\nWhat is left of R's random start (a·E₀ of R = WᵀBᵀ + a·E₀) at the end, per run: path "
                  "alignment (deg) and norm ratio as trained → with a = 0\n\n| run | projection | a | alignment | norm ratio |\n"

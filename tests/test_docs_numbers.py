@@ -12,7 +12,8 @@ import json
 import math
 import os
 import re
-import statistics
+
+from circuits.sweep import mean_sd  # the mean ± sample sd every results page shows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "docs", "results")
@@ -75,10 +76,6 @@ def signed(x: float) -> str:
 def same(cell: str, expected: str) -> bool:
     """``cell`` equals ``expected`` up to the typographic minus."""
     return cell.replace("−", "-") == expected.replace("−", "-")
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def test_mnist_page_main_table_matches_results_json():
