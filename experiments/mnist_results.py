@@ -17,7 +17,8 @@ import argparse
 import json
 import os
 import re
-import statistics
+
+from circuits.sweep import mean_sd  # mean and sample sd of the finite values
 
 RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "pal", "ifa", "pfa", "pfa-o", "pfa-o-square")
 IMPLICIT_R = ("pfa", "pfa-o", "pfa-o-square", "pfa-o-nowd")  # runs whose R = WᵀBᵀ + a·E₀ (pfa-o-nowd: lenet_lr_selection.py)
@@ -96,13 +97,6 @@ def copy_runs(src: str, dst: str) -> None:
             copy_records(os.path.join(src, name), os.path.join(dst, name))
 
 
-def _ms(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v == v]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def summarize(done: dict) -> dict:
     out = {}
     for rule in [r for r in RULES if r in done] + sorted(set(done) - set(RULES)):
@@ -111,15 +105,15 @@ def summarize(done: dict) -> dict:
         row = {"seeds": sorted(seeds), "test_acc": [x["test_acc"] for x in last],
                "best_test_acc": [max(e["test_acc"] for e in m) for m in seeds.values()],
                "wall_minutes": [sum(e.get("seconds", 0.0) for e in m) / 60 for m in seeds.values()]}
-        row["test_acc_mean"], row["test_acc_sd"] = _ms(row["test_acc"])
-        row["best_test_acc_mean"], row["best_test_acc_sd"] = _ms(row["best_test_acc"])
+        row["test_acc_mean"], row["test_acc_sd"] = mean_sd(row["test_acc"])
+        row["best_test_acc_mean"], row["best_test_acc_sd"] = mean_sd(row["best_test_acc"])
         if all("val_acc" in e for m in seeds.values() for e in m):  # the test accuracy at the best validation epoch
             row["val_selected_test_acc"] = [max(m, key=lambda e: e["val_acc"])["test_acc"] for m in seeds.values()]
-            row["val_selected_test_acc_mean"], row["val_selected_test_acc_sd"] = _ms(row["val_selected_test_acc"])
+            row["val_selected_test_acc_mean"], row["val_selected_test_acc_sd"] = mean_sd(row["val_selected_test_acc"])
         for p in PROJECTIONS:
             for key in ("alignment_deg", "norm_ratio", "update_angle_deg"):
                 vals = [x.get("projections", {}).get(p, {}).get(key, float("nan")) for x in last]
-                row[f"{p} {key}"] = _ms(vals)
+                row[f"{p} {key}"] = mean_sd(vals)
         out[rule] = row
     return out
 
@@ -148,9 +142,10 @@ def residual_of_R_start(run_dir: str) -> dict:
     return out
 
 
-def _fmt(ms: tuple[float, float], spec: str) -> str:
+def _fmt(ms: tuple[float, float], spec: str, n: int) -> str:
+    """mean ± sd of ``n`` seeds; the value alone for one seed (its sd is not 0 but unknown)."""
     m, s = ms
-    return "—" if m != m else f"{m:{spec}} ± {s:{spec}}"
+    return "—" if m != m else (f"{m:{spec}}" if n == 1 else f"{m:{spec}} ± {s:{spec}}")
 
 
 def table(summary: dict, epochs: int) -> str:
@@ -165,16 +160,17 @@ def table(summary: dict, epochs: int) -> str:
              + f"paper | alignment {names} (deg) | norm ratio {names} | wall time per run (min) |",
              "|---|---|---|---|---|" + ("---|" if lr_column else "") + ("---|" if val else "") + "---|---|---|---|"]
     for rule, r in summary.items():
-        acc = f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_sd']:.2f}"
-        best = f"{100 * r['best_test_acc_mean']:.2f} ± {100 * r['best_test_acc_sd']:.2f}"
+        n = len(r["seeds"])
+        acc = _fmt((100 * r["test_acc_mean"], 100 * r["test_acc_sd"]), ".2f", n)
+        best = _fmt((100 * r["best_test_acc_mean"], 100 * r["best_test_acc_sd"]), ".2f", n)
         diff = "" if rule == "bp" or bp != bp else f"{100 * (r['test_acc_mean'] - bp):+.2f}"
-        align = " / ".join(_fmt(r[f"{p} alignment_deg"], ".1f") for p in PROJECTIONS)
-        ratio = " / ".join(_fmt(r[f"{p} norm_ratio"], ".2f") for p in PROJECTIONS)
+        align = " / ".join(_fmt(r[f"{p} alignment_deg"], ".1f", n) for p in PROJECTIONS)
+        ratio = " / ".join(_fmt(r[f"{p} norm_ratio"], ".2f", n) for p in PROJECTIONS)
         paper = PAPER.get(rule, "—") + (f"; theory {THEORY[rule]}" if rule in THEORY else "")
-        wall = _fmt(_ms(r["wall_minutes"]), ".1f")
+        wall = _fmt(mean_sd(r["wall_minutes"]), ".1f", n)
         chosen = ""
         if val:
-            chosen = (f"{100 * r['val_selected_test_acc_mean']:.2f} ± {100 * r['val_selected_test_acc_sd']:.2f} | "
+            chosen = (_fmt((100 * r["val_selected_test_acc_mean"], 100 * r["val_selected_test_acc_sd"]), ".2f", n) + " | "
                       if "val_selected_test_acc_mean" in r else "— | ")
         lr = (", ".join(f"{v:g}" for v in r.get("lr", [])) or "—") + " | " if lr_column else ""
         lines.append(f"| {rule} | {lr}{len(r['seeds'])} | {acc} | {diff} | {best} | {chosen}{paper} | {align} | {ratio} | {wall} |")
@@ -191,12 +187,13 @@ def update_table(summary: dict) -> str:
     names = " / ".join(p.replace("->", "→") for p in PROJECTIONS)
     lines = ["The weight change's angle to BP's: ∠(ΔW_rule, ΔW_BP), the rule's ΔW against the exact gradient of the "
              "same loss on the same batch (the probe batch: the training set's first batch, at the last epoch's weights), mean ± sd over "
-             "the seeds; 0 where the rule's error is BP's" + (" (PAL's W changes by δ (x + ξ)ᵀ, the noisy rate its "
+             "the seeds" + (" (the value alone for a rule with one seed)" if any(len(r["seeds"]) == 1 for r in summary.values())
+                            else "") + "; 0 where the rule's error is BP's" + (" (PAL's W changes by δ (x + ξ)ᵀ, the noisy rate its "
                                                              "synapses saw, so its readout's ΔW is not BP's either)"
                                                              if "pal" in summary else "") + ".", "",
              f"| rule | ∠(ΔW_rule, ΔW_BP) {names} (deg) |", "|---|---|"]
     for rule, r in summary.items():
-        lines.append(f"| {rule} | " + " / ".join(_fmt(r[p + key], ".1f") for p in PROJECTIONS) + " |")
+        lines.append(f"| {rule} | " + " / ".join(_fmt(r[p + key], ".1f", len(r["seeds"])) for p in PROJECTIONS) + " |")
     return "\n".join(lines)
 
 
@@ -246,7 +243,7 @@ def _curves(done: dict, get, initial: dict | None = None) -> dict:
         first = [get(initial.get(rule, {}).get(seed, {})) for seed in seeds] if initial else []
         if first and all(v == v for v in first):
             per_epoch, x = [first, *per_epoch], [0, *x]
-        stats = [_ms(v) for v in per_epoch]
+        stats = [mean_sd(v) for v in per_epoch]
         out[rule] = (x, [s[0] for s in stats], [s[1] for s in stats])
     return out
 
@@ -305,7 +302,11 @@ def figures(done: dict, out: str, initial: dict | None = None) -> None:
         axes[top + 1, col].axhline(1.0, color="gray", ls="--", lw=0.8)
         axes[top + 1, col].set_xlabel("epoch (0: at initialisation)")
         axes[top + 1, col].xaxis.set_tick_params(labelbottom=True)
-    axes[0, 0].legend(fontsize=7, ncol=2)
+    handles = {}  # every rule's line, from whichever panel has it (DFA has no conv alignment to draw)
+    for ax in axes.flat:
+        for line, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, line)
+    axes[0, 0].legend(list(handles.values()), list(handles), fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "alignment.png"), dpi=120)
     plt.close(fig)
