@@ -119,23 +119,25 @@ def summarize(done: dict) -> dict:
 
 
 def residual_of_R_start(run_dir: str) -> dict:
-    """PFA/PFA-o with implicit R (= WᵀBᵀ + a E₀): per projection, a, the path alignment and norm
-    ratio as trained and with a set to 0 (R's random start fully decayed, Proposition 3's
-    limit), from the run's checkpoint. Empty for other rules; dense projections only (a conv
-    projection's RB is a composition of kernels, not WᵀBᵀB, and is left out)."""
+    """PFA/PFA-o with implicit R (= WᵀBᵀ + a E₀): per projection, dense or conv, a, the path
+    alignment and norm ratio as trained and with a set to 0 (R's random start fully decayed,
+    Proposition 3's limit), from the run's checkpoint: R B = Wᵀ(BᵀB) + a E₀B, with BᵀB applied
+    on W's output channels group by group for a conv projection (``plasticity.pfa``'s own
+    path). Empty for other rules."""
     import torch
 
     from connectomes.analysis import alignment_deg, norm_ratio
+    from plasticity.pfa import mix
 
     state = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=True)["model"]
     out = {}
     for p in PROJECTIONS:
         key = f"projections.{p}."
-        if key + "E0B" not in state or state[key + "weight"].dim() != 2:
+        if key + "E0B" not in state:
             continue
-        W, B, E0B = (state[key + k].double() for k in ("weight", "B", "E0B"))
+        W, BtB, E0B = (state[key + k].double() for k in ("weight", "BtB", "E0B"))
         a = state[key + "_extra_state"]["a"]
-        decayed = W.t() @ (B.t() @ B)
+        decayed = mix(BtB, W, W.shape[0] // BtB.shape[1]).transpose(0, 1)  # Wᵀ(BᵀB) in feedback layout
         trained = decayed + a * E0B
         out[p] = {"a": a, "alignment_deg": alignment_deg(W, trained), "norm_ratio": norm_ratio(W, trained),
                   "alignment_deg_a0": alignment_deg(W, decayed), "norm_ratio_a0": norm_ratio(W, decayed)}

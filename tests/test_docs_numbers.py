@@ -48,7 +48,7 @@ def table(page: str, header: str, with_header: bool = False):
     """The body rows (lists of stripped cells) of the table in ``page`` whose header line starts
     with ``header``; with ``with_header``, (header cells, rows)."""
     with open(os.path.join(RESULTS, page)) as f:
-        lines = f.read().splitlines()
+        lines = [line.lstrip() for line in f.read().splitlines()]  # a table may be indented in a list item
     starts = [i for i, line in enumerate(lines) if line.startswith(header)]
     assert len(starts) == 1, f"{page}: {len(starts)} tables start with {header!r}"
     rows = []
@@ -392,3 +392,39 @@ def test_mnist_page_validation_table_matches_the_generated_results():
         assert chosen == pm(v, "val_selected_test_acc"), rule
         assert vs_bp == ("" if rule == "bp" else f"{diff:+.2f}".replace("-", "−")), rule
         assert (best, final, main_final) == (pm(v, "best_test_acc"), pm(v, "test_acc"), pm(main[rule], "test_acc")), rule
+
+
+RESNET_CONV = ("stem->s1b0_a", "s1b0_a->s1b0_b", "s1b0->s2b0_a", "s2b0_a->s2b0_b", "s2b0->s3b0_a", "s3b0_a->s3b0_b")
+
+
+def test_resnet_page_table_matches_results_json():
+    """docs/results/mnist_resnet/README.md, "Results": per rule its rate, seeds, final and
+    best-epoch accuracy (mean ± sd; the value alone for one seed), the range over the six conv
+    projections of the weight (path) alignment and of ∠(ΔW_rule, ΔW_BP), the readout's
+    alignment and the training time, checked against
+    docs/results/mnist_resnet/lr_selection/chosen/results.json."""
+    rules = load("mnist_resnet/lr_selection/chosen/results.json")["rules"]
+    rows = table("mnist_resnet/README.md", "| rule | lr | seeds | final (%) | best epoch (%) |")
+    names = {v: k for k, v in LENET_NAMES.items()}
+    assert [names[r[0]] for r in rows] == list(rules)
+
+    def value(mean: float, sd: float, n: int, spec: str) -> str:
+        return f(mean, spec) if n == 1 else pm(mean, sd, spec)
+
+    def span(rule: str, key: str) -> str:
+        means = [rules[rule][f"{p} {key}"][0] for p in RESNET_CONV]
+        if all(math.isnan(m) for m in means):
+            return "—"
+        return f"{min(means):.1f}–{max(means):.1f}"
+
+    for name, lr, seeds, final, best, conv, readout, update, wall in rows:
+        rule = names[name]
+        r = rules[rule]
+        n = len(r["seeds"])
+        assert float(lr) == r["lr"][0] and seeds == str(n), name
+        assert final == value(100 * r["test_acc_mean"], 100 * r["test_acc_sd"], n, ".2f"), name
+        assert best == value(100 * r["best_test_acc_mean"], 100 * r["best_test_acc_sd"], n, ".2f"), name
+        assert conv == span(rule, "alignment_deg"), name
+        assert readout == f(r["pool->classes alignment_deg"][0], ".1f"), name
+        assert update == span(rule, "update_angle_deg"), name
+        assert wall == f(mean_sd(r["wall_minutes"])[0], ".1f"), name

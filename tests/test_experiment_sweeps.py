@@ -782,3 +782,60 @@ def test_lenet_feedback_probe_controls_what_b_is(data_root):
     bad = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "lenet_feedback_probe.py"), "lag0",
                           "--data-root", data_root], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode != 0 and "lag0" in bad.stderr
+
+
+@pytest.mark.parametrize("rule", ["pfa", "pfa-o"])
+def test_residual_of_R_start_covers_conv_projections(tmp_path, rule):
+    """mnist_results.residual_of_R_start on a checkpoint of a circuit with a grouped conv, a plain
+    conv and a dense projection, R held implicitly (R = WᵀBᵀ + a E₀): 'as trained' is the path
+    angle the rule itself reports (``alignment()``, through its own feedback_tensor), 'a = 0' the
+    angle it reports once a is set to 0; for PFA-o (BᵀB = I) that is Wᵀ itself, 0°."""
+    import importlib.util
+
+    from circuits import Circuit
+    from connectomes import Conv2d, Dense, GlobalAvgPool
+    from plasticity import make_rule
+    from populations import Input, Layer, Readout
+
+    c = Circuit("conv", seed=1)
+    x = c.add(Input("img", (2, 6, 6)))
+    a = c.add(Layer("a", (4, 6, 6)))
+    b = c.add(Layer("b", (4, 6, 6)))
+    p = c.add(Layer("p", 4, activation="identity", bias=False))
+    y = c.add(Readout("y", 3))
+    c.connect(x, a, Conv2d(3, padding=1))
+    c.connect(a, b, Conv2d(3, padding=1, groups=2))
+    c.connect(b, p, GlobalAvgPool())
+    c.connect(p, y, Dense())
+    c.feedback(make_rule(rule, expansion=2))
+    m = c.compile(implicit_feedback=True).double()
+    names = ("a->b", "p->y")  # the projections that send an error (img->a has no error to send)
+    for name in names:
+        proj = m.projections[name]
+        assert proj.implicit
+        proj.set_extra_state({**proj.get_extra_state(), "a": 0.3})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"model": m.state_dict()}, run_dir / "checkpoint.pt")
+    spec = importlib.util.spec_from_file_location("mnist_results", os.path.join(REPO, "experiments", "mnist_results.py"))
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    results.PROJECTIONS = names
+    residual = results.residual_of_R_start(str(run_dir))
+    trained = m.alignment()
+    for name in names:
+        m.projections[name].set_extra_state({**m.projections[name].get_extra_state(), "a": 0.0})
+    decayed = m.alignment()
+    assert set(residual) == set(names)
+    for name in names:
+        r = residual[name]
+        assert r["a"] == 0.3 and r["alignment_deg"] > 1.0
+        # (to float32 rounding: the buffers were made in float32; PFA-o's rule skips BᵀB = I)
+        assert r["alignment_deg"] == pytest.approx(trained[name]["alignment_deg"], abs=1e-5)
+        assert r["norm_ratio"] == pytest.approx(trained[name]["norm_ratio"], abs=1e-6)
+        assert r["alignment_deg_a0"] == pytest.approx(decayed[name]["alignment_deg"], abs=1e-5)
+        assert r["norm_ratio_a0"] == pytest.approx(decayed[name]["norm_ratio"], abs=1e-6)
+        if rule == "pfa-o":
+            assert r["alignment_deg_a0"] < 1e-4 and r["norm_ratio_a0"] == pytest.approx(1.0, abs=1e-6)
+        else:
+            assert r["alignment_deg_a0"] > 1.0  # Wᵀ(BᵀB) with a random B: not Wᵀ
