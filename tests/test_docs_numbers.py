@@ -394,9 +394,6 @@ def test_mnist_page_validation_table_matches_the_generated_results():
         assert (best, final, main_final) == (pm(v, "best_test_acc"), pm(v, "test_acc"), pm(main[rule], "test_acc")), rule
 
 
-RESNET_CONV = ("stem->s1b0_a", "s1b0_a->s1b0_b", "s1b0->s2b0_a", "s2b0_a->s2b0_b", "s2b0->s3b0_a", "s3b0_a->s3b0_b")
-
-
 def test_resnet_page_table_matches_results_json():
     """docs/results/mnist_resnet/README.md, "Results": per rule its rate, seeds, final and
     best-epoch accuracy (mean ± sd; the value alone for one seed), the range over the six conv
@@ -404,6 +401,7 @@ def test_resnet_page_table_matches_results_json():
     alignment and the training time, checked against
     docs/results/mnist_resnet/lr_selection/chosen/results.json."""
     rules = load("mnist_resnet/lr_selection/chosen/results.json")["rules"]
+    *conv_projections, readout = mnist_results().PROFILES["resnet"]["projections"]  # six convs, then the readout
     rows = table("mnist_resnet/README.md", "| rule | lr | seeds | final (%) | best epoch (%) |")
     names = {v: k for k, v in LENET_NAMES.items()}
     assert [names[r[0]] for r in rows] == list(rules)
@@ -412,12 +410,12 @@ def test_resnet_page_table_matches_results_json():
         return f(mean, spec) if n == 1 else pm(mean, sd, spec)
 
     def span(rule: str, key: str) -> str:
-        means = [rules[rule][f"{p} {key}"][0] for p in RESNET_CONV]
+        means = [rules[rule][f"{p} {key}"][0] for p in conv_projections]
         if all(math.isnan(m) for m in means):
             return "—"
         return f"{min(means):.1f}–{max(means):.1f}"
 
-    for name, lr, seeds, final, best, conv, readout, update, wall in rows:
+    for name, lr, seeds, final, best, conv, readout_cell, update, wall in rows:
         rule = names[name]
         r = rules[rule]
         n = len(r["seeds"])
@@ -425,6 +423,6 @@ def test_resnet_page_table_matches_results_json():
         assert final == value(100 * r["test_acc_mean"], 100 * r["test_acc_sd"], n, ".2f"), name
         assert best == value(100 * r["best_test_acc_mean"], 100 * r["best_test_acc_sd"], n, ".2f"), name
         assert conv == span(rule, "alignment_deg"), name
-        assert readout == f(r["pool->classes alignment_deg"][0], ".1f"), name
+        assert readout_cell == f(r[f"{readout} alignment_deg"][0], ".1f"), name
         assert update == span(rule, "update_angle_deg"), name
         assert wall == f(mean_sd(r["wall_minutes"])[0], ".1f"), name
