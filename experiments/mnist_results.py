@@ -40,7 +40,8 @@ PROFILES = {  # which projections a table and figure show, and the published num
               "title": "MNIST LeNet-5: final results per rule"},
     "resnet": {"projections": ("stem->s1b0_a", "s1b0_a->s1b0_b", "s1b0->s2b0_a", "s2b0_a->s2b0_b", "s2b0->s3b0_a",
                                "s3b0_a->s3b0_b", "pool->classes"), "paper": {},  # every projection with feedback
-               "theory": {}, "title": "MNIST ResNet-8 (zoo.resnet8_mnist): final results per rule"},
+               "theory": {}, "title": "MNIST ResNet-8 (zoo.resnet8_mnist): final results per rule",
+               "glance": True},  # many projections: a one-line-per-rule table first (glance_table)
 }
 PER_ROW = 4  # projections side by side in alignment.png; more wrap to further rows
 
@@ -176,6 +177,33 @@ def table(summary: dict, epochs: int) -> str:
                       if "val_selected_test_acc_mean" in r else "— | ")
         lr = (", ".join(f"{v:g}" for v in r.get("lr", [])) or "—") + " | " if lr_column else ""
         lines.append(f"| {rule} | {lr}{len(r['seeds'])} | {acc} | {diff} | {best} | {chosen}{paper} | {align} | {ratio} | {wall} |")
+    return "\n".join(lines)
+
+
+NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "usf": "uSF", "brsf": "brSF", "frsf": "frSF", "kp": "KP", "wm": "WM",
+         "pal": "PAL", "ifa": "IFA", "pfa": "PFA", "pfa-o": "PFA-o", "pfa-o-square": "PFA-o (square B)"}
+
+
+def glance_table(summary: dict) -> str:
+    """One line per rule for a circuit with many projections: accuracy, and each alignment as its
+    range (min–max of the seed means) over every projection but the last (the hidden ones), the
+    last (the readout) alone. The results page of docs/results/mnist_resnet/README.md is this."""
+    *hidden, readout = PROJECTIONS
+
+    def span(r: dict, key: str) -> str:
+        means = [r[f"{p} {key}"][0] for p in hidden]
+        means = [m for m in means if m == m]
+        return f"{min(means):.1f}–{max(means):.1f}" if means else "—"
+
+    lines = ["| rule | lr | seeds | final (%) | best epoch (%) | ∠(Wᵀ, B) conv, min–max (deg) | ∠(Wᵀ, B) readout (deg) | "
+             "∠(ΔW_rule, ΔW_BP) conv, min–max (deg) | training per run (min) |", "|---|---|---|---|---|---|---|---|---|"]
+    for rule, r in summary.items():
+        n = len(r["seeds"])
+        lines.append(f"| {NAMES.get(rule, rule)} | {', '.join(f'{v:g}' for v in r.get('lr', [])) or '—'} | {n} | "
+                     f"{_fmt((100 * r['test_acc_mean'], 100 * r['test_acc_sd']), '.2f', n)} | "
+                     f"{_fmt((100 * r['best_test_acc_mean'], 100 * r['best_test_acc_sd']), '.2f', n)} | "
+                     f"{span(r, 'alignment_deg')} | {_fmt(r[f'{readout} alignment_deg'], '.1f', 1)} | "
+                     f"{span(r, 'update_angle_deg')} | {_fmt(mean_sd(r['wall_minutes']), '.1f', 1)} |")
     return "\n".join(lines)
 
 
@@ -347,6 +375,9 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"epochs": args.epochs, "rules": summary, "unfinished": unfinished}, f, indent=2)
     text = table(summary, args.epochs)
+    if PROFILES[args.profile].get("glance"):
+        text = ("At a glance (each alignment's range over the conv projections, the readout alone; the tables "
+                "below give every projection):\n\n" + glance_table(summary) + "\n\n" + text)
     updates = update_table(summary)
     if updates:
         text += "\n\n" + updates

@@ -399,10 +399,13 @@ def test_resnet_page_table_matches_results_json():
     best-epoch accuracy (mean ± sd; the value alone for one seed), the range over the six conv
     projections of the weight (path) alignment and of ∠(ΔW_rule, ΔW_BP), the readout's
     alignment and the training time, checked against
-    docs/results/mnist_resnet/lr_selection/chosen/results.json."""
+    docs/results/mnist_resnet/lr_selection/chosen/results.json, computed here independently of
+    mnist_results.glance_table; and the page's copy is that generated table in results.md."""
     rules = load("mnist_resnet/lr_selection/chosen/results.json")["rules"]
     *conv_projections, readout = mnist_results().PROFILES["resnet"]["projections"]  # six convs, then the readout
-    rows = table("mnist_resnet/README.md", "| rule | lr | seeds | final (%) | best epoch (%) |")
+    header = "| rule | lr | seeds | final (%) | best epoch (%) |"
+    rows = table("mnist_resnet/README.md", header)
+    assert rows == table("mnist_resnet/lr_selection/chosen/results.md", header)
     names = {v: k for k, v in LENET_NAMES.items()}
     assert [names[r[0]] for r in rows] == list(rules)
 

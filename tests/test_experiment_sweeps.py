@@ -298,8 +298,9 @@ def test_results_table_selects_the_epoch_on_validation_and_takes_lenets_projecti
 def test_resnet_profile_reports_every_projection_with_feedback(tmp_path):
     """mnist_results --profile resnet: the table has the alignment of each of ResNet-8's seven
     projections with feedback (every conv projection and the readout, in forward order), a rule
-    with one seed shows its values without a ± sd, and the alignment figure wraps the
-    projections onto more than one row."""
+    with one seed shows its values without a ± sd, the table at a glance gives the conv
+    projections' range and the readout alone, and the alignment figure wraps the projections
+    onto more than one row."""
     names = ("stem->s1b0_a", "s1b0_a->s1b0_b", "s1b0->s2b0_a", "s2b0_a->s2b0_b", "s2b0->s3b0_a", "s3b0_a->s3b0_b",
              "pool->classes")
     projections = {p: {"alignment_deg": 10.0 * (i + 1), "norm_ratio": 1.0} for i, p in enumerate(names)}
@@ -312,7 +313,9 @@ def test_resnet_profile_reports_every_projection_with_feedback(tmp_path):
     assert "# MNIST ResNet-8" in table and " / ".join(n.replace("->", "→") for n in names) in table
     # one seed: the values alone (a standard deviation of one seed would read as "no spread", not "unknown")
     assert "| fa | 1 | 90.00 |  | 90.00 | — | 10.0 / 20.0 / 30.0 / 40.0 / 50.0 / 60.0 / 70.0 |" in table
-    assert "±" not in table.split("\n\n")[1]
+    assert not any("±" in block for block in table.split("\n\n") if block.startswith("| rule |"))
+    # at a glance: the six convs' range (10–60), the readout (70), no update angle recorded, 1 s = 0.0 min
+    assert "| FA | — | 1 | 90.00 | 90.00 | 10.0–60.0 | 70.0 | — | 0.0 |" in table
     from PIL import Image
     width, height = Image.open(tmp_path / "alignment.png").size
     assert height > width / 2  # two rows of four projections, not one row of seven
