@@ -187,7 +187,8 @@ NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "usf": "uSF", "brsf": "brSF", "fr
 def glance_table(summary: dict) -> str:
     """One line per rule for a circuit with many projections: accuracy, and each alignment as its
     range (min–max of the seed means) over every projection but the last (the hidden ones), the
-    last (the readout) alone. The results page of docs/results/mnist_resnet/README.md is this."""
+    last (the readout) alone; docs/results/mnist_resnet/README.md shows a copy (the docs test
+    checks it). The header says "conv": the one profile using it (resnet) has conv hidden layers."""
     *hidden, readout = PROJECTIONS
 
     def span(r: dict, key: str) -> str:
