@@ -429,3 +429,34 @@ def test_resnet_page_table_matches_results_json():
         assert readout_cell == f(r[f"{readout} alignment_deg"][0], ".1f"), name
         assert update == span(rule, "update_angle_deg"), name
         assert wall == f(mean_sd(r["wall_minutes"])[0], ".1f"), name
+
+
+def test_resnet_page_verdict_numbers_match_results_json():
+    """docs/results/mnist_resnet/README.md, "Verdict": the sentence of final-accuracy differences
+    against BP (difference of the means, every other rule named once), PFA's and PFA-o's
+    path-alignment ranges over the conv projections, PFA's norm-ratio range and PFA-o's readout
+    angle, checked against results.json; so that the prose cannot keep numbers of fewer seeds."""
+    rules = load("mnist_resnet/lr_selection/chosen/results.json")["rules"]
+    *convs, readout = mnist_results().PROFILES["resnet"]["projections"]
+    with open(os.path.join(RESULTS, "mnist_resnet/README.md")) as fh:
+        text = " ".join(fh.read().split())  # the prose wraps its lines anywhere
+    assert text.count("**Verdict**") == 1
+    verdict = text.split("**Verdict**", 1)[1]
+    gaps = verdict.split("Final test accuracy against BP's", 1)[1].split(". ", 1)[0]
+    quoted = dict(re.findall(r"(PFA-o|PFA|KP|uSF|DFA|FA) ([+−]\d+\.\d\d) pp", gaps))
+    names = {v: k for k, v in LENET_NAMES.items()}
+    assert sorted(names[n] for n in quoted) == sorted(r for r in rules if r != "bp")
+    bp = rules["bp"]["test_acc_mean"]
+    for name, gap in quoted.items():
+        assert gap == signed(100 * (rules[names[name]]["test_acc_mean"] - bp)).replace("-", "−"), name
+
+    def span(rule: str, key: str, spec: str) -> str:
+        means = [rules[rule][f"{p} {key}"][0] for p in convs]
+        return f"{min(means):{spec}}–{max(means):{spec}}"
+
+    pfa = verdict.split("**PFA's path alignment", 1)[1].split("PFA-o:", 1)[0]
+    assert f"{span('pfa', 'alignment_deg', '.1f')}° at the end" in pfa
+    assert f"norm ratio {span('pfa', 'norm_ratio', '.2f')}" in pfa
+    pfa_o = verdict.split("PFA-o:", 1)[1].split("the residue", 1)[0]
+    assert f"{span('pfa-o', 'alignment_deg', '.1f')}° on the conv projections" in pfa_o
+    assert f"{f(rules['pfa-o'][f'{readout} alignment_deg'][0], '.1f')}° on the readout" in pfa_o
