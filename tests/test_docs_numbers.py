@@ -13,7 +13,7 @@ import math
 import os
 import re
 
-from circuits.sweep import mean_sd  # the mean ± sample sd every results page shows
+from circuits.sweep import mean_sd, training_hours  # mean ± sample sd as every page shows; a sweep's cost
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "docs", "results")
@@ -435,7 +435,8 @@ def test_resnet_page_verdict_numbers_match_results_json():
     """docs/results/mnist_resnet/README.md, "Verdict": the sentence of final-accuracy differences
     against BP (difference of the means, every other rule named once), PFA's and PFA-o's
     path-alignment ranges over the conv projections, PFA's norm-ratio range and PFA-o's readout
-    angle, checked against results.json; so that the prose cannot keep numbers of fewer seeds."""
+    angle, checked against results.json, and the core-hours it states, summed from the runs'
+    records as the sweep pages sum them; so that the prose cannot keep numbers of fewer seeds."""
     rules = load("mnist_resnet/lr_selection/chosen/results.json")["rules"]
     *convs, readout = mnist_results().PROFILES["resnet"]["projections"]
     with open(os.path.join(RESULTS, "mnist_resnet/README.md")) as fh:
@@ -460,3 +461,7 @@ def test_resnet_page_verdict_numbers_match_results_json():
     pfa_o = verdict.split("PFA-o:", 1)[1].split("the residue", 1)[0]
     assert f"{span('pfa-o', 'alignment_deg', '.1f')}° on the conv projections" in pfa_o
     assert f"{f(rules['pfa-o'][f'{readout} alignment_deg'][0], '.1f')}° on the readout" in pfa_o
+    histories = {rule: {seed: metrics(f"mnist_resnet/lr_selection/chosen/runs/{rule}-s{seed}") for seed in r["seeds"]}
+                 for rule, r in rules.items()}
+    assert sum(len(runs) for runs in histories.values()) == 21  # the number the sentence names
+    assert f"Cost: {training_hours(histories):.1f} core-hours of training steps for the 21 result runs" in verdict
